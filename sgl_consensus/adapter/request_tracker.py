@@ -1,0 +1,73 @@
+"""Keeps a drafter's view of requests in step with SGLang's scheduler.
+
+SGLang has no "request added / finished" callback for speculative workers, so the tracker diffs each
+decode batch against what the drafter already holds: new requests are added with their prompt, new
+committed tokens are extended, and tracked requests that the scheduler has finished or aborted are
+removed. A request that merely sits out a step (e.g. retracted for memory) stays tracked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Hashable, Sequence
+
+
+@dataclass
+class _Tracked:
+    req: Any  # sglang Req
+    committed_outputs: int  # how many output tokens the drafter has seen
+
+
+def group_of(req) -> Hashable | None:
+    """The sibling group of a request: an explicit ``custom_params['consensus_group']`` tag, else None."""
+    params = getattr(req.sampling_params, "custom_params", None) or {}
+    return params.get("consensus_group")
+
+
+class RequestTracker:
+    def __init__(self, drafter) -> None:
+        self.drafter = drafter
+        self._tracked: dict[Hashable, _Tracked] = {}
+
+    def sync(self, reqs: Sequence[Any], pending: list[list[int]] | None = None) -> list[Hashable]:
+        """Bring the drafter up to date with ``reqs``; returns their rids in batch order."""
+        self._drop_finished(reqs)
+        rids = []
+        for i, req in enumerate(reqs):
+            outputs = list(req.output_ids)
+            if pending is not None:
+                outputs += pending[i]
+            self._sync_one(req, outputs)
+            rids.append(req.rid)
+        return rids
+
+    def reset(self) -> None:
+        self.drafter.reset()
+        self._tracked.clear()
+
+    def __len__(self) -> int:
+        return len(self._tracked)
+
+    def _sync_one(self, req, outputs: list[int]) -> None:
+        tracked = self._tracked.get(req.rid)
+        if tracked is not None and len(outputs) < tracked.committed_outputs:
+            # outputs rewound (retraction / re-prefill): start the request over
+            self._remove(req.rid)
+            tracked = None
+        if tracked is None:
+            self.drafter.add(req.rid, group_of(req), list(req.origin_input_ids_unpadded))
+            tracked = self._tracked[req.rid] = _Tracked(req, 0)
+        new = outputs[tracked.committed_outputs :]
+        if new:
+            self.drafter.extend(req.rid, new)
+            tracked.committed_outputs = len(outputs)
+
+    def _drop_finished(self, reqs: Sequence[Any]) -> None:
+        in_batch = {req.rid for req in reqs}
+        for rid, tracked in list(self._tracked.items()):
+            if rid not in in_batch and tracked.req.finished():
+                self._remove(rid)
+
+    def _remove(self, rid: Hashable) -> None:
+        self._tracked.pop(rid, None)
+        self.drafter.remove(rid)

@@ -1,0 +1,43 @@
+"""How SGLang's scheduler sees the ``consensus`` algorithm.
+
+The consensus worker verifies exactly like NGRAM (a host-built draft tree, verified by the target in one
+TARGET_VERIFY pass), so it answers ``is_ngram() -> True``: SGLang then reuses NGRAM's verify input,
+relay payloads, CUDA-graph shapes and server-argument handling for it. SGLang 0.5.23's
+``CustomSpecAlgo`` lacks a few methods its scheduler calls on every algorithm; they are defined here
+with NGRAM's answers.
+"""
+
+from __future__ import annotations
+
+from sglang.srt.speculative.spec_registry import CustomSpecAlgo
+
+
+class ConsensusSpecAlgo(CustomSpecAlgo):
+    def is_ngram(self) -> bool:
+        return True
+
+    def has_draft_kv(self) -> bool:
+        return False  # the tree lives only in the verify mask, like NGRAM's
+
+    def carries_draft_hidden_states(self) -> bool:
+        return False
+
+    def need_topk(self) -> bool:
+        return False
+
+    def get_platform_worker_cls(self):
+        return None
+
+    def create_future_map(
+        self, device, req_to_token_pool, needs_cpu_seq_lens: bool = True, needs_confidence_relay: bool = False
+    ):
+        from sglang.srt.managers.overlap_utils import FutureMap
+
+        return FutureMap(device, self, req_to_token_pool, needs_cpu_seq_lens, needs_confidence_relay)
+
+    def handle_server_args(self, server_args) -> None:
+        # NGRAM's own resolution: draft width default, topk = BFS breadth, no mixed chunk,
+        # overlap off on CPU.
+        from sglang.srt.arg_groups.speculative_hook import _handle_ngram
+
+        _handle_ngram(server_args)

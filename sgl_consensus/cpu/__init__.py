@@ -1,0 +1,76 @@
+"""Run SGLang 0.5.23's real scheduler and model runner on an x86 CPU.
+
+Nothing here is used unless :func:`activate` is called (or ``sgl-consensus serve --device cpu``
+is used). Activation
+
+* sets ``SGLANG_USE_CPU_ENGINE=1`` (SGLang's own switch for its CPU code paths),
+* puts ``_boot/`` first on ``PYTHONPATH``: it holds a pure-torch stand-in for the unpublished CPU
+  build of ``sgl_kernel`` and a ``sitecustomize`` that makes the CUDA build of torchvision
+  importable; SGLang *spawns* its scheduler and detokenizer, so only the environment reaches them,
+* sets ``SGL_CONSENSUS_CPU=1``, which the plugin reads in every SGLang process to swap the
+  ``torch_native`` attention backend for one that can verify draft trees (TARGET_VERIFY) and to
+  verify sampled requests losslessly.
+
+On a machine where CUDA is available it refuses: the stand-ins would shadow SGLang's real kernels.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+BOOT_DIR = Path(__file__).resolve().parent / "_boot"
+ACTIVE_ENV = "SGL_CONSENSUS_CPU"
+
+
+class CudaAvailableError(RuntimeError):
+    """Raised when CPU mode is asked for on a machine that has CUDA."""
+
+
+def is_active() -> bool:
+    """True in any process started under :func:`activate` (the flag travels in the environment)."""
+    return os.environ.get(ACTIVE_ENV) == "1"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _prepend_pythonpath(path: str) -> None:
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if path not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([path, *parts])
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+def activate(*, allow_cuda: bool = False) -> None:
+    """Prepare this process and every process it spawns to run SGLang on CPU.
+
+    Call it before SGLang is imported. Idempotent.
+    """
+    if "sglang.srt.server_args" in sys.modules and not is_active():
+        raise RuntimeError(
+            "sgl_consensus.cpu.activate() must run before SGLang is imported "
+            "(import sgl_consensus.cpu and activate first)."
+        )
+    if not allow_cuda and _cuda_available():
+        raise CudaAvailableError(
+            "CUDA is available on this machine: sgl-consensus' CPU mode would shadow SGLang's real "
+            "kernels. Run SGLang normally (pip install 'sgl-consensus[gpu]'); the consensus worker "
+            "needs no CPU activation on a GPU."
+        )
+    os.environ[ACTIVE_ENV] = "1"
+    os.environ["SGLANG_USE_CPU_ENGINE"] = "1"
+    _prepend_pythonpath(str(BOOT_DIR))
+    from sgl_consensus.cpu import torchvision_fix
+
+    torchvision_fix.apply()
+
+
+__all__ = ["activate", "is_active", "CudaAvailableError", "BOOT_DIR"]

@@ -1,0 +1,145 @@
+"""Prompt-lookup drafting: a request drafts from its own history (prompt + output).
+
+The fallback for requests without siblings, and the "own history only" control in benchmarks. It
+keeps, per request, an index from every k-gram (``min_match <= k <= max_match``) to the position
+right after its latest occurrence, updated incrementally on ``extend`` (O(new tokens x max_match)).
+``propose`` looks up the longest suffix that occurred before and drafts the tokens that followed it
+as a chain, in SGLang NGRAM's tree layout (node 0 = last committed token, padding = token 0 under
+the root).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Sequence
+
+import numpy as np
+
+MAX_TOKEN_ID = 2**31 - 1
+
+
+@dataclass
+class _History:
+    tokens: list[int] = field(default_factory=list)
+    # (k-gram tuple) -> index of the token that followed its latest occurrence
+    follow: dict[tuple[int, ...], int] = field(default_factory=dict)
+
+
+def validate_token_ids(rid: Hashable, token_ids: Iterable[int], what: str) -> list[int]:
+    """Token ids as a list of ints, or a ValueError/TypeError that names the request and the problem."""
+    if isinstance(token_ids, np.ndarray):
+        if not np.issubdtype(token_ids.dtype, np.integer):
+            raise TypeError(f"{what} of request {rid!r} must be integers, got dtype {token_ids.dtype}")
+        ids = token_ids.astype(np.int64).ravel().tolist()
+    else:
+        ids = list(token_ids)
+        for t in ids:
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+                raise TypeError(f"{what} of request {rid!r} must be integers, got {type(t).__name__} {t!r}")
+    if ids and (min(ids) < 0 or max(ids) > MAX_TOKEN_ID):
+        bad = min(ids) if min(ids) < 0 else max(ids)
+        raise ValueError(f"{what} of request {rid!r} has token id {bad} outside [0, {MAX_TOKEN_ID}]")
+    return [int(t) for t in ids]
+
+
+def chain_tree(last_token: int, chain: Sequence[int], num_draft_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """A linear draft (root + chain) padded to ``num_draft_tokens`` nodes, with its ancestor mask."""
+    n = num_draft_tokens
+    chain = list(chain[: n - 1])
+    tokens = np.zeros(n, dtype=np.int64)
+    tokens[0] = last_token
+    tokens[1 : 1 + len(chain)] = chain
+    mask = np.zeros((n, n), dtype=np.bool_)
+    depth = len(chain)
+    # chain nodes: lower-triangular (every earlier chain node is an ancestor)
+    mask[: depth + 1, : depth + 1] = np.tril(np.ones((depth + 1, depth + 1), dtype=np.bool_))
+    # padding nodes: children of the root
+    for i in range(depth + 1, n):
+        mask[i, 0] = True
+        mask[i, i] = True
+    return tokens, mask
+
+
+class PromptLookupDrafter:
+    """Drafts each request's continuation from the latest earlier occurrence of its own suffix."""
+
+    def __init__(self, num_draft_tokens: int, max_match: int = 4, min_match: int = 1) -> None:
+        if num_draft_tokens < 1:
+            raise ValueError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}")
+        if not 1 <= min_match <= max_match:
+            raise ValueError(f"need 1 <= min_match <= max_match, got {min_match}, {max_match}")
+        self.num_draft_tokens = num_draft_tokens
+        self.max_match = max_match
+        self.min_match = min_match
+        self._requests: dict[Hashable, _History] = {}
+        self._drafted_nodes = 0
+        self._propose_calls = 0
+
+    def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Iterable[int]) -> None:
+        if rid in self._requests:
+            raise ValueError(f"request {rid!r} was already added")
+        ids = validate_token_ids(rid, prompt_ids, "prompt_ids")
+        if not ids:
+            raise ValueError(f"prompt_ids of request {rid!r} is empty")
+        self._requests[rid] = _History()
+        self._append(self._requests[rid], ids)
+
+    def extend(self, rid: Hashable, token_ids: Iterable[int], logprobs: Sequence[float] | None = None) -> None:
+        history = self._history(rid)
+        ids = validate_token_ids(rid, token_ids, "token_ids")
+        if logprobs is not None and len(logprobs) != len(ids):
+            raise ValueError(f"request {rid!r}: {len(logprobs)} logprobs for {len(ids)} tokens")
+        self._append(history, ids)
+
+    def propose(self, rids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+        n = self.num_draft_tokens
+        tokens = np.zeros((len(rids), n), dtype=np.int64)
+        masks = np.zeros((len(rids), n, n), dtype=np.bool_)
+        for row, rid in enumerate(rids):
+            history = self._history(rid)
+            chain = self._lookup(history)
+            tokens[row], masks[row] = chain_tree(history.tokens[-1], chain, n)
+            self._drafted_nodes += min(len(chain), n - 1)
+        self._propose_calls += 1
+        return tokens, masks
+
+    def remove(self, rid: Hashable) -> None:
+        if self._requests.pop(rid, None) is None:
+            raise KeyError(f"unknown request {rid!r}")
+
+    def reset(self) -> None:
+        self._requests.clear()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "live_requests": len(self._requests),
+            "live_groups": 0,
+            "indexed_tokens": sum(len(h.tokens) for h in self._requests.values()),
+            "index_entries": sum(len(h.follow) for h in self._requests.values()),
+            "propose_calls": self._propose_calls,
+            "draft_nodes_own_history": self._drafted_nodes,
+        }
+
+    def _history(self, rid: Hashable) -> _History:
+        try:
+            return self._requests[rid]
+        except KeyError:
+            raise KeyError(f"unknown request {rid!r} (add() it first)") from None
+
+    def _append(self, history: _History, ids: list[int]) -> None:
+        tokens = history.tokens
+        for token in ids:
+            # index the k-grams that end at the current last token: they are followed by `token`
+            end = len(tokens)
+            for k in range(self.min_match, min(self.max_match, end) + 1):
+                history.follow[tuple(tokens[end - k : end])] = end
+            tokens.append(token)
+
+    def _lookup(self, history: _History) -> list[int]:
+        tokens = history.tokens
+        end = len(tokens)
+        for k in range(min(self.max_match, end), self.min_match - 1, -1):
+            start = history.follow.get(tuple(tokens[end - k :]))
+            if start is not None:
+                return tokens[start : start + self.num_draft_tokens - 1]
+        return []

@@ -1,0 +1,103 @@
+"""Start SGLang's offline ``Engine`` so that a crashing scheduler raises instead of killing us.
+
+By default, when one of SGLang's child processes dies, the Engine's SIGQUIT handlers kill the whole
+process tree, the caller included (a test runner exits 137 with no report). :func:`start_engine`
+installs handlers that kill only SGLang's children and surface the failure as
+:class:`SchedulerDiedError` in the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+
+class SchedulerDiedError(RuntimeError):
+    """An SGLang child process (scheduler, detokenizer) died; its log explains why."""
+
+
+_MESSAGE = (
+    "an SGLang child process (scheduler or detokenizer) died; its traceback is in the log above. "
+    "The engine is unusable: start a new one."
+)
+
+
+def _kill_children() -> None:
+    import psutil
+
+    for child in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _launch_phase_sigquit(signum, frame) -> None:
+    _kill_children()
+    raise SchedulerDiedError(_MESSAGE)
+
+
+def _safe_signal_handler_class(base: type) -> type:
+    class SafeSignalHandler(base):  # type: ignore[misc, valid-type]
+        def running_phase_sigquit_handler(self, signum=None, frame=None):
+            watchdog = getattr(self.tokenizer_manager, "_subprocess_watchdog", None)
+            if watchdog is not None:
+                watchdog.stop()
+            _kill_children()
+            self.tokenizer_manager.sgl_consensus_died = True
+            # Wake up whoever waits on the loop: run_until_complete then raises, and
+            # ConsensusEngine turns that into SchedulerDiedError.
+            asyncio.get_event_loop().stop()
+
+    return SafeSignalHandler
+
+
+class _EngineProxy:
+    """Forwards to an SGLang Engine; turns a dead child into :class:`SchedulerDiedError`."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._engine, name)
+        if not callable(attr) or name in ("shutdown",):
+            return attr
+
+        def call(*args, **kwargs):
+            if getattr(self._engine.tokenizer_manager, "sgl_consensus_died", False):
+                raise SchedulerDiedError(_MESSAGE)
+            try:
+                return attr(*args, **kwargs)
+            except RuntimeError as exc:
+                if getattr(self._engine.tokenizer_manager, "sgl_consensus_died", False):
+                    raise SchedulerDiedError(_MESSAGE) from exc
+                raise
+
+        return call
+
+    def shutdown(self) -> None:
+        if getattr(self._engine.tokenizer_manager, "sgl_consensus_died", False):
+            _kill_children()
+            return
+        self._engine.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
+def start_engine(**engine_kwargs: Any) -> Any:
+    """``sglang.Engine(**engine_kwargs)`` with crash handling that spares the calling process."""
+    import sglang as sgl
+
+    engine_kwargs.setdefault("custom_sigquit_handler", _launch_phase_sigquit)
+    engine = sgl.Engine(**engine_kwargs)
+    manager = engine.tokenizer_manager
+    manager.signal_handler_class = _safe_signal_handler_class(manager.signal_handler_class)
+    # The launch-phase handler stays until the tokenizer manager installs its own (first request).
+    signal.signal(signal.SIGQUIT, _launch_phase_sigquit)
+    return _EngineProxy(engine)

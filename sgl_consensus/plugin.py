@@ -1,0 +1,47 @@
+"""SGLang plugin entry point (group ``sglang.srt.plugins``).
+
+SGLang calls :func:`register` in every one of its processes (``load_plugins()``). It registers the
+``consensus`` speculative algorithm (any letter case: SGLang upper-cases names) and, in processes
+started under ``sgl_consensus.cpu.activate()``, the CPU pieces that SGLang itself lacks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+_registered = False
+
+
+def register() -> None:
+    """Idempotent: safe to call from every process and more than once."""
+    global _registered
+    if _registered:
+        return
+    from sgl_consensus import cpu
+
+    if cpu.is_active():
+        from sgl_consensus.adapter.cpu_hooks import install_cpu_hooks
+
+        install_cpu_hooks()
+    _register_algorithm()
+    _registered = True
+
+
+def _register_algorithm() -> None:
+    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+    from sglang.srt.speculative.spec_registry import get_spec
+
+    from sgl_consensus.adapter import ALGORITHM_NAME
+    from sgl_consensus.adapter.spec_algo import ConsensusSpecAlgo
+
+    if get_spec(ALGORITHM_NAME) is not None:
+        return  # registered earlier in this process (e.g. by a second plugin load)
+
+    @SpeculativeAlgorithm.register(ALGORITHM_NAME, supports_overlap=True, spec_class=ConsensusSpecAlgo)
+    def _consensus_worker_factory(server_args):
+        from sgl_consensus.adapter.worker import ConsensusWorker
+
+        return ConsensusWorker
+
+    logger.debug("registered speculative algorithm %s", ALGORITHM_NAME)
