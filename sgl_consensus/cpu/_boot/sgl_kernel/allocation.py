@@ -1,0 +1,25 @@
+"""``assign_req_to_token_pool_cpu``: write newly allocated KV slots into ``req_to_token``."""
+
+import torch
+
+from sgl_kernel._ragged import ragged_ranges
+
+
+def assign_req_to_token_pool_cpu(
+    req_pool_indices: torch.Tensor,
+    req_to_token: torch.Tensor,
+    start_offset: torch.Tensor,
+    end_offset: torch.Tensor,
+    out_cache_loc: torch.Tensor,
+    pool_len: int,
+) -> None:
+    """``req_to_token[req_pool_indices[i], start[i]:end[i]] = `` request i's block of
+    ``out_cache_loc`` (blocks packed back to back, in batch order). In place."""
+    if req_pool_indices.numel() == 0:
+        return
+    request, column, packed = ragged_ranges(start_offset, end_offset)
+    rows = req_pool_indices.reshape(-1).long()[request]
+    # pool_len is the row width the kernels index with; req_to_token is [pool_size, pool_len].
+    req_to_token.view(-1, pool_len)[rows, column] = out_cache_loc.reshape(-1)[packed].to(
+        req_to_token.dtype
+    )
