@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=${SGL_CONSENSUS_VENV:-.venv}
+VENV=${CONSENSUS_VENV:-.venv}
 PY=${PYTHON:-python3}
 inputs=(scripts/ensure_venv.sh pyproject.toml requirements/sglang-cpu.txt requirements/constraints-cpu.txt requirements/dev.txt)
 want=$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1)

@@ -7,7 +7,7 @@ is used). Activation
 * puts ``_boot/`` first on ``PYTHONPATH``: it holds a pure-torch stand-in for the unpublished CPU
   build of ``sgl_kernel`` and a ``sitecustomize`` that makes the CUDA build of torchvision
   importable; SGLang *spawns* its scheduler and detokenizer, so only the environment reaches them,
-* sets ``SGL_CONSENSUS_CPU=1``, which the plugin reads in every SGLang process to swap the
+* sets ``CONSENSUS_CPU=1``, which the plugin reads in every SGLang process to swap the
   ``torch_native`` attention backend for one that can verify draft trees (TARGET_VERIFY) and to
   verify sampled requests losslessly.
 
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 BOOT_DIR = Path(__file__).resolve().parent / "_boot"
-ACTIVE_ENV = "SGL_CONSENSUS_CPU"
+ACTIVE_ENV = "CONSENSUS_CPU"
 
 
 class CudaAvailableError(RuntimeError):

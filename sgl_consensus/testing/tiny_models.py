@@ -40,7 +40,7 @@ class TinyModelSpec:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("SGL_CONSENSUS_CACHE") or os.path.join(
+    root = os.environ.get("CONSENSUS_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "sgl-consensus"
     )
     return Path(root) / "tiny-models"

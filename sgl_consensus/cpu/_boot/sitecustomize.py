@@ -9,7 +9,7 @@ import importlib.util
 import os
 import sys
 
-if os.environ.get("SGL_CONSENSUS_CPU") == "1":
+if os.environ.get("CONSENSUS_CPU") == "1":
     try:
         from sgl_consensus.cpu import torchvision_fix
 

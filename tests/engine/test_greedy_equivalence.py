@@ -1,0 +1,63 @@
+"""Speculative decoding must not change greedy outputs: NGRAM and consensus vs plain decoding."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+PROMPTS = [
+    "one two three one two three one two",
+    "the answer is",
+    "how many apples does each cat have after 12 and 7",
+    "first we add then we subtract then we add then we",
+    "five",
+]
+MAX_NEW_TOKENS = 40
+GREEDY = {"temperature": 0.0, "max_new_tokens": MAX_NEW_TOKENS}
+BATCHINGS = {"bs1": [[p] for p in PROMPTS], "bs2": [PROMPTS[:2], PROMPTS[2:4], PROMPTS[4:]], "all": [PROMPTS]}
+
+
+def _generate_all(engine, batching: str) -> list[list[int]]:
+    outputs = []
+    for batch in BATCHINGS[batching]:
+        outputs += [o["output_ids"] for o in engine.generate(batch, GREEDY)]
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def reference(engines, tiny_llama, tiny_qwen2):
+    """Plain greedy outputs per model and batching, computed once."""
+    ref = {}
+    for name, path in (("llama", tiny_llama), ("qwen2", tiny_qwen2)):
+        engine = engines.get(path, None)
+        ref[name] = {b: _generate_all(engine, b) for b in BATCHINGS}
+    return ref
+
+
+@pytest.mark.parametrize("model", ["llama", "qwen2"])
+@pytest.mark.parametrize("algorithm", ["NGRAM", "consensus", "CONSENSUS"])
+def test_speculative_greedy_equals_plain(engines, reference, model, algorithm, request):
+    path = request.getfixturevalue(f"tiny_{model}")
+    engine = engines.get(path, algorithm)
+    for batching in BATCHINGS:
+        got = _generate_all(engine, batching)
+        want = reference[model][batching]
+        for prompt, g, w in zip(PROMPTS, got, want):
+            assert g == w, f"{algorithm} on {model} ({batching}) diverged for {prompt!r}"
+
+
+def test_plain_greedy_is_deterministic_and_full_length(engines, tiny_llama, reference):
+    engine = engines.get(tiny_llama, None)
+    again = _generate_all(engine, "all")
+    assert again == reference["llama"]["all"]
+    assert all(len(ids) == MAX_NEW_TOKENS for ids in again), "tiny model has no reachable EOS"
+
+
+@pytest.mark.parametrize("algorithm", ["NGRAM", "consensus"])
+def test_speculation_accepts_drafts_on_repetitive_text(engines, tiny_llama, algorithm):
+    engine = engines.get(tiny_llama, algorithm)
+    out = engine.generate(PROMPTS[0] + " one two three" * 4, {"temperature": 0.0, "max_new_tokens": 96})
+    meta = out["meta_info"]
+    assert meta["spec_verify_ct"] > 0
+    assert meta["spec_accept_length"] > 1.0, meta
