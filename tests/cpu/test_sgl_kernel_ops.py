@@ -574,11 +574,13 @@ def test_build_tree_kernel_efficient_matches_reference(seed, mode, bs, topk, dep
     elif mode == 1:
         mask_len, fill = bs * n * n, True
     else:
-        mask_len, fill = bs * n * (4 if n > 16 else (2 if n > 8 else 1)), 0
+        mask_len, fill = bs * n * (4 if n > 16 else (2 if n > 8 else 1)), None
     flat_parents = [t for p in parent_list for t in p]
     flat_selected = [t for s in selected for t in s]
 
-    exp_mask = [fill] * mask_len
+    # Packed rows start with stray bits: byte 0 is assigned, later bytes only OR-ed into.
+    exp_mask = [rng.randrange(256) for _ in range(mask_len)] if mode == 2 else [fill] * mask_len
+    initial_mask = list(exp_mask)
     exp_pos, exp_rindex = [-9] * (bs * n), [-1] * (bs * n)
     exp_ntoken, exp_nsib = [-1] * (bs * n), [-1] * (bs * n)
     reference_build_tree(flat_parents, flat_selected, seq_lens, exp_mask, exp_pos, exp_rindex,
@@ -586,7 +588,7 @@ def test_build_tree_kernel_efficient_matches_reference(seed, mode, bs, topk, dep
 
     if mode == 2:
         dtype = torch.int32 if n > 16 else (torch.int16 if n > 8 else torch.uint8)
-        tree_mask = torch.zeros(bs * n, dtype=dtype)
+        tree_mask = torch.tensor(initial_mask, dtype=torch.uint8).view(dtype)
     else:
         tree_mask = torch.full((mask_len,), True, dtype=torch.bool)
     positions = torch.full((bs * n,), -9, dtype=torch.int64)

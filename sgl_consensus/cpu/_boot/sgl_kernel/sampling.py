@@ -59,15 +59,19 @@ def murmur_hash32(
     return _finalize(state ^ 16).to(torch.uint32)
 
 
-@torch.library.custom_op("sgl_kernel::murmur_hash32_cpu", mutates_args=())
-def murmur_hash32_cpu(
-    seed: torch.Tensor, positions: torch.Tensor, col_indices: torch.Tensor
-) -> torch.Tensor:
-    return murmur_hash32(seed, positions, col_indices)
-
-
-@murmur_hash32_cpu.register_fake
-def _murmur_hash32_cpu_fake(
+def _murmur_hash32_fake(
     seed: torch.Tensor, positions: torch.Tensor, col_indices: torch.Tensor
 ) -> torch.Tensor:
     return seed.new_empty((seed.shape[0], col_indices.shape[0]), dtype=torch.uint32)
+
+
+def _register_op() -> None:
+    """Register ``sgl_kernel::murmur_hash32_cpu`` once per process (this module may be loaded
+    again, e.g. under another name, and a second registration would raise)."""
+    if hasattr(torch.ops.sgl_kernel, "murmur_hash32_cpu"):
+        return
+    op = torch.library.custom_op("sgl_kernel::murmur_hash32_cpu", mutates_args=())(murmur_hash32)
+    op.register_fake(_murmur_hash32_fake)
+
+
+_register_op()
