@@ -17,9 +17,8 @@ def assign_req_to_token_pool_cpu(
     ``out_cache_loc`` (blocks packed back to back, in batch order). In place."""
     if req_pool_indices.numel() == 0:
         return
-    request, column, packed = ragged_ranges(start_offset, end_offset)
-    rows = req_pool_indices.reshape(-1).long()[request]
-    # pool_len is the row width the kernels index with; req_to_token is [pool_size, pool_len].
-    req_to_token.view(-1, pool_len)[rows, column] = out_cache_loc.reshape(-1)[packed].to(
-        req_to_token.dtype
-    )
+    ranges = ragged_ranges(start_offset, end_offset)
+    rows = req_pool_indices.reshape(-1).long().take(ranges.request)
+    # take/put_ index the logical row-major order; pool_len is req_to_token's row width.
+    values = out_cache_loc.take(ranges.packed).to(req_to_token.dtype)
+    req_to_token.put_(rows * pool_len + ranges.column, values)

@@ -17,10 +17,11 @@ def assign_extend_cache_locs_cpu(
     ``= req_to_token[req_pool_indices[i], start[i]:end[i]]``. Other entries are left alone."""
     if req_pool_indices.numel() == 0:
         return
-    request, column, packed = ragged_ranges(start_offset, end_offset)
-    rows = req_pool_indices.reshape(-1).long()[request]
-    values = req_to_token.view(-1, pool_len)[rows, column]
-    out_cache_loc.view(-1)[packed] = values.to(out_cache_loc.dtype)
+    ranges = ragged_ranges(start_offset, end_offset)
+    rows = req_pool_indices.reshape(-1).long().take(ranges.request)
+    # take/put_ index the logical row-major order; pool_len is req_to_token's row width.
+    values = req_to_token.take(rows * pool_len + ranges.column)
+    out_cache_loc.put_(ranges.packed, values.to(out_cache_loc.dtype))
 
 
 def assign_draft_cache_locs_contiguous_cpu(
@@ -38,7 +39,9 @@ def assign_draft_cache_locs_contiguous_cpu(
     width = topk * speculative_num_steps
     if batch_size == 0 or width <= 0:
         return
-    rows = req_pool_indices.reshape(-1).long()[:batch_size, None]
-    columns = seq_lens.reshape(-1).long()[:, None] + torch.arange(width, device=seq_lens.device)
-    values = req_to_token.view(-1, pool_len)[rows, columns]
-    out_cache_loc.view(-1)[: batch_size * width] = values.reshape(-1).to(out_cache_loc.dtype)
+    row_starts = req_pool_indices.reshape(-1)[:batch_size].long() * pool_len + seq_lens.reshape(-1).long()
+    flat_index = row_starts[:, None] + torch.arange(width, device=seq_lens.device)
+    values = req_to_token.take(flat_index.reshape(-1))
+    out_cache_loc.put_(
+        torch.arange(batch_size * width, device=values.device), values.to(out_cache_loc.dtype)
+    )

@@ -16,9 +16,7 @@ def fill_bonus_tokens_cpu(
         return
     rows = torch.arange(batch_size, device=accept_lens.device)
     flat_index = rows * accept_stride + accept_lens.reshape(-1).long() - 1
-    bonus_tokens.view(-1)[:batch_size] = accept_tokens.reshape(-1)[flat_index].to(
-        bonus_tokens.dtype
-    )
+    bonus_tokens.put_(rows, accept_tokens.take(flat_index).to(bonus_tokens.dtype))
 
 
 def fill_accept_out_cache_loc_cpu(
@@ -33,6 +31,8 @@ def fill_accept_out_cache_loc_cpu(
     counted = (flat_index != -1).long()
     destination = torch.cumsum(counted, 0) - counted
     accepted = flat_index > -1
-    accept_out_cache_loc.view(-1)[destination[accepted]] = out_cache_loc.reshape(-1)[
-        flat_index[accepted]
-    ].to(accept_out_cache_loc.dtype)
+    sources = flat_index.masked_select(accepted)
+    accept_out_cache_loc.put_(
+        destination.masked_select(accepted),
+        out_cache_loc.take(sources).to(accept_out_cache_loc.dtype),
+    )

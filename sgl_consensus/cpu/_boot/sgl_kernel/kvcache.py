@@ -30,11 +30,12 @@ def copy_all_layer_kv_cache_cpu(
         return
     targets = tgt_loc.reshape(-1).long()
     sources = src_loc.reshape(-1).long()
-    lowest = int(torch.minimum(targets.min(), sources.min()).item())
+    lowest = min(int(targets.min()), int(sources.min()))
     if lowest < 0:
         raise ValueError(f"negative KV slot index {lowest} in copy_all_layer_kv_cache_cpu")
     # Only the rows up to the highest index touched need to be mapped.
-    num_rows = int(torch.maximum(targets.max(), sources.max()).item()) + 1
+    num_rows = max(int(targets.max()), int(sources.max())) + 1
     for address, row_bytes in zip(data_ptrs.tolist(), strides.tolist()):
         rows = _byte_rows(int(address), int(row_bytes), num_rows)
-        rows[targets] = rows[sources]
+        # index_select copies the sources out first; index_copy_ then writes the targets.
+        rows.index_copy_(0, targets, rows.index_select(0, sources))

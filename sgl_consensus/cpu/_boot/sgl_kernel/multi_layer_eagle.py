@@ -23,13 +23,11 @@ def rotate_input_ids_cpu(
         return
     starts = extend_start_loc.reshape(-1).long()
     lengths = extend_seq_lens.reshape(-1).long()
-    flat_ids = input_ids.view(-1)
-    _, shifted, _ = ragged_ranges(starts, starts + (lengths - 1).clamp(min=0))
-    flat_ids[shifted] = flat_ids[shifted + 1]
+    # Every shifted value is read (take) before any is written (put_), as the kernel's
+    # block-wise read-then-write does within a request.
+    shifted = ragged_ranges(starts, starts + (lengths - 1).clamp_min(0)).column
+    input_ids.put_(shifted, input_ids.take(shifted + 1))
     has_tokens = lengths > 0
-    if select_index is not None:
-        last = select_index.reshape(-1).long()
-    else:
-        last = starts + lengths - 1
-    new_tokens = topk_index.reshape(-1)[:batch_size]
-    flat_ids[last[has_tokens]] = new_tokens[has_tokens].to(flat_ids.dtype)
+    last = select_index.reshape(-1).long() if select_index is not None else starts + lengths - 1
+    new_tokens = topk_index.reshape(-1)[:batch_size].to(input_ids.dtype)
+    input_ids.put_(last.masked_select(has_tokens), new_tokens.masked_select(has_tokens))
