@@ -391,7 +391,9 @@ def tree_links(parents: List[int]) -> Tuple[List[int], List[int]]:
     return first_child, next_sibling
 
 
-def reference_verify_tree_greedy(predicts, accept_index, accept_num, candidates, rindex, ntoken, nsibling, target):
+def reference_verify_tree_greedy(
+    predicts, accept_index, accept_num, candidates, rindex, ntoken, nsibling, target
+) -> None:
     """The CUDA kernel VerifyTreeGreedy on Python lists (flat target/predicts)."""
     bs, n = len(candidates), len(candidates[0])
     spec = len(accept_index[0])
@@ -506,7 +508,10 @@ def random_eagle_selection(
     return parent_list, sorted(selected)
 
 
-def reference_build_tree(parent_list, selected, seq_lens, tree_mask, positions, rindex, ntoken, nsibling, topk, depth, n, mode):
+def reference_build_tree(
+    parent_list, selected, seq_lens, tree_mask, positions, rindex, ntoken, nsibling,
+    topk, depth, n, mode,
+) -> None:
     """The CUDA kernels build_tree_efficient / build_tree_efficient_partial_packed, one
     (bid, tid) at a time, on flat Python lists (tree_mask as bools, or bytes when packed)."""
     width = topk * (depth - 1) + 1
@@ -558,8 +563,12 @@ def reference_build_tree(parent_list, selected, seq_lens, tree_mask, positions, 
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("mode", [0, 1, 2])
-@pytest.mark.parametrize("bs,topk,depth,n", [(1, 1, 1, 1), (1, 1, 4, 5), (3, 2, 3, 6), (2, 4, 4, 10), (2, 3, 5, 20)])
-def test_build_tree_kernel_efficient_matches_reference(seed, mode, bs, topk, depth, n) -> None:
+@pytest.mark.parametrize(
+    "bs,topk,depth,n", [(1, 1, 1, 1), (1, 1, 4, 5), (3, 2, 3, 6), (2, 4, 4, 10), (2, 3, 5, 20)]
+)
+def test_build_tree_kernel_efficient_matches_reference(
+    seed: int, mode: int, bs: int, topk: int, depth: int, n: int
+) -> None:
     rng, _ = make_rng(seed)
     parent_list, selected = [], []
     for _ in range(bs):

@@ -20,8 +20,10 @@ from sgl_kernel.eagle import fill_accept_out_cache_loc_cpu, fill_bonus_tokens_cp
 from sgl_kernel.eagle_tree import build_tree_kernel_efficient_cpu, verify_tree_greedy_cpu
 from sgl_kernel.kvcache import copy_all_layer_kv_cache_cpu
 from sgl_kernel.multi_layer_eagle import rotate_input_ids_cpu
-from sgl_kernel import sampling as _sampling  # noqa: F401  registers torch.ops.sgl_kernel.murmur_hash32_cpu
-from sgl_kernel import speculative  # noqa: F401  SGLang imports sgl_kernel.speculative.*
+# Imported for their side effect / as submodules SGLang reaches into:
+# sampling registers torch.ops.sgl_kernel.murmur_hash32_cpu; SGLang imports sgl_kernel.speculative.*
+from sgl_kernel import sampling as _sampling  # noqa: F401
+from sgl_kernel import speculative  # noqa: F401
 
 __all__ = [
     "assign_draft_cache_locs_contiguous_cpu",

@@ -1,4 +1,5 @@
-"""Speculative-decoding KV slot look-ups: read slots out of ``req_to_token`` into a packed buffer."""
+"""Speculative-decoding KV slot look-ups: read slots out of ``req_to_token`` into a packed
+buffer."""
 
 import torch
 
@@ -39,7 +40,8 @@ def assign_draft_cache_locs_contiguous_cpu(
     width = topk * speculative_num_steps
     if batch_size == 0 or width <= 0:
         return
-    row_starts = req_pool_indices.reshape(-1)[:batch_size].long() * pool_len + seq_lens.reshape(-1).long()
+    rows = req_pool_indices.reshape(-1)[:batch_size].long()
+    row_starts = rows * pool_len + seq_lens.reshape(-1).long()
     flat_index = row_starts[:, None] + torch.arange(width, device=seq_lens.device)
     values = req_to_token.take(flat_index.reshape(-1))
     out_cache_loc.put_(

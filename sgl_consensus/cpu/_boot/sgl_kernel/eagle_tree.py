@@ -95,9 +95,8 @@ def _write_bool_mask(
 ) -> None:
     """Overwrite each row's n draft columns; prefix columns are left alone."""
     n = draft_rows.shape[-1]
-    flat = tree_mask.view(-1)
     index = row_starts[:, None] + torch.arange(n)
-    flat[index.reshape(-1)] = draft_rows.reshape(-1).to(flat.dtype)
+    tree_mask.put_(index.reshape(-1), draft_rows.reshape(-1).to(tree_mask.dtype))
 
 
 def _write_packed_mask(tree_mask: torch.Tensor, draft_rows: torch.Tensor) -> None:
@@ -153,24 +152,28 @@ def build_tree_kernel_efficient_cpu(
     next_token_rows = retrive_next_token.tolist()
     next_sibling_rows = retrive_next_sibling.tolist()
 
-    draft_rows = torch.zeros(batch_size * n, n, dtype=torch.bool)
-    depths = torch.zeros(batch_size, n, dtype=torch.int64)
+    mask_rows: List[List[bool]] = []  # [batch * n][n]: the draft columns of every row
+    depths: List[int] = []
     for batch in range(batch_size):
         parents, selected = parent_rows[batch], selected_rows[batch]
-        draft_rows[batch * n, 0] = True
-        for node in range(1, n):
-            columns = _ancestor_columns(node, parents, selected, topk, depth)
-            draft_rows[batch * n + node, [0] + columns] = True
-            depths[batch, node] = len(columns)
+        for node in range(n):
+            columns = _ancestor_columns(node, parents, selected, topk, depth) if node else []
+            row = [False] * n
+            for column in [0] + columns:  # every node sees the root (column 0)
+                row[column] = True
+            mask_rows.append(row)
+            depths.append(len(columns))
         _link_children(
             batch, parents, selected, topk, next_token_rows[batch], next_sibling_rows[batch]
         )
 
+    draft_rows = torch.tensor(mask_rows, dtype=torch.bool).view(batch_size * n, n)
     if tree_mask_mode == QLEN_ONLY_BITPACKING:
         _write_packed_mask(tree_mask, draft_rows)
     else:
         _write_bool_mask(tree_mask, _mask_row_starts(seq_lens, n, tree_mask_mode), draft_rows)
-    positions.view(batch_size, n).copy_(depths + verified_seq_len.view(-1, 1))
+    depth_of_node = torch.tensor(depths, dtype=torch.int64).view(batch_size, n)
+    positions.copy_((depth_of_node + verified_seq_len.view(-1, 1)).view(positions.shape))
     retrive_index.copy_(torch.arange(batch_size * n, dtype=torch.int64).view(batch_size, n))
     retrive_next_token.copy_(torch.tensor(next_token_rows, dtype=torch.int64))
     retrive_next_sibling.copy_(torch.tensor(next_sibling_rows, dtype=torch.int64))
