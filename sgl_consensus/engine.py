@@ -61,7 +61,10 @@ class _EngineProxy:
         self._engine = engine
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._engine, name)
+        if name == "_run_on_loop":
+            attr = self._engine.loop.run_until_complete
+        else:
+            attr = getattr(self._engine, name)
         if not callable(attr) or name in ("shutdown",):
             return attr
 
@@ -76,6 +79,10 @@ class _EngineProxy:
                 raise
 
         return call
+
+    def run(self, coroutine):
+        """Run a coroutine (e.g. several ``async_generate`` calls) on the engine's event loop."""
+        return self.__getattr__("_run_on_loop")(coroutine)
 
     def shutdown(self) -> None:
         if getattr(self._engine.tokenizer_manager, "sgl_consensus_died", False):

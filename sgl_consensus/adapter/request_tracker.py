@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
+from sgl_consensus.grouping import SiblingGrouper
+
 
 @dataclass
 class _Tracked:
@@ -18,15 +20,20 @@ class _Tracked:
     committed_outputs: int  # how many output tokens the drafter has seen
 
 
-def group_of(req) -> Hashable | None:
-    """The sibling group of a request: an explicit ``custom_params['consensus_group']`` tag, else None."""
+GROUP_TAG = "consensus_group"
+
+
+def group_tag(req) -> Hashable | None:
+    """The explicit group tag of a request, ``sampling_params.custom_params['consensus_group']``."""
     params = getattr(req.sampling_params, "custom_params", None) or {}
-    return params.get("consensus_group")
+    tag = params.get(GROUP_TAG)
+    return tag if tag is None or isinstance(tag, (str, int)) else str(tag)
 
 
 class RequestTracker:
-    def __init__(self, drafter) -> None:
+    def __init__(self, drafter, grouper: SiblingGrouper) -> None:
         self.drafter = drafter
+        self.grouper = grouper
         self._tracked: dict[Hashable, _Tracked] = {}
 
     def sync(self, reqs: Sequence[Any], pending: list[list[int]] | None = None) -> list[Hashable]:
@@ -43,6 +50,8 @@ class RequestTracker:
 
     def reset(self) -> None:
         self.drafter.reset()
+        for rid in list(self._tracked):
+            self.grouper.release(rid)
         self._tracked.clear()
 
     def __len__(self) -> int:
@@ -55,7 +64,9 @@ class RequestTracker:
             self._remove(req.rid)
             tracked = None
         if tracked is None:
-            self.drafter.add(req.rid, group_of(req), list(req.origin_input_ids_unpadded))
+            prompt = list(req.origin_input_ids_unpadded)
+            group = self.grouper.assign(req.rid, group_tag(req), int(req.sampling_params.n or 1), prompt)
+            self.drafter.add(req.rid, group, prompt)
             tracked = self._tracked[req.rid] = _Tracked(req, 0)
         new = outputs[tracked.committed_outputs :]
         if new:
@@ -70,4 +81,5 @@ class RequestTracker:
 
     def _remove(self, rid: Hashable) -> None:
         self._tracked.pop(rid, None)
+        self.grouper.release(rid)
         self.drafter.remove(rid)

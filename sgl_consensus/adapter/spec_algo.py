@@ -36,8 +36,19 @@ class ConsensusSpecAlgo(CustomSpecAlgo):
         return FutureMap(device, self, req_to_token_pool, needs_cpu_seq_lens, needs_confidence_relay)
 
     def handle_server_args(self, server_args) -> None:
-        # NGRAM's own resolution: draft width default, topk = BFS breadth, no mixed chunk,
-        # overlap off on CPU.
+        # Runs in the launching process during argument resolution: bad knobs and unsupported
+        # set-ups fail here, with a clear message, instead of inside a spawned scheduler.
+        from sglang.srt.arg_groups.overrides import resolving_view
         from sglang.srt.arg_groups.speculative_hook import _handle_ngram
 
+        from sgl_consensus.settings import load_settings
+
+        load_settings()
+        cfg = resolving_view(server_args)
+        if getattr(cfg, "pp_size", 1) > 1:
+            raise ValueError("--speculative-algorithm consensus does not support pipeline parallelism (--pp-size > 1)")
+        if getattr(cfg, "enable_dp_attention", False):
+            raise ValueError("--speculative-algorithm consensus does not support --enable-dp-attention")
+        # NGRAM's own resolution: draft width default, topk = BFS breadth, no mixed chunk,
+        # overlap off on CPU.
         _handle_ngram(server_args)

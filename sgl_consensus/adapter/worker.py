@@ -1,44 +1,80 @@
-"""The consensus speculative worker: NGRAM's verify path with our drafters as the draft source.
+"""The consensus speculative worker: NGRAM's verify path with consensus drafts as the draft source.
 
-Per decode step: sync each request's committed tokens into the drafter (index update), propose one
-draft tree per request, and hand it to SGLang's NGRAM verify machinery (inherited from
-``NGRAMWorker``: TARGET_VERIFY forward, tree verification, KV commit). Requests the scheduler has
-finished or aborted are removed from the drafter on the next step.
+Per decode step, data flows one way: the batch's newly committed tokens go into the drafter's
+indices (``RequestTracker.sync``), the drafter proposes one tree per request, and SGLang's NGRAM
+machinery (inherited from ``NGRAMWorker``) verifies the trees in one TARGET_VERIFY forward and
+commits the accepted tokens. On CPU the verify step samples losslessly (``adapter.verify``).
+
+``CONSENSUS_DRAFTER=ngram_corpus`` keeps SGLang's own NgramCorpus as the draft source under this
+worker's verification, so drafters can be compared under identical verification.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Hashable
+import time
 
 import numpy as np
 from sglang.srt.speculative.ngram_worker import NGRAMWorker
 
+from sgl_consensus.adapter.metrics import DraftMetrics
 from sgl_consensus.adapter.request_tracker import RequestTracker
+from sgl_consensus.grouping import SiblingGrouper
+from sgl_consensus.settings import WorkerSettings, load_settings
 
 logger = logging.getLogger(__name__)
+
+
+def make_drafter(settings: WorkerSettings, num_draft_tokens: int):
+    if settings.drafter == "prompt_lookup":
+        from sgl_consensus.drafting.prompt_lookup import PromptLookupDrafter
+
+        return PromptLookupDrafter(num_draft_tokens=num_draft_tokens)
+    from sgl_consensus.drafting import ConsensusDrafter
+
+    return ConsensusDrafter(settings.draft_config(num_draft_tokens))
 
 
 class ConsensusWorker(NGRAMWorker):
     def __init__(self, server_args, gpu_id, nccl_port, target_worker):
         super().__init__(server_args, gpu_id, nccl_port, target_worker)
-        self.tracker = RequestTracker(self._make_drafter())
+        self.settings = load_settings()
+        self._use_ngram_corpus = self.settings.drafter == "ngram_corpus"
+        self.tracker = RequestTracker(
+            None if self._use_ngram_corpus else make_drafter(self.settings, self.draft_token_num),
+            SiblingGrouper(self.settings.grouping),
+        )
+        self.metrics = DraftMetrics(self.settings.log_interval_s)
+        # SGLang verifies sampled requests greedily on CPU; ours must stay lossless there.
+        self._cpu_lossless = str(self.device).startswith("cpu")
+        logger.info("consensus worker: drafter=%s, grouping=%s, %d draft tokens",
+                    self.settings.drafter, self.settings.grouping.enabled, self.draft_token_num)
 
-    def _make_drafter(self):
-        from sgl_consensus.drafting.prompt_lookup import PromptLookupDrafter
+    def forward_batch_generation(self, batch, *args, **kwargs):
+        if not self._cpu_lossless:
+            return super().forward_batch_generation(batch, *args, **kwargs)
+        from sgl_consensus.adapter.verify import cpu_lossless_verification
 
-        return PromptLookupDrafter(num_draft_tokens=self.draft_token_num)
+        with cpu_lossless_verification():
+            return super().forward_batch_generation(batch, *args, **kwargs)
 
     # -- NGRAMWorker hooks -------------------------------------------------------------------
     def _prepare_draft_tokens(self, batch) -> tuple[np.ndarray, np.ndarray]:
-        pending = self._pending_accepted_tokens(batch)
-        rids = self.tracker.sync(batch.reqs, pending)
+        start = time.perf_counter()
+        if self._use_ngram_corpus:
+            tokens, mask = super()._prepare_draft_tokens(batch)
+            self.metrics.record_step(len(batch.reqs), time.perf_counter() - start, None)
+            return tokens, mask
+        rids = self.tracker.sync(batch.reqs, self._pending_accepted_tokens(batch))
+        before = self.tracker.drafter.stats()
         tokens, mask = self.tracker.drafter.propose(rids)
+        self.metrics.record_step(len(rids), time.perf_counter() - start, (before, self.tracker.drafter.stats()))
         return tokens.reshape(-1), mask.reshape(-1)
 
     def _update_ngram_corpus(self, batch) -> None:
-        # Our index is updated from the requests' committed tokens at the next draft step.
-        pass
+        if self._use_ngram_corpus:
+            super()._update_ngram_corpus(batch)
+        # Our indices are updated from the committed tokens at the next draft step.
 
     def clear_cache_pool(self):
         super().clear_cache_pool()

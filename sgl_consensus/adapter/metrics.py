@@ -1,0 +1,61 @@
+"""Draft-side metrics of the consensus worker: where draft nodes came from, and drafting time.
+
+SGLang already reports ``spec_accept_length`` / ``spec_verify_ct`` per request in ``meta_info``.
+This adds what only the drafter knows, as cumulative counters and a periodic log line:
+draft nodes from siblings / the global corpus / the request's own history, padding, and the
+time spent drafting per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+logger = logging.getLogger("sgl_consensus.metrics")
+
+SOURCE_KEYS = ("draft_nodes_sibling", "draft_nodes_global", "draft_nodes_own", "padding_nodes")
+
+
+@dataclass
+class DraftMetrics:
+    log_interval_s: float = 30.0
+    steps: int = 0
+    request_steps: int = 0
+    draft_seconds: float = 0.0
+    nodes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCE_KEYS, 0))
+    _last_log: float = field(default_factory=time.monotonic)
+
+    def record_step(self, batch_size: int, seconds: float, stats_pair: tuple[dict, dict] | None) -> None:
+        self.steps += 1
+        self.request_steps += batch_size
+        self.draft_seconds += seconds
+        if stats_pair is not None:
+            before, after = stats_pair
+            for key in SOURCE_KEYS:
+                self.nodes[key] += after.get(key, 0) - before.get(key, 0)
+        self._maybe_log()
+
+    def snapshot(self) -> dict[str, float]:
+        drafted = sum(self.nodes[k] for k in SOURCE_KEYS[:3])
+        return {
+            "steps": self.steps,
+            "request_steps": self.request_steps,
+            "draft_ms_per_step": 1000 * self.draft_seconds / max(self.steps, 1),
+            "draft_ms_per_request_step": 1000 * self.draft_seconds / max(self.request_steps, 1),
+            "sibling_fraction": self.nodes["draft_nodes_sibling"] / max(drafted, 1),
+            "global_fraction": self.nodes["draft_nodes_global"] / max(drafted, 1),
+            "own_fraction": self.nodes["draft_nodes_own"] / max(drafted, 1),
+            **self.nodes,
+        }
+
+    def _maybe_log(self) -> None:
+        if self.log_interval_s <= 0 or time.monotonic() - self._last_log < self.log_interval_s:
+            return
+        self._last_log = time.monotonic()
+        s = self.snapshot()
+        logger.info(
+            "consensus drafts: %d steps, %.3f ms/step; nodes from siblings %.0f%%, global %.0f%%, own %.0f%%",
+            s["steps"], s["draft_ms_per_step"], 100 * s["sibling_fraction"], 100 * s["global_fraction"],
+            100 * s["own_fraction"],
+        )

@@ -1,0 +1,79 @@
+"""Verification glue: lossless sampled verification for the consensus worker on CPU.
+
+``NGRAMWorker.forward_batch_generation`` calls SGLang's ``eagle_sample``, which on CPU verifies
+every request greedily. While the consensus worker runs a step on CPU, :func:`lossless_verify`
+stands in for it: all-greedy batches still go to SGLang's own function; batches with sampled
+requests get SGLang's logit adjustments (penalties, logit bias, grammar mask), one target sample
+per draft node from the exact plain-decoding distribution, and SGLang's own tree walk
+(``verify_tree_greedy_func``) over those samples. Greedy requests in a mixed batch have
+``top_k = 1`` and so are walked on their argmax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from sglang.kernels.ops.speculative.spec_tree import verify_tree_greedy_func
+from sglang.srt.sampling.penaltylib.repetition_penalty import apply_scaling_penalties
+from sglang.srt.speculative import ngram_worker
+
+from sgl_consensus.cpu.sampling_verify import sample_tree_targets
+
+_sglang_eagle_sample = ngram_worker.eagle_sample
+
+
+def _adjust_logits(logits: torch.Tensor, info, num_draft: int, grammar_mask) -> None:
+    """The same in-place adjustments SGLang applies before verification, per draft node."""
+    if info.acc_additive_penalties is not None:
+        logits.add_(torch.repeat_interleave(info.acc_additive_penalties, num_draft, dim=0))
+    if info.acc_scaling_penalties is not None:
+        apply_scaling_penalties(logits, torch.repeat_interleave(info.acc_scaling_penalties, num_draft, dim=0))
+    if info.logit_bias is not None:
+        logits.add_(torch.repeat_interleave(info.logit_bias, num_draft, dim=0))
+    if grammar_mask is not None:
+        grammar_mask.apply(logits)
+
+
+def lossless_verify(verify_input, batch, logits_output, grammar_mask=None, **kwargs):
+    info = batch.sampling_info
+    if batch.forward_mode.is_idle() or info.is_all_greedy:
+        return _sglang_eagle_sample(verify_input, batch, logits_output, grammar_mask, **kwargs)
+    watermark = kwargs.get("watermark_state")
+    if watermark is not None and info.has_watermark_candidates:
+        raise NotImplementedError("watermarked sampling is not supported by sgl-consensus' CPU verification")
+    if info.sampling_seed is not None:
+        raise NotImplementedError("per-request sampling seeds are not supported by sgl-consensus' CPU verification")
+
+    bs, n = len(batch.seq_lens), verify_input.draft_token_num
+    logits = logits_output.next_token_logits
+    _adjust_logits(logits, info, n, grammar_mask)
+    targets = sample_tree_targets(
+        logits, info.temperatures, info.top_ks, info.top_ps,
+        info.min_ps if info.need_min_p_sampling else None, n,
+    )
+    predict = torch.zeros(bs * n, dtype=torch.int32, device=logits.device)
+    accept_index = torch.full((bs, verify_input.max_tree_depth), -1, dtype=torch.int32, device=logits.device)
+    num_correct = torch.empty((bs,), dtype=torch.int32, device=logits.device)
+    predict, accept_index, num_correct = verify_tree_greedy_func(
+        predicts=predict,
+        accept_index=accept_index,
+        accept_token_num=num_correct,
+        candidates=verify_input.draft_token.reshape(bs, n),
+        retrieve_index=verify_input.retrieve_index,
+        retrieve_next_token=verify_input.retrieve_next_token,
+        retrieve_next_sibling=verify_input.retrieve_next_sibling,
+        target_predict=targets,
+        topk=verify_input.tree_topk,
+    )
+    return predict, num_correct + 1, accept_index
+
+
+@contextlib.contextmanager
+def cpu_lossless_verification():
+    """Within this block, NGRAM's verify step (as inherited by our worker) samples losslessly."""
+    ngram_worker.eagle_sample = lossless_verify
+    try:
+        yield
+    finally:
+        ngram_worker.eagle_sample = _sglang_eagle_sample

@@ -1,0 +1,160 @@
+"""The consensus worker's knobs, read from the environment (and optionally a JSON file).
+
+SGLang's command line cannot be extended by a plugin, so the knobs travel as environment variables,
+which reach every process SGLang spawns:
+
+- ``CONSENSUS_CONFIG=path.json``: a file ``{"drafter": ..., "grouping": {...}, "draft": {...},
+  "log_interval_s": ...}``; every key optional.
+- ``CONSENSUS_DRAFTER``: ``consensus`` (default), ``prompt_lookup`` (own history only) or
+  ``ngram_corpus`` (SGLang's own NgramCorpus, under this worker's verification: for comparisons).
+- ``CONSENSUS_GROUPING``: ``on`` (default) or ``off`` (no request has siblings).
+- ``CONSENSUS_GROUPING_MIN_COMMON_PREFIX``, ``CONSENSUS_GROUPING_MIN_COMMON_FRACTION``.
+- ``CONSENSUS_DRAFT_<FIELD>``: any :class:`~sgl_consensus.drafting.DraftConfig` field, e.g.
+  ``CONSENSUS_DRAFT_ALPHA=0.7``, ``CONSENSUS_DRAFT_FUZZY_MAX_EDITS=1``. The draft size is SGLang's
+  ``--speculative-num-draft-tokens`` and cannot be set here.
+- ``CONSENSUS_LOG_INTERVAL``: seconds between metrics log lines (default 30; 0 = off).
+
+Environment variables override the file. Unknown ``CONSENSUS_*`` names and bad values raise
+:class:`SettingsError` naming the variable and the value, at server start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from sgl_consensus.drafting import DraftConfig
+from sgl_consensus.grouping import GroupingConfig
+
+PREFIX = "CONSENSUS_"
+DRAFTERS = ("consensus", "prompt_lookup", "ngram_corpus")
+# Variables of this prefix that are not worker knobs.
+_OTHER_VARS = {"CONSENSUS_CPU", "CONSENSUS_CACHE", "CONSENSUS_VENV", "CONSENSUS_CONFIG"}
+
+
+class SettingsError(ValueError):
+    """A bad consensus knob; the message names the variable (or file key) and the value."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    drafter: str = "consensus"
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    draft: Mapping[str, Any] = field(default_factory=dict)  # DraftConfig fields, num_draft_tokens excluded
+    log_interval_s: float = 30.0
+
+    def draft_config(self, num_draft_tokens: int) -> DraftConfig:
+        return DraftConfig.from_mapping({**self.draft, "num_draft_tokens": num_draft_tokens})
+
+
+def _parse_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "on", "true", "yes"):
+        return True
+    if text in ("0", "off", "false", "no"):
+        return False
+    raise SettingsError(f"{name} must be on or off, got {value!r}")
+
+
+def _parse_float(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise SettingsError(f"CONSENSUS_CONFIG={path!r} cannot be read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"CONSENSUS_CONFIG={path!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"CONSENSUS_CONFIG={path!r} must hold a JSON object")
+    unknown = set(data) - {"drafter", "grouping", "draft", "log_interval_s"}
+    if unknown:
+        raise SettingsError(f"CONSENSUS_CONFIG={path!r} has unknown keys {sorted(unknown)}")
+    return data
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    raw: dict[str, Any] = {"grouping": {}, "draft": {}}
+    for name, value in env.items():
+        if not name.startswith(PREFIX) or name in _OTHER_VARS:
+            continue
+        key = name[len(PREFIX):].lower()
+        if key == "drafter":
+            raw["drafter"] = value
+        elif key == "grouping":
+            raw["grouping"]["enabled"] = _parse_bool(name, value)
+        elif key.startswith("grouping_"):
+            raw["grouping"][key[len("grouping_"):]] = value
+        elif key.startswith("draft_"):
+            raw["draft"][key[len("draft_"):]] = value
+        elif key == "log_interval":
+            raw["log_interval_s"] = value
+        else:
+            raise SettingsError(f"unknown setting {name}={value!r}; see sgl_consensus.settings for the list")
+    return raw
+
+
+def _grouping(values: Mapping[str, Any]) -> GroupingConfig:
+    fields = {f.name for f in dataclasses.fields(GroupingConfig)}
+    unknown = set(values) - fields
+    if unknown:
+        raise SettingsError(f"unknown grouping setting(s) {sorted(unknown)}; valid: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"CONSENSUS_GROUPING_{key.upper()}"
+        if key == "enabled":
+            kwargs[key] = _parse_bool(name, value)
+        elif key == "min_common_prefix":
+            try:
+                kwargs[key] = int(value)
+            except (TypeError, ValueError):
+                raise SettingsError(f"{name} must be an integer, got {value!r}") from None
+        else:
+            kwargs[key] = _parse_float(name, value)
+    try:
+        return GroupingConfig(**kwargs)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
+    """Read and validate the knobs; raises :class:`SettingsError` on anything wrong."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {"grouping": {}, "draft": {}}
+    if env.get("CONSENSUS_CONFIG"):
+        from_file = _read_file(env["CONSENSUS_CONFIG"])
+        merged.update({k: v for k, v in from_file.items() if k not in ("grouping", "draft")})
+        merged["grouping"].update(from_file.get("grouping") or {})
+        merged["draft"].update(from_file.get("draft") or {})
+    overrides = _env_overrides(env)
+    merged["grouping"].update(overrides.pop("grouping"))
+    merged["draft"].update(overrides.pop("draft"))
+    merged.update(overrides)
+
+    drafter = str(merged.get("drafter", "consensus")).strip().lower()
+    if drafter not in DRAFTERS:
+        raise SettingsError(f"CONSENSUS_DRAFTER must be one of {list(DRAFTERS)}, got {merged['drafter']!r}")
+    draft = {str(k).lower(): v for k, v in merged["draft"].items()}
+    if "num_draft_tokens" in draft:
+        raise SettingsError("the draft size is SGLang's --speculative-num-draft-tokens; "
+                            "remove CONSENSUS_DRAFT_NUM_DRAFT_TOKENS")
+    try:
+        DraftConfig.from_mapping(draft)  # validate now, with the default size
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"bad draft setting: {exc} (env CONSENSUS_DRAFT_<FIELD>)") from None
+    interval = _parse_float("CONSENSUS_LOG_INTERVAL", merged.get("log_interval_s", 30.0))
+    if interval < 0:
+        raise SettingsError(f"CONSENSUS_LOG_INTERVAL must be >= 0, got {interval}")
+    return WorkerSettings(drafter=drafter, grouping=_grouping(merged["grouping"]), draft=draft,
+                          log_interval_s=interval)
