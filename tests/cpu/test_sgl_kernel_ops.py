@@ -1,8 +1,12 @@
 """The CPU stand-in ``sgl_kernel`` against plain-loop references written from SGLang's
 CUDA/Triton kernels, on random inputs (several seeds and sizes) and edge cases."""
 
+import os
 import random
 import struct
+import subprocess
+import sys
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
@@ -679,3 +683,91 @@ def test_murmur_hash32_cpu_matches_reference(seed: int) -> None:
         for j in range(m):
             key = struct.pack("<IIII", seeds[i] & 0xFFFFFFFF, seeds[i] >> 32, positions[i] & 0xFFFFFFFF, cols[j])
             assert int(got[i, j]) == reference_murmur3_32(key), (i, j)
+
+
+# ---------------------------------------------------------------------------- through SGLang itself
+
+SGLANG_WRAPPERS_SCRIPT = r'''
+import torch
+from sglang.kernels.ops.kvcache.cache_move import copy_all_layer_kv_cache_func
+from sglang.kernels.ops.speculative.cache_locs import (
+    assign_draft_cache_locs_contiguous_func, assign_extend_cache_locs_func,
+    assign_extend_cache_locs_uniform_func, fill_front_out_cache_loc_func)
+from sglang.kernels.ops.speculative.eagle import (
+    fill_accept_out_cache_loc_func, fill_bonus_tokens_func)
+from sglang.kernels.ops.speculative.multi_layer_eagle import rotate_input_ids
+from sglang.kernels.ops.speculative.reconstruct_tree import reconstruct_indices_from_tree_mask_func
+from sglang.kernels.ops.speculative.spec_tree import TreeMaskMode, verify_tree_greedy_func
+from sglang.srt.mem_cache.allocation import assign_req_to_token_pool_func
+from sglang.srt.speculative.eagle_utils import build_tree_kernel_efficient
+
+r2t = torch.zeros((4, 10), dtype=torch.int32)
+assign_req_to_token_pool_func(torch.tensor([2, 0]), r2t, torch.tensor([0, 3]), torch.tensor([3, 5]),
+                              torch.tensor([7, 8, 9, 10, 11]), 2)
+assert r2t[2, :3].tolist() == [7, 8, 9] and r2t[0, 3:5].tolist() == [10, 11]
+out = assign_extend_cache_locs_func(torch.tensor([2, 0]), r2t, torch.tensor([1, 3]),
+                                    torch.tensor([3, 5]), 2, 2, "cpu")
+assert out.tolist() == [8, 9, 10, 11]
+out = assign_extend_cache_locs_uniform_func(torch.tensor([2, 0]), r2t, torch.tensor([1, 3]), 2, 2, "cpu")
+assert out.tolist() == [8, 9, 10, 11]
+loc = torch.full((4,), -1, dtype=torch.int64)
+assign_draft_cache_locs_contiguous_func(torch.tensor([2, 0]), r2t, torch.tensor([0, 3]), loc, 1, 2)
+assert loc.tolist() == [7, 8, 10, 11]
+front = torch.zeros(4, dtype=torch.int64)
+fill_front_out_cache_loc_func(torch.tensor([1, 2]), torch.tensor([5, 6, 7, 8]), front)
+assert front.tolist()[:3] == [5, 7, 8]
+bonus = torch.empty(2, dtype=torch.int32)
+fill_bonus_tokens_func(torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.tensor([2, 3]), bonus, 3, 2)
+assert bonus.tolist() == [2, 6]
+acc = torch.zeros(4, dtype=torch.int64)
+fill_accept_out_cache_loc_func(torch.tensor([[0, -1], [2, 3]]), torch.tensor([40, 41, 42, 43]), acc, 4)
+assert acc.tolist() == [40, 42, 43, 0]
+
+# topk 2, 2 steps: draft tokens 0, 1 hang off the root, token 2 off token 0.
+tree_mask, positions, ri, rnt, rns, draft = build_tree_kernel_efficient(
+    torch.tensor([100]), torch.tensor([[-1, 0, 1]]), torch.tensor([[0, 1, 2]]),
+    torch.tensor([[11, 12, 13]]), torch.tensor([5]), 5, 2, 2, 4, TreeMaskMode.FULL_MASK)
+assert positions.tolist() == [5, 6, 6, 7]
+assert rnt.tolist() == [[1, 3, -1, -1]] and rns.tolist() == [[-1, 2, -1, -1]]
+predicts = torch.zeros(4, dtype=torch.int32)
+accept_index = torch.full((1, 3), -1, dtype=torch.int32)
+accept_num = torch.zeros(1, dtype=torch.int32)
+verify_tree_greedy_func(predicts, accept_index, accept_num, draft.view(1, 4), ri, rnt, rns,
+                        torch.tensor([[12, 0, 13, 0]]))
+assert accept_index.tolist() == [[0, 2, -1]] and accept_num.tolist() == [1]
+
+tm = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool).view(-1)
+pos = torch.empty(3, dtype=torch.int64)
+idx = torch.empty((3, 1, 3), dtype=torch.int64)
+reconstruct_indices_from_tree_mask_func(tm, torch.tensor([4]), pos, idx[0], idx[1], idx[2], 1, 3)
+assert pos.tolist() == [4, 5, 5] and idx[1].tolist() == [[1, -1, -1]] and idx[2].tolist() == [[-1, 2, -1]]
+
+k = torch.arange(24, dtype=torch.float32).view(6, 4)
+v = k + 100
+copy_all_layer_kv_cache_func(torch.tensor([k.data_ptr(), v.data_ptr()], dtype=torch.uint64),
+                             torch.tensor([16, 16]), torch.tensor([5, 0, 0]), torch.tensor([1, 2, 0]),
+                             2, 2, {})
+assert k[5].tolist() == [4, 5, 6, 7] and k[0].tolist() == [8, 9, 10, 11] and v[5, 0] == 104
+
+ids = torch.tensor([1, 2, 3, 4, 5])
+rotate_input_ids(ids, torch.tensor([0, 3]), torch.tensor([3, 2]), torch.tensor([9, 8]))
+assert ids.tolist() == [2, 3, 9, 5, 8]
+print("SGLANG WRAPPERS OK")
+'''
+
+
+@pytest.mark.skipif(
+    os.environ.get("CONSENSUS_SGLANG_SMOKE") != "1",
+    reason="imports SGLang in a subprocess (~10 s); set CONSENSUS_SGLANG_SMOKE=1 to run",
+)
+def test_sglang_cpu_wrappers_reach_these_ops() -> None:
+    """SGLang's own CPU-path wrappers call these ops with its argument order and keywords."""
+    repo = Path(__file__).resolve().parents[2]
+    boot = repo / "sgl_consensus" / "cpu" / "_boot"
+    env = dict(os.environ, SGLANG_USE_CPU_ENGINE="1", CONSENSUS_CPU="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(boot), str(repo), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", SGLANG_WRAPPERS_SCRIPT],
+        env=env, cwd=repo, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0 and "SGLANG WRAPPERS OK" in result.stdout, result.stderr[-3000:]
