@@ -1,0 +1,269 @@
+"""`ConsensusDrafter`: the public facade (add / extend / propose / remove / stats / reset).
+
+Per request it holds O(trie depth) state: its group, its owner slot there, its active pointers and
+its last `trie_depth` tokens. Costs: `extend` O(new tokens x trie depth); `propose` O(max_match_len^2)
+for the global lookup plus O(n log n + n x branching) for the tree, per request, independent of
+sequence length and of the number of siblings. Output layout is SGLang NGRAM's: node 0 is the last
+committed token, nodes in BFS order (parents first), padding = token 0 child of the root,
+mask[i, j] iff j is i or an ancestor of i.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import trie, validation
+from .config import DraftConfig
+from .sources import GlobalCorpus, GroupIndex
+from .tree import GLOBAL, OWN, SIBLING, build_tree
+
+_SOLO = object()  # group-key marker of a request drafting without siblings
+_MASK_CACHE_SIZE = 4096
+
+
+class _Request:
+    __slots__ = ("group", "slot", "active", "tail", "length")
+
+    def __init__(self, group: GroupIndex, slot: int, active: list, tail: list[int], length: int) -> None:
+        self.group = group
+        self.slot = slot
+        self.active = active
+        self.tail = tail  # last tokens (at least trie_depth of them once that many exist)
+        self.length = length
+
+
+class ConsensusDrafter:
+    """Drafts each path's next tokens from its siblings, the global corpus and its own history."""
+
+    def __init__(self, config: DraftConfig | None = None) -> None:
+        if config is None:
+            config = DraftConfig()
+        if not isinstance(config, DraftConfig):
+            raise TypeError(f"config must be a DraftConfig, got {type(config).__name__}")
+        self.config = config
+        self._depth = config.trie_depth
+        self._requests: dict[Hashable, _Request] = {}
+        self._groups: dict[Hashable, GroupIndex] = {}
+        self._global = GlobalCorpus(
+            config.global_max_nodes, config.max_pending_merges, config.global_min_count, config.global_trie_depth
+        )
+        self._counters = _zero_counters()
+        self._mask_cache: dict[tuple[int, ...], np.ndarray] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Sequence[int] | np.ndarray) -> None:
+        """Start tracking request `rid`; `group` names its siblings (None: no siblings)."""
+        _check_hashable(rid, "rid")
+        if rid in self._requests:
+            raise ValueError(f"request {rid!r} was already added; remove it first")
+        if group is not None:
+            _check_hashable(group, f"group of request {rid!r}")
+        prompt = validation.token_list(rid, prompt_ids, "prompt_ids")
+        if not prompt:
+            raise ValueError(f"request {rid!r}: prompt_ids is empty; a request needs at least one token")
+        key = group if (group is not None and self.config.use_siblings) else (_SOLO, rid)
+        index = self._groups.get(key)
+        if index is None:
+            index = self._groups[key] = GroupIndex(key)
+        active = index.write_prompt(prompt, self._depth, self.config.group_max_nodes)
+        index.live.add(rid)
+        index.ever += 1
+        self._requests[rid] = _Request(index, index.new_slot(), active, prompt[-self._depth:], len(prompt))
+
+    def extend(self, rid: Hashable, token_ids: Sequence[int] | np.ndarray, logprobs: Any = None) -> None:
+        """Record tokens committed to `rid` since the last call (with their sampling logprobs, if known)."""
+        request = self._get(rid)
+        tokens = validation.token_list(rid, token_ids, "token_ids")
+        if not tokens:
+            return
+        probs = None if logprobs is None else validation.probabilities(rid, logprobs, len(tokens))
+        group = request.group
+        depth = self._depth
+        max_nodes = self.config.group_max_nodes
+        slot = request.slot
+        active = request.active
+        for i, token in enumerate(tokens):
+            active = group.write(active, token, None if probs is None else probs[i], slot, depth, max_nodes)
+        request.active = active
+        tail = request.tail
+        tail.extend(tokens)
+        if len(tail) > 2 * depth:
+            del tail[:-depth]
+        request.length += len(tokens)
+        self._counters["tokens_extended"] += len(tokens)
+
+    def remove(self, rid: Hashable) -> None:
+        """Forget `rid`. Its n-grams keep serving its group until the group's last member leaves."""
+        request = self._requests.pop(rid, None)
+        if request is None:
+            raise KeyError(f"request {rid!r} is not tracked (never added, or already removed)")
+        group = request.group
+        group.live.discard(rid)
+        if not group.live:
+            del self._groups[group.key]
+            if self.config.use_global:
+                self._global.absorb(group.root, group.ever)
+
+    def reset(self) -> None:
+        """Drop every request, group and the global corpus (e.g. on an SGLang cache flush)."""
+        self._requests.clear()
+        self._groups.clear()
+        self._global.reset()
+        self._counters = _zero_counters()
+
+    # ------------------------------------------------------------------ drafting
+    def propose(self, rids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+        """Draft trees for `rids`: tokens int64 [bs, n] and ancestor mask bool [bs, n, n]."""
+        config = self.config
+        n = config.num_draft_tokens
+        batch = len(rids)
+        requests = [self._get(rid) for rid in rids]
+        if self._global.pending:
+            self._global.pump(config.merge_nodes_per_request * max(batch, 1))
+        flat_tokens: list[int] = []
+        mask = np.empty((batch, n, n), dtype=np.bool_)
+        mask_cache = self._mask_cache
+        counts = [0, 0, 0]
+        padding = 0
+        for b, request in enumerate(requests):
+            tokens, parents, labels = build_tree(
+                request.tail[-1],
+                self._sources(request),
+                n,
+                config.draft_depth,
+                config.alpha,
+                config.prior_count,
+                config.depth_prior,
+                config.max_branch,
+                config.min_path_score,
+                config.use_own_history,
+                config.use_siblings,
+            )
+            # Tree shapes repeat (chains, stars, ...): their masks are built once and cached.
+            shape = tuple(parents)
+            row_mask = mask_cache.get(shape)
+            if row_mask is None:
+                row_mask = _ancestor_mask(parents, n)
+                if len(mask_cache) >= _MASK_CACHE_SIZE:
+                    mask_cache.clear()
+                mask_cache[shape] = row_mask
+            mask[b] = row_mask
+            flat_tokens += tokens
+            missing = n - len(tokens)
+            if missing:
+                flat_tokens += [0] * missing  # padding: token 0, child of the root
+                padding += missing
+            for label in labels[1:]:
+                counts[label] += 1
+        counters = self._counters
+        counters["propose_calls"] += 1
+        counters["proposed_requests"] += batch
+        counters["draft_nodes_sibling"] += counts[SIBLING]
+        counters["draft_nodes_global"] += counts[GLOBAL]
+        counters["draft_nodes_own"] += counts[OWN]
+        counters["padding_nodes"] += padding
+        return np.array(flat_tokens, dtype=np.int64).reshape(batch, n), mask
+
+    def _sources(self, request: _Request) -> list[tuple]:
+        """Matched trie nodes for the request's current suffix, one per evidence source."""
+        config = self.config
+        sources: list[tuple] = []
+        group = request.group
+        own_only = group.ever <= 1
+        if config.use_own_history or (config.use_siblings and not own_only):
+            node, depth = _deepest_with_children(request.active, config.max_match_len, config.min_match_len)
+            if node is None and config.fuzzy_max_edits:
+                node, depth = trie.fuzzy_match(
+                    group.root,
+                    request.tail,
+                    config.max_match_len,
+                    config.min_match_len,
+                    config.fuzzy_max_edits,
+                    config.max_branch,
+                )
+            if node is not None:
+                other_weight = config.own_weight if own_only else config.sibling_weight
+                sources.append((node, depth, other_weight, config.own_weight, request.slot))
+        if config.use_global:
+            for node, depth in self._global.match(request.tail, config.max_match_len, config.min_match_len):
+                sources.append((node, depth, config.global_weight, config.global_weight, None))
+        if len(sources) > 1:
+            sources.sort(key=_source_rank, reverse=True)
+        return sources
+
+    # ------------------------------------------------------------------ introspection
+    def stats(self) -> dict[str, int]:
+        """Plain counts for metrics and leak checks (per-request/group counts are 0 once all are removed)."""
+        result = {
+            "live_requests": len(self._requests),
+            "live_groups": len(self._groups),
+            "group_trie_nodes": sum(group.nodes for group in self._groups.values()),
+            "global_trie_nodes": self._global.nodes,
+            "global_pending_merges": self._global.pending,
+            "global_groups_absorbed": self._global.groups_absorbed,
+            "global_groups_dropped": self._global.groups_dropped,
+        }
+        result.update(self._counters)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._requests
+
+    def _get(self, rid: Hashable) -> _Request:
+        try:
+            return self._requests[rid]
+        except KeyError:
+            raise KeyError(f"request {rid!r} is not tracked (never added, or already removed)") from None
+        except TypeError:
+            raise TypeError(f"rid must be hashable, got {type(rid).__name__}") from None
+
+
+def _deepest_with_children(active: list, max_len: int, min_len: int):
+    for length in range(min(len(active) - 1, max_len), min_len - 1, -1):
+        node = active[length]
+        if node[trie.CHILD_TOTAL] > 0:
+            return node, length
+    return None, 0
+
+
+def _source_rank(source: tuple) -> tuple[int, float]:
+    return source[1], source[2]  # longer match first, then the more trusted source
+
+
+def _ancestor_mask(parents: list[int], n: int) -> np.ndarray:
+    """mask[i, j] iff j is i or an ancestor of i; padding rows (beyond the tree) hang off the root."""
+    mask = np.zeros((n, n), dtype=np.bool_)
+    for i, parent in enumerate(parents):
+        if parent >= 0:
+            mask[i] = mask[parent]
+        mask[i, i] = True
+    for i in range(len(parents), n):
+        mask[i, 0] = True
+        mask[i, i] = True
+    mask.setflags(write=False)
+    return mask
+
+
+def _check_hashable(value: object, what: str) -> None:
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(f"{what} must be hashable, got {type(value).__name__}") from None
+
+
+def _zero_counters() -> dict[str, int]:
+    return {
+        "tokens_extended": 0,
+        "propose_calls": 0,
+        "proposed_requests": 0,
+        "draft_nodes_sibling": 0,
+        "draft_nodes_global": 0,
+        "draft_nodes_own": 0,
+        "padding_nodes": 0,
+    }

@@ -1,0 +1,229 @@
+"""Consensus scoring and the best-first draft tree.
+
+Scoring (per draft node, over the source nodes matched for its context):
+- each source s (sibling group, global generations) proposes next tokens v from its trie node u:
+  q_s(v) = alpha * p(v|u) + (1 - alpha) * freq(v|u), with p the mean recorded model probability of v
+  there (freq when no logprobs were recorded) and freq = count(v) / sum of u's children counts;
+- sources merge into one estimate of P(accept v) by stick-breaking, deepest match first:
+  source s gets share_s = e_s * prod_{t before s} (1 - e_t) of the probability mass, its confidence
+  e_s = weight_s * n_s / (n_s + prior) * d_s / (d_s + depth_prior) growing with the evidence n_s and
+  the matched context length d_s; P(v) = sum_s share_s * q_s(v) (the rest: "nobody knows");
+- a draft node's path score is the product of its edges' estimates: its probability of being
+  accepted. Expected accepted tokens = sum of path scores, so the best tree of n - 1 nodes keeps
+  the n - 1 highest path scores; since scores only shrink along a path a max-heap over the frontier
+  finds it, expanding only nodes that were taken: O(n log n + n * branching) per request,
+  independent of sequence length and of the number of siblings.
+
+Own n-grams in a sibling group (written only by the requesting path or the prompt) weigh
+`own_weight` instead of `sibling_weight`; the source that contributed most to an edge is its label.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from .trie import CHILD_TOTAL, CHILDREN, COUNT, OWNER, PROB_COUNT, PROB_SUM, PROMPT, Node
+
+SIBLING, GLOBAL, OWN = 0, 1, 2
+SOURCE_NAMES = ("sibling", "global", "own")
+
+# A source entry: (trie node, its depth = matched context length, weight of other writers' n-grams,
+# weight of own n-grams, owner slot of the requesting path or None for the global corpus).
+Source = tuple
+
+
+def score_children(
+    sources: list[Source],
+    alpha: float,
+    prior: float,
+    depth_prior: float,
+    max_branch: int,
+    own_enabled: bool,
+    siblings_enabled: bool,
+) -> list[tuple[float, int, list, int]]:
+    """Top `max_branch` (score, token, [(child node, its source)], label) continuations of a node."""
+    if len(sources) == 1:
+        return _score_single(sources[0], alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled)
+    merged: dict[int, list] = {}
+    remaining = 1.0
+    beta = 1.0 - alpha
+    for source in sources:  # deepest match first: its estimate dominates, shallower ones back off
+        node, depth, other_weight, own_weight, owner = source
+        total = node[CHILD_TOTAL]
+        # Confidence in this source: more observations and longer matched contexts are more reliable.
+        evidence = other_weight * total / (total + prior) * depth / (depth + depth_prior)
+        if evidence > 1.0:
+            evidence = 1.0
+        share = remaining * evidence  # stick-breaking: mass the deeper sources left over
+        remaining -= share
+        if share <= 0.0:
+            continue
+        scale = share / total
+        own_scale = own_weight / other_weight if other_weight > 0.0 else 0.0
+        for token, child in node[CHILDREN].items():
+            pc = child[PROB_COUNT]
+            # share * (alpha * mean recorded prob + (1 - alpha) * frequency); frequency alone without probs
+            contribution = (alpha * total * child[PROB_SUM] / pc + beta * child[COUNT]) * scale if pc else child[COUNT] * scale
+            if owner is None:
+                label = GLOBAL
+            else:
+                writer = child[OWNER]
+                if writer == owner or writer == PROMPT:
+                    if not own_enabled:
+                        continue
+                    contribution *= own_scale
+                    label = OWN
+                else:
+                    if not siblings_enabled:
+                        continue
+                    label = SIBLING
+            entry = merged.get(token)
+            if entry is None:
+                merged[token] = [contribution, [(child, source)], contribution, label]
+            else:
+                entry[0] += contribution
+                entry[1].append((child, source))
+                if contribution > entry[2]:
+                    entry[2] = contribution
+                    entry[3] = label
+    if not merged:
+        return []
+    items = merged.items()
+    if len(merged) > max_branch:
+        items = heapq.nlargest(max_branch, items, key=lambda item: item[1][0])
+    return [(entry[0], token, entry[1], entry[3]) for token, entry in items]
+
+
+def _score_single(
+    source: Source,
+    alpha: float,
+    prior: float,
+    depth_prior: float,
+    max_branch: int,
+    own_enabled: bool,
+    siblings_enabled: bool,
+) -> list[tuple[float, int, list, int]]:
+    """`score_children` for one source (the common case below the first levels): no merging."""
+    node, depth, other_weight, own_weight, owner = source
+    total = node[CHILD_TOTAL]
+    evidence = other_weight * total / (total + prior) * depth / (depth + depth_prior)
+    scale = (evidence if evidence < 1.0 else 1.0) / total
+    beta = 1.0 - alpha
+    own_scale = own_weight / other_weight if other_weight > 0.0 else 0.0
+    result = []
+    for token, child in node[CHILDREN].items():
+        pc = child[PROB_COUNT]
+        score = (alpha * total * child[PROB_SUM] / pc + beta * child[COUNT]) * scale if pc else child[COUNT] * scale
+        if owner is None:
+            label = GLOBAL
+        else:
+            writer = child[OWNER]
+            if writer == owner or writer == PROMPT:
+                if not own_enabled:
+                    continue
+                score *= own_scale
+                label = OWN
+            else:
+                if not siblings_enabled:
+                    continue
+                label = SIBLING
+        result.append((score, token, [(child, source)], label))
+    if len(result) > max_branch:
+        result = heapq.nlargest(max_branch, result, key=_first)
+    return result
+
+
+def _first(item: tuple) -> float:
+    return item[0]
+
+
+def build_tree(
+    root_token: int,
+    sources: list[Source],
+    n: int,
+    max_depth: int,
+    alpha: float,
+    prior: float,
+    depth_prior: float,
+    max_branch: int,
+    min_score: float,
+    own_enabled: bool,
+    siblings_enabled: bool,
+) -> tuple[list[int], list[int], list[int]]:
+    """Best-first draft tree in BFS layout: (tokens, parent indices, source labels) of its nodes.
+
+    Node 0 is the root (parent -1, label -1); the result has at most `n` nodes (no padding).
+    """
+    tokens = [root_token]
+    parents = [-1]
+    depths = [0]
+    labels = [-1]
+    if n <= 1 or not sources:
+        return tokens, parents, labels
+    frontier: list = []
+    counter = 0
+    push = heapq.heappush
+    pop = heapq.heappop
+    for score, token, pairs, label in score_children(
+        sources, alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled
+    ):
+        if score > min_score:
+            counter += 1
+            push(frontier, (-score, counter, 0, token, pairs, label))
+    in_bfs_order = True
+    last_depth = 0
+    while frontier:
+        negative_score, _, parent_index, token, pairs, label = pop(frontier)
+        index = len(tokens)
+        depth = depths[parent_index] + 1
+        if depth < last_depth:
+            in_bfs_order = False
+        last_depth = depth
+        tokens.append(token)
+        parents.append(parent_index)
+        depths.append(depth)
+        labels.append(label)
+        if index + 1 >= n:
+            break
+        if depth >= max_depth:
+            continue
+        if len(pairs) == 1:
+            child, source = pairs[0]
+            if not child[CHILD_TOTAL]:
+                continue
+            scored = _score_single(
+                (child, source[1] + 1, source[2], source[3], source[4]),
+                alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled,
+            )
+        else:
+            child_sources = [
+                (child, source[1] + 1, source[2], source[3], source[4]) for child, source in pairs if child[CHILD_TOTAL]
+            ]
+            if not child_sources:
+                continue
+            scored = score_children(child_sources, alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled)
+        path_score = -negative_score
+        for score, child_token, child_pairs, child_label in scored:
+            child_score = path_score * score
+            if child_score > min_score:
+                counter += 1
+                push(frontier, (-child_score, counter, index, child_token, child_pairs, child_label))
+    if in_bfs_order:
+        return tokens, parents, labels
+    return to_bfs(tokens, parents, depths, labels)
+
+
+def to_bfs(
+    tokens: list[int], parents: list[int], depths: list[int], labels: list[int]
+) -> tuple[list[int], list[int], list[int]]:
+    """Reorder nodes taken best-first into BFS order (stable by depth), parents before children."""
+    count = len(tokens)
+    order = sorted(range(count), key=depths.__getitem__)
+    new_index = [0] * count
+    for new, old in enumerate(order):
+        new_index[old] = new
+    return (
+        [tokens[old] for old in order],
+        [-1 if parents[old] < 0 else new_index[parents[old]] for old in order],
+        [labels[old] for old in order],
+    )

@@ -1,0 +1,63 @@
+"""Input checks for the drafter's public API: clear errors naming the request and the problem."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+
+MAX_TOKEN_ID = 2**31 - 1
+
+
+def token_list(rid: Hashable, values: Any, what: str) -> list[int]:
+    """Validate token ids (list, tuple or NumPy integer array) and return them as a list of ints."""
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1:
+            raise ValueError(f"request {rid!r}: {what} must be 1-D, got shape {values.shape}")
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"request {rid!r}: {what} must hold integers, got dtype {values.dtype}")
+        if values.size and (int(values.min()) < 0 or int(values.max()) > MAX_TOKEN_ID):
+            raise ValueError(
+                f"request {rid!r}: {what} must be in [0, {MAX_TOKEN_ID}], "
+                f"got min {int(values.min())}, max {int(values.max())}"
+            )
+        return values.tolist()
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(
+            f"request {rid!r}: {what} must be a list, tuple or NumPy integer array, got {type(values).__name__}"
+        )
+    tokens = list(values)
+    for index, token in enumerate(tokens):
+        if type(token) is not int:  # exact int is the fast path; bool (an int subclass) is rejected
+            if not isinstance(token, np.integer):
+                raise TypeError(f"request {rid!r}: {what} must hold ints, got {token!r} ({type(token).__name__})")
+            token = tokens[index] = int(token)
+        if token < 0 or token > MAX_TOKEN_ID:
+            raise ValueError(f"request {rid!r}: {what} must be in [0, {MAX_TOKEN_ID}], got {token}")
+    return tokens
+
+def probabilities(rid: Hashable, logprobs: Any, expected: int) -> list[float]:
+    """Validate per-token logprobs (<= 0, finite, one per token) and return probabilities."""
+    if isinstance(logprobs, np.ndarray):
+        if logprobs.ndim != 1:
+            raise ValueError(f"request {rid!r}: logprobs must be 1-D, got shape {logprobs.shape}")
+        logprobs = logprobs.tolist()
+    elif not isinstance(logprobs, (list, tuple)):
+        raise TypeError(
+            f"request {rid!r}: logprobs must be a list, tuple or NumPy array, got {type(logprobs).__name__}"
+        )
+    if len(logprobs) != expected:
+        raise ValueError(
+            f"request {rid!r}: got {len(logprobs)} logprobs for {expected} tokens; pass one per token or None"
+        )
+    probs = []
+    for value in logprobs:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise TypeError(f"request {rid!r}: logprobs must be numbers, got {value!r}")
+        value = float(value)
+        if math.isnan(value) or value > 1e-6:
+            raise ValueError(f"request {rid!r}: logprobs must be <= 0 (log of a probability), got {value}")
+        probs.append(math.exp(min(value, 0.0)))
+    return probs
