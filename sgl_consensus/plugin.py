@@ -25,7 +25,29 @@ def register() -> None:
 
         install_cpu_hooks()
     _register_algorithm()
+    _register_internal_state_hook()
     _registered = True
+
+
+INTERNAL_STATE_TARGET = (
+    "sglang.srt.managers.scheduler_components.internal_state.SchedulerInternalStateController._add_speculative"
+)
+
+
+def _add_consensus_state(result, controller, state, *args, **kwargs):
+    """AFTER hook: report the consensus worker's drafter stats in SGLang's internal state
+    (``Engine.get_server_info()["internal_states"]``, HTTP ``/server_info``)."""
+    worker = getattr(controller.scheduler, "draft_worker", None)
+    report = getattr(worker, "consensus_state", None)
+    if callable(report):
+        state["consensus"] = report()
+    return result
+
+
+def _register_internal_state_hook() -> None:
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    HookRegistry.register(INTERNAL_STATE_TARGET, _add_consensus_state, HookType.AFTER)
 
 
 def _register_algorithm() -> None:

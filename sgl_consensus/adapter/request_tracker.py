@@ -49,7 +49,8 @@ class RequestTracker:
         return rids
 
     def reset(self) -> None:
-        self.drafter.reset()
+        if self.drafter is not None:
+            self.drafter.reset()
         for rid in list(self._tracked):
             self.grouper.release(rid)
         self._tracked.clear()
@@ -72,6 +73,10 @@ class RequestTracker:
         if new:
             self.drafter.extend(req.rid, new)
             tracked.committed_outputs = len(outputs)
+
+    def prune_finished(self) -> None:
+        """Remove every tracked request the scheduler has finished or aborted."""
+        self._drop_finished(())
 
     def _drop_finished(self, reqs: Sequence[Any]) -> None:
         in_batch = {req.rid for req in reqs}

@@ -76,6 +76,15 @@ class ConsensusWorker(NGRAMWorker):
             super()._update_ngram_corpus(batch)
         # Our indices are updated from the committed tokens at the next draft step.
 
+    def consensus_state(self) -> dict:
+        """Drafter stats and draft metrics; finished requests are pruned first so counts are current."""
+        self.tracker.prune_finished()
+        state = {"drafter": self.settings.drafter, "tracked_requests": len(self.tracker),
+                 "live_prefix_clusters": self.tracker.grouper.live_clusters(), **self.metrics.snapshot()}
+        if self.tracker.drafter is not None:
+            state["drafter_stats"] = self.tracker.drafter.stats()
+        return state
+
     def clear_cache_pool(self):
         super().clear_cache_pool()
         self.tracker.reset()

@@ -15,7 +15,7 @@ import pytest
 
 from sgl_consensus.engine import SchedulerDiedError, start_engine
 
-from .conftest import engine_kwargs
+from sgl_consensus.testing.engines import engine_kwargs
 
 pytestmark = pytest.mark.engine
 

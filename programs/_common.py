@@ -1,0 +1,50 @@
+"""Shared command-line plumbing of the example programs: connect to a server or start one on CPU."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BUNDLED_MODEL = ROOT / "sgl_consensus" / "assets" / "tiny-reasoner"
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--url", help="a running SGLang server, e.g. http://127.0.0.1:30000")
+    where.add_argument("--cpu", action="store_true",
+                       help="start a server on this machine's CPU with --speculative-algorithm consensus")
+    parser.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="model for --cpu (default: bundled tiny reasoner)")
+    parser.add_argument("--draft-tokens", type=int, default=8, help="--speculative-num-draft-tokens for --cpu")
+    parser.add_argument("--plain-endpoint", action="store_true",
+                        help="use SGLang's plain RuntimeEndpoint (no fork tags), for comparison")
+
+
+@contextlib.contextmanager
+def backend(ns: argparse.Namespace):
+    """Yield a frontend backend for the chosen server; a --cpu server is stopped on exit."""
+    from sgl_consensus import cpu
+
+    cpu.activate(allow_cuda=not ns.cpu)  # only the --cpu server needs CPU mode
+    from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
+
+    from sgl_consensus.frontend import ConsensusRuntimeEndpoint
+
+    endpoint_cls = RuntimeEndpoint if ns.plain_endpoint else ConsensusRuntimeEndpoint
+    if not ns.cpu:
+        if not ns.url:
+            raise SystemExit("pass --url URL of a running server, or --cpu to start one here")
+        yield endpoint_cls(ns.url)
+        return
+    from sgl_consensus.server import launch_server
+
+    print(f"starting a CPU server for {ns.model} ...", file=sys.stderr)
+    args = ["--speculative-algorithm", "consensus", "--speculative-num-draft-tokens", str(ns.draft_tokens),
+            "--max-running-requests", "64", "--max-total-tokens", "65536", "--log-level", "warning"]
+    with launch_server(ns.model, args) as server:
+        yield endpoint_cls(server.url)

@@ -1,0 +1,68 @@
+"""Engine helpers for tests: CPU engine settings and a pool that keeps one engine alive at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from sgl_consensus.engine import start_engine
+
+NUM_DRAFT_TOKENS = 4
+# A small KV pool: tiny models need little, and several SGLang processes share 24 GiB with others.
+MAX_TOTAL_TOKENS = 16384
+
+
+def engine_kwargs(model_path: Path, algorithm: str | None, **extra) -> dict:
+    kwargs = dict(
+        model_path=str(model_path),
+        device="cpu",
+        attention_backend="torch_native",
+        mem_fraction_static=0.2,
+        max_total_tokens=MAX_TOTAL_TOKENS,
+        max_running_requests=16,
+        random_seed=0,
+        log_level="error",
+    )
+    if algorithm is not None:
+        kwargs.update(speculative_algorithm=algorithm, speculative_num_draft_tokens=NUM_DRAFT_TOKENS)
+    kwargs.update(extra)
+    return kwargs
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Set variables while SGLang spawns its processes (they inherit them), then restore."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class EnginePool:
+    """One engine alive at a time (2 cores): switching key shuts the previous one down."""
+
+    def __init__(self) -> None:
+        self._key = None
+        self._engine = None
+
+    def get(self, model_path: Path, algorithm: str | None, env: dict[str, str] | None = None, **extra):
+        """The engine for these settings; ``env`` holds worker knobs (CONSENSUS_*), read at start."""
+        key = (str(model_path), algorithm, tuple(sorted((env or {}).items())), tuple(sorted(extra.items())))
+        if key != self._key:
+            self.close()
+            with _environment(env or {}):
+                self._engine = start_engine(**engine_kwargs(model_path, algorithm, **extra))
+            self._key = key
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+        self._engine, self._key = None, None

@@ -1,0 +1,175 @@
+"""The consensus worker in SGLang's real engine: n > 1, grouping, lossless sampling, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from sgl_consensus.testing.tiny_models import TinyModelSpec, build_tiny_model
+
+pytestmark = pytest.mark.engine
+
+PROMPT = "first we add then we subtract then we add"
+
+
+@pytest.fixture(scope="module")
+def peaky_model():
+    """Peakier next-token distributions than the default init: sampling tests need structure."""
+    return build_tiny_model(TinyModelSpec(arch="llama", initializer_range=1.0, seed=5))
+
+
+def _internal(engine) -> dict:
+    return engine.get_server_info()["internal_states"][0]["consensus"]
+
+
+# --- greedy: n > 1 ---------------------------------------------------------------------------
+
+def test_n_gt_1_greedy_equals_plain(engines, tiny_qwen2):
+    params = {"temperature": 0.0, "max_new_tokens": 32}
+    plain = engines.get(tiny_qwen2, None).generate(PROMPT, params)["output_ids"]
+    engine = engines.get(tiny_qwen2, "consensus")
+    outs = engine.generate(PROMPT, {**params, "n": 4})
+    assert len(outs) == 4
+    assert all(o["output_ids"] == plain for o in outs)
+    # the n > 1 siblings were grouped: their drafts came (in part) from each other
+    assert _internal(engine)["drafter_stats"]["draft_nodes_sibling"] > 0
+
+
+# --- siblings feed drafts; groups are isolated ----------------------------------------------
+
+async def _staggered(engine, lead_tag, follower_tag, lead_tokens=64, follower_tokens=40):
+    """A leader runs ahead; once it has produced tokens, a follower with the same prompt starts."""
+    greedy = {"temperature": 0.0}
+    lead = await engine.async_generate(
+        PROMPT, {**greedy, "max_new_tokens": lead_tokens, "custom_params": {"consensus_group": lead_tag}},
+        stream=True)
+    produced = 0
+    follower = None
+    async for chunk in lead:
+        produced = len(chunk.get("output_ids") or []) or produced + 1
+        if follower is None and produced >= follower_tokens:
+            follower = asyncio.ensure_future(engine.async_generate(
+                PROMPT, {**greedy, "max_new_tokens": follower_tokens,
+                         "custom_params": {"consensus_group": follower_tag}}))
+    if follower is None:
+        raise AssertionError("the leader finished before the follower could start")
+    return (await follower)["meta_info"]["spec_accept_length"]
+
+
+@pytest.mark.parametrize("grouping", ["on", "off"])
+def test_siblings_ahead_raise_acceptance(engines, peaky_model, grouping):
+    engine = engines.get(peaky_model, "consensus", env={"CONSENSUS_GROUPING": grouping,
+                                                      "CONSENSUS_DRAFT_USE_GLOBAL": "0"})
+    same_group = engine.run(_staggered(engine, "g", "g"))
+    other_group = engine.run(_staggered(engine, "h1", "h2"))
+    _ACCEPT[grouping] = (same_group, other_group)
+    if grouping == "on":
+        # a sibling that is ahead drafts (almost) the whole continuation
+        assert same_group > other_group + 0.5, (same_group, other_group)
+    else:
+        # without grouping, a shared tag changes nothing
+        assert abs(same_group - other_group) < 0.5, (same_group, other_group)
+        assert _ACCEPT["on"][0] > same_group + 0.5, (_ACCEPT, "grouping did not raise acceptance")
+
+
+_ACCEPT: dict[str, tuple[float, float]] = {}
+
+
+# --- lossless sampling: consensus passes, SGLang's CPU NGRAM is caught ------------------------
+
+SAMPLES = 400
+NEW_TOKENS = 10
+SETTINGS = {"T1.0": {"temperature": 1.0}, "T0.7_top_p0.9": {"temperature": 0.7, "top_p": 0.9}}
+_SAMPLED: dict[tuple[str, str], list[list[int]]] = {}
+
+
+def _sample(engine, setting: str) -> list[list[int]]:
+    params = {**SETTINGS[setting], "max_new_tokens": NEW_TOKENS, "ignore_eos": True}
+    outs = engine.generate([PROMPT] * SAMPLES, params)
+    return [o["output_ids"] for o in outs]
+
+
+def _position_pvalues(a: list[list[int]], b: list[list[int]], positions=range(1, 5)) -> list[float]:
+    """Chi-square two-sample tests of the token histogram at each position (rare tokens pooled)."""
+    pvalues = []
+    for pos in positions:
+        ca, cb = Counter(s[pos] for s in a), Counter(s[pos] for s in b)
+        common = [t for t, c in (ca + cb).items() if c >= 10]
+        table = [[ca[t] for t in common] + [len(a) - sum(ca[t] for t in common)],
+                 [cb[t] for t in common] + [len(b) - sum(cb[t] for t in common)]]
+        table = np.array([col for col in zip(*table) if sum(col) > 0]).T
+        pvalues.append(stats.chi2_contingency(table)[1] if table.shape[1] > 1 else 1.0)
+    return pvalues
+
+
+def _repeat_rate(samples: list[list[int]]) -> np.ndarray:
+    """Per sample: fraction of tokens equal to a token seen earlier in the same sample."""
+    return np.array([sum(t in s[:i] for i, t in enumerate(s)) / len(s) for s in samples])
+
+
+def _distribution_pvalue(a, b) -> float:
+    tests = _position_pvalues(a, b) + [stats.mannwhitneyu(_repeat_rate(a), _repeat_rate(b)).pvalue]
+    return min(tests) * len(tests)  # Bonferroni
+
+
+@pytest.mark.parametrize("algorithm", ["none", "consensus", "NGRAM"])
+def test_collect_samples(engines, peaky_model, algorithm):
+    engine = engines.get(peaky_model, None if algorithm == "none" else algorithm, max_running_requests=64)
+    for setting in SETTINGS:
+        _SAMPLED[(algorithm, setting)] = samples = _sample(engine, setting)
+        assert len(samples) == SAMPLES and all(len(s) == NEW_TOKENS for s in samples)
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_consensus_sampling_preserves_distribution(setting):
+    if ("consensus", setting) not in _SAMPLED:
+        pytest.fail("test_collect_samples did not run")
+    p = _distribution_pvalue(_SAMPLED[("none", setting)], _SAMPLED[("consensus", setting)])
+    assert p > 1e-3, f"consensus changed the sampled distribution ({setting}): p = {p:.2e}"
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_tests_catch_sglang_cpu_ngram_skew(setting):
+    """The same statistics reject SGLang's own CPU NGRAM path, which verifies sampled requests greedily."""
+    if ("NGRAM", setting) not in _SAMPLED:
+        pytest.fail("test_collect_samples did not run")
+    p = _distribution_pvalue(_SAMPLED[("none", setting)], _SAMPLED[("NGRAM", setting)])
+    assert p < 1e-6, f"expected SGLang's CPU NGRAM to skew samples, p = {p:.2e}"
+
+
+# --- cleanup: 1,000 requests with aborts and mixed lengths leave nothing behind --------------
+
+def test_thousand_requests_with_aborts_leave_drafter_empty(engines, tiny_llama):
+    engine = engines.get(tiny_llama, "consensus", max_running_requests=64)
+    rng = random.Random(0)
+    words = PROMPT.split()
+
+    async def one(i: int):
+        prompt = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+        params = {"temperature": rng.choice([0.0, 1.0]), "max_new_tokens": rng.randint(1, 24),
+                  "custom_params": {"consensus_group": f"g{i // 4}"}}
+        task = asyncio.ensure_future(engine.async_generate(prompt, params, rid=f"leak-{i}"))
+        if i % 7 == 0:  # abort about one in seven, at various points
+            await asyncio.sleep(rng.random() * 0.05)
+            engine.tokenizer_manager.abort_request(f"leak-{i}")
+        try:
+            await task
+        except Exception:  # aborted requests may surface as errors: fine, they must still be freed
+            pass
+
+    async def all_requests():
+        for start in range(0, 1000, 100):
+            await asyncio.gather(*(one(i) for i in range(start, start + 100)))
+
+    engine.run(all_requests())
+    state = _internal(engine)
+    drafter = state["drafter_stats"]
+    assert state["tracked_requests"] == 0
+    assert state["live_prefix_clusters"] == 0
+    assert drafter["live_requests"] == 0 and drafter["live_groups"] == 0 and drafter["group_trie_nodes"] == 0
+    assert drafter["proposed_requests"] > 0  # it really drafted along the way
