@@ -16,6 +16,7 @@ from typing import Any
 
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "tiny-reasoner"
 ALGORITHMS = ("none", "ngram", "consensus")
+OPTIONAL_ALGORITHMS = ("ngram_stock",)
 EVAL_SEED_START = 1_000_000_000  # held-out problems: training seeds start at 0
 
 
@@ -28,15 +29,19 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--draft-tokens", type=int, default=8, help="draft tree size (--speculative-num-draft-tokens)")
-    parser.add_argument("--algorithms", default=",".join(ALGORITHMS), help="comma-separated subset of none,ngram,consensus")
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS),
+                        help="comma-separated: none, ngram (SGLang's NgramCorpus drafts under our lossless "
+                        "verification), consensus; also ngram_stock (SGLang's own CPU NGRAM worker, "
+                        "which verifies sampled requests greedily: flagged)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def _validate(ns: argparse.Namespace) -> list[str]:
     algorithms = [a.strip().lower() for a in ns.algorithms.split(",") if a.strip()]
-    unknown = sorted(set(algorithms) - set(ALGORITHMS))
+    unknown = sorted(set(algorithms) - set(ALGORITHMS) - set(OPTIONAL_ALGORITHMS))
     if unknown:
-        raise SystemExit(f"sgl-consensus demo: unknown algorithm(s) {unknown}; choose from {list(ALGORITHMS)}")
+        raise SystemExit(f"sgl-consensus demo: unknown algorithm(s) {unknown}; "
+                         f"choose from {list(ALGORITHMS + OPTIONAL_ALGORITHMS)}")
     for name in ("problems", "paths", "max_new_tokens", "draft_tokens"):
         if getattr(ns, name) < 1:
             raise SystemExit(f"sgl-consensus demo: --{name.replace('_', '-')} must be >= 1")
@@ -47,13 +52,27 @@ def _validate(ns: argparse.Namespace) -> list[str]:
     return algorithms
 
 
+# How each row runs. `ngram` is SGLang's NgramCorpus as the draft source under the consensus worker's
+# lossless verification, so the two drafters are compared under identical verification.
+# `ngram_stock` is SGLang's own NGRAM worker, which on CPU verifies sampled requests greedily (it
+# skews their outputs and inflates acceptance): reported apart, flagged.
+ROWS: dict[str, tuple[str | None, dict[str, str]]] = {
+    "none": (None, {}),
+    "ngram": ("CONSENSUS", {"CONSENSUS_DRAFTER": "ngram_corpus"}),
+    "consensus": ("CONSENSUS", {"CONSENSUS_DRAFTER": "consensus"}),
+    "ngram_stock": ("NGRAM", {}),
+}
+
+
 def _engine_kwargs(model: Path, algorithm: str, draft_tokens: int, max_running: int) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(
         model_path=str(model), device="cpu", attention_backend="torch_native", mem_fraction_static=0.2,
-        max_running_requests=max_running, random_seed=0, log_level="error",
+        max_total_tokens=max(65536, max_running * 1024), max_running_requests=max_running,
+        random_seed=0, log_level="error",
     )
-    if algorithm != "none":
-        kwargs.update(speculative_algorithm=algorithm.upper(), speculative_num_draft_tokens=draft_tokens)
+    speculative, _ = ROWS[algorithm]
+    if speculative is not None:
+        kwargs.update(speculative_algorithm=speculative, speculative_num_draft_tokens=draft_tokens)
     return kwargs
 
 
@@ -75,7 +94,7 @@ def run_demo(ns: argparse.Namespace) -> int:
     cpu.activate()
     from tqdm import tqdm
 
-    from sgl_consensus.engine import start_engine
+    from sgl_consensus.engine import environment, start_engine
     from sgl_consensus.runs import run_paths
     from sgl_consensus.workload.problems import format_prompt, generate_problem
 
@@ -88,7 +107,8 @@ def run_demo(ns: argparse.Namespace) -> int:
     with tqdm(total=total, desc="paths", unit="path", disable=ns.json, file=sys.stderr) as bar:
         for algorithm in algorithms:
             bar.set_postfix_str(f"{algorithm}: starting engine")
-            engine = start_engine(**_engine_kwargs(ns.model, algorithm, ns.draft_tokens, len(prompts) * ns.paths))
+            with environment(ROWS[algorithm][1]):
+                engine = start_engine(**_engine_kwargs(ns.model, algorithm, ns.draft_tokens, len(prompts) * ns.paths))
             try:
                 bar.set_postfix_str(algorithm)
                 results, summary = run_paths(engine, algorithm, prompts, ns.paths, params, bar.update)
@@ -119,9 +139,13 @@ def format_table(rows: list[dict], ns: argparse.Namespace) -> str:
     lines = [head, " | ".join(f"{c:>12}" for c in cols)]
     for r in rows:
         speed = f"{r['speedup_vs_none']:.2f}x" if r.get("speedup_vs_none") else "-"
-        vals = [r["algorithm"], f"{r['accuracy_single']:.2f}", f"{r['accuracy_majority']:.2f}",
+        name = r["algorithm"] + ("*" if r["algorithm"] == "ngram_stock" else "")
+        vals = [name, f"{r['accuracy_single']:.2f}", f"{r['accuracy_majority']:.2f}",
                 f"{r['accept_length']:.2f}", f"{r['verify_steps_per_token']:.3f}", f"{r['tokens_per_s']:.1f}", speed]
         lines.append(" | ".join(f"{v:>12}" for v in vals))
+    if any(r["algorithm"] == "ngram_stock" for r in rows):
+        lines.append("* SGLang's own CPU NGRAM verifies sampled requests greedily: its outputs are skewed "
+                     "and its acceptance inflated at T > 0")
     if any("identical_to_none" in r for r in rows):
         same = all(r.get("identical_to_none", True) for r in rows)
         lines.append("greedy outputs identical to no speculation: " + ("yes" if same else "NO (bug!)"))

@@ -9,6 +9,7 @@ installs handlers that kill only SGLang's children and surface the failure as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from typing import Any
@@ -108,3 +109,18 @@ def start_engine(**engine_kwargs: Any) -> Any:
     # The launch-phase handler stays until the tokenizer manager installs its own (first request).
     signal.signal(signal.SIGQUIT, _launch_phase_sigquit)
     return _EngineProxy(engine)
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]):
+    """Set variables while SGLang spawns its processes (they inherit them), then restore."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
-from sgl_consensus.engine import start_engine
+from sgl_consensus.engine import environment, start_engine
 
 NUM_DRAFT_TOKENS = 4
 # A small KV pool: tiny models need little, and several SGLang processes share 24 GiB with others.
@@ -30,21 +28,6 @@ def engine_kwargs(model_path: Path, algorithm: str | None, **extra) -> dict:
     return kwargs
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """Set variables while SGLang spawns its processes (they inherit them), then restore."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 class EnginePool:
     """One engine alive at a time (2 cores): switching key shuts the previous one down."""
 
@@ -57,7 +40,7 @@ class EnginePool:
         key = (str(model_path), algorithm, tuple(sorted((env or {}).items())), tuple(sorted(extra.items())))
         if key != self._key:
             self.close()
-            with _environment(env or {}):
+            with environment(env or {}):
                 self._engine = start_engine(**engine_kwargs(model_path, algorithm, **extra))
             self._key = key
         return self._engine

@@ -1,0 +1,60 @@
+"""The command line: clear errors for bad input, and a real (small) demo run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "sgl_consensus.cli"]
+
+
+def _run(args: list[str], env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + args, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_help_lists_commands():
+    out = _run(["--help"])
+    assert out.returncode == 0 and "serve" in out.stdout and "demo" in out.stdout
+
+
+def test_serve_without_model_path_is_a_clear_error():
+    out = _run(["serve", "--device", "cpu", "--", "--port", "1"])
+    assert out.returncode == 2 and "--model-path" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"CONSENSUS_DRAFT_ALPHA": "1.5"}, "alpha"),
+    ({"CONSENSUS_DRAFTER": "eagle"}, "CONSENSUS_DRAFTER"),
+    ({"CONSENSUS_GROUPNG": "on"}, "CONSENSUS_GROUPNG"),
+    ({"CONSENSUS_CONFIG": "/nonexistent/knobs.json"}, "cannot be read"),
+])
+def test_serve_rejects_bad_knobs_before_starting(env, needle):
+    out = _run(["serve", "--device", "cpu", "--", "--model-path", "unused"], env=env)
+    assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_demo_rejects_unknown_algorithm():
+    out = _run(["demo", "--algorithms", "none,eagle"])
+    assert out.returncode != 0 and "eagle" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.engine
+def test_demo_runs_all_algorithms_and_reports_json():
+    out = _run(["demo", "--problems", "2", "--paths", "2", "--max-new-tokens", "48", "--json"], timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    runs = {r["algorithm"]: r for r in report["runs"]}
+    assert set(runs) == {"none", "ngram", "consensus"}
+    for r in runs.values():
+        for key in ("accept_length", "verify_steps_per_token", "tokens_per_s", "accuracy_single", "accuracy_majority"):
+            assert isinstance(r[key], (int, float)), key
+        assert r["output_tokens"] > 0
+    assert runs["none"]["accept_length"] == pytest.approx(1.0)
+    # greedy by default: speculation must not change a single token
+    assert runs["consensus"]["identical_to_none"] and runs["ngram"]["identical_to_none"]
+    assert runs["consensus"]["accept_length"] > 1.0
