@@ -51,12 +51,18 @@ class DraftConfig:
     # Memory caps, in trie nodes (~150 bytes each): per sibling group and for the global corpus.
     group_max_nodes: int = 1 << 20
     global_max_nodes: int = 1 << 19
-    # Finished groups are merged into the global corpus incrementally: this many trie nodes per
-    # proposed request per `propose` call, so that a large group ending causes no latency spike.
-    merge_nodes_per_request: int = 16
+    # Finished groups are merged into the global corpus incrementally, paid by later writes: each
+    # token `extend`ed visits up to this many trie children of pending merges. A group of N paths
+    # needs ~3 visits per token it wrote, so merging keeps pace and no single call spikes.
+    merge_visits_per_token: int = 4
     # From a finished group of several paths, only n-grams written at least this often reach the
     # global corpus (its consensus: a fraction of the group's trie, so cheap to merge).
     global_min_count: int = 2
+    # Shortest match used in the global corpus (short contexts there match everything, weakly).
+    global_min_match_len: int = 1
+    # The global corpus is consulted only when the group's match is shorter than this (a long
+    # sibling match already carries the evidence; skipping the lookup saves time). 65 = always.
+    global_skip_depth: int = 65
     # Depth of the global corpus trie; None = the group tries' depth (max_match_len + draft depth).
     global_max_depth: int | None = None
     # Finished groups waiting to be merged beyond this many are dropped (oldest first).
@@ -75,6 +81,7 @@ class DraftConfig:
             f"must be >= min_match_len ({self.min_match_len})",
         )
         _require(self.max_match_len <= 64, "max_match_len", self.max_match_len, "must be <= 64")
+        _require(self.global_min_match_len >= 1, "global_min_match_len", self.global_min_match_len, "must be >= 1")
         _require(self.max_branch >= 1, "max_branch", self.max_branch, "must be >= 1")
         if self.max_draft_depth is not None:
             _require(self.max_draft_depth >= 1, "max_draft_depth", self.max_draft_depth, "must be >= 1")
@@ -87,10 +94,7 @@ class DraftConfig:
         _require(self.group_max_nodes >= 1, "group_max_nodes", self.group_max_nodes, "must be >= 1")
         _require(self.global_max_nodes >= 2, "global_max_nodes", self.global_max_nodes, "must be >= 2")
         _require(
-            self.merge_nodes_per_request >= 1,
-            "merge_nodes_per_request",
-            self.merge_nodes_per_request,
-            "must be >= 1",
+            self.merge_visits_per_token >= 1, "merge_visits_per_token", self.merge_visits_per_token, "must be >= 1"
         )
         if self.global_max_depth is not None:
             _require(self.global_max_depth >= 2, "global_max_depth", self.global_max_depth, "must be >= 2")

@@ -22,6 +22,7 @@ from .tree import GLOBAL, OWN, SIBLING, build_tree
 
 _SOLO = object()  # group-key marker of a request drafting without siblings
 _MASK_CACHE_SIZE = 4096
+_MERGE_BATCH = 256
 
 
 class _Request:
@@ -52,6 +53,7 @@ class ConsensusDrafter:
         )
         self._counters = _zero_counters()
         self._mask_cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._merge_credit = 0
 
     # ------------------------------------------------------------------ lifecycle
     def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Sequence[int] | np.ndarray) -> None:
@@ -80,20 +82,23 @@ class ConsensusDrafter:
         if not tokens:
             return
         probs = None if logprobs is None else validation.probabilities(rid, logprobs, len(tokens))
-        group = request.group
         depth = self._depth
-        max_nodes = self.config.group_max_nodes
-        slot = request.slot
-        active = request.active
-        for i, token in enumerate(tokens):
-            active = group.write(active, token, None if probs is None else probs[i], slot, depth, max_nodes)
-        request.active = active
+        request.active = request.group.write_many(
+            request.active, tokens, probs, request.slot, depth, self.config.group_max_nodes
+        )
         tail = request.tail
         tail.extend(tokens)
         if len(tail) > 2 * depth:
             del tail[:-depth]
         request.length += len(tokens)
         self._counters["tokens_extended"] += len(tokens)
+        if self._global.pending:
+            # Finished groups merge into the global corpus at a pace set by new writes, in batches
+            # of _MERGE_BATCH visits (tiny increments would cost more in call overhead than work).
+            self._merge_credit += self.config.merge_visits_per_token * len(tokens)
+            if self._merge_credit >= _MERGE_BATCH:
+                self._global.pump(self._merge_credit)
+                self._merge_credit = 0
 
     def remove(self, rid: Hashable) -> None:
         """Forget `rid`. Its n-grams keep serving its group until the group's last member leaves."""
@@ -113,6 +118,7 @@ class ConsensusDrafter:
         self._groups.clear()
         self._global.reset()
         self._counters = _zero_counters()
+        self._merge_credit = 0
 
     # ------------------------------------------------------------------ drafting
     def propose(self, rids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +127,6 @@ class ConsensusDrafter:
         n = config.num_draft_tokens
         batch = len(rids)
         requests = [self._get(rid) for rid in rids]
-        if self._global.pending:
-            self._global.pump(config.merge_nodes_per_request * max(batch, 1))
         flat_tokens: list[int] = []
         mask = np.empty((batch, n, n), dtype=np.bool_)
         mask_cache = self._mask_cache
@@ -187,8 +191,10 @@ class ConsensusDrafter:
             if node is not None:
                 other_weight = config.own_weight if own_only else config.sibling_weight
                 sources.append((node, depth, other_weight, config.own_weight, request.slot))
-        if config.use_global:
-            for node, depth in self._global.match(request.tail, config.max_match_len, config.min_match_len):
+        if config.use_global and (not sources or sources[0][1] < config.global_skip_depth):
+            for node, depth in self._global.match(
+                request.tail, config.max_match_len, max(config.min_match_len, config.global_min_match_len)
+            ):
                 sources.append((node, depth, config.global_weight, config.global_weight, None))
         if len(sources) > 1:
             sources.sort(key=_source_rank, reverse=True)

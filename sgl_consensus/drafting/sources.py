@@ -11,8 +11,10 @@ handed to the global corpus and dropped.
 `GlobalCorpus`: the n-grams of finished groups, like SuffixDecoding's global tree. Memory-capped by
 generations: finished groups merge into the current generation; when it exceeds half the cap it
 becomes the old one and the previous old one (the oldest requests) is dropped, so at most
-`global_max_nodes` nodes are held and lookups consult two tries. Merging is incremental, spread over
-later `propose` calls with a per-call node budget, so a large group ending causes no latency spike.
+`global_max_nodes` nodes are held and lookups consult two tries. From groups of several paths only
+n-grams written at least `global_min_count` times (the group's consensus) are merged. Merging is
+incremental and paid by later `extend` calls (a few trie visits per written token), so a large
+group ending causes no latency spike; if merges fall behind, the oldest queued ones are dropped.
 """
 
 from __future__ import annotations
@@ -55,6 +57,26 @@ class GroupIndex:
         if self.prompt is None:
             self.prompt = prompt_key
             self.prompt_pointers = list(active)
+        return active
+
+    def write_many(
+        self, active: list[Node], tokens: list[int], probs: list[float] | None, owner: int, depth: int, max_nodes: int
+    ) -> list[Node]:
+        """Write `tokens` (with their probabilities, if any) after the suffixes `active` points at."""
+        advance = trie.advance
+        created = 0
+        for i, token in enumerate(tokens):
+            if self.nodes + created >= max_nodes:
+                self.nodes += created
+                return self._follow_many(active, tokens[i:], depth)
+            active, new = advance(active, token, None if probs is None else probs[i], owner, depth)
+            created += new
+        self.nodes += created
+        return active
+
+    def _follow_many(self, active: list[Node], tokens: list[int], depth: int) -> list[Node]:
+        for token in tokens:
+            active = trie.follow(active, token, depth)
         return active
 
     def write(self, active: list[Node], token: int, prob: float | None, owner: int, depth: int, max_nodes: int) -> list[Node]:

@@ -25,6 +25,7 @@ import heapq
 from .trie import CHILD_TOTAL, CHILDREN, COUNT, OWNER, PROB_COUNT, PROB_SUM, PROMPT, Node
 
 SIBLING, GLOBAL, OWN = 0, 1, 2
+_WIDE = 16  # nodes with more children than this score only their most frequent ones
 SOURCE_NAMES = ("sibling", "global", "own")
 
 # A source entry: (trie node, its depth = matched context length, weight of other writers' n-grams,
@@ -60,7 +61,8 @@ def score_children(
             continue
         scale = share / total
         own_scale = own_weight / other_weight if other_weight > 0.0 else 0.0
-        for token, child in node[CHILDREN].items():
+        kids = node[CHILDREN]
+        for token, child in (kids.items() if len(kids) <= _WIDE else _frequent_children(node, max_branch)):
             pc = child[PROB_COUNT]
             # share * (alpha * mean recorded prob + (1 - alpha) * frequency); frequency alone without probs
             contribution = (alpha * total * child[PROB_SUM] / pc + beta * child[COUNT]) * scale if pc else child[COUNT] * scale
@@ -111,7 +113,8 @@ def _score_single(
     beta = 1.0 - alpha
     own_scale = own_weight / other_weight if other_weight > 0.0 else 0.0
     result = []
-    for token, child in node[CHILDREN].items():
+    kids = node[CHILDREN]
+    for token, child in (kids.items() if len(kids) <= _WIDE else _frequent_children(node, max_branch)):
         pc = child[PROB_COUNT]
         score = (alpha * total * child[PROB_SUM] / pc + beta * child[COUNT]) * scale if pc else child[COUNT] * scale
         if owner is None:
@@ -135,6 +138,29 @@ def _score_single(
 
 def _first(item: tuple) -> float:
     return item[0]
+
+
+def _count_of(item: tuple) -> int:
+    return item[1][COUNT]
+
+
+def _frequent_children(node: Node, max_branch: int) -> list:
+    """The 2 * max_branch most frequent children of a wide node, cached until the node changes.
+
+    Short contexts (one token) have hundreds of continuations; scoring all of them every time would
+    make `propose` cost grow with the corpus. The cache lives in an optional 7th slot of the node
+    and is keyed by the node's child total, which changes whenever a child is written.
+    """
+    stamp = node[CHILD_TOTAL]
+    if len(node) > 6:
+        cached_stamp, items = node[6]
+        if cached_stamp == stamp:
+            return items
+    else:
+        node.append(None)
+    items = heapq.nlargest(2 * max_branch, node[CHILDREN].items(), key=_count_of)
+    node[6] = (stamp, items)
+    return items
 
 
 def build_tree(

@@ -178,8 +178,8 @@ def _fuzzy_walk(node: Node, query: Sequence[int], i: int, edits: int, max_branch
         best = _fuzzy_walk(exact, query, i + 1, edits, max_branch)
         if best is not None and best[1] == 0:
             return best
-    if edits == 0:
-        return best
+    if edits == 0 or i == len(query) - 1:
+        return best  # the last token must match exactly, or the continuation would be misaligned
     candidates = []
     if kids:
         candidates = sorted(kids.items(), key=lambda item: -item[1][COUNT])[:max_branch]

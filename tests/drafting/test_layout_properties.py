@@ -21,7 +21,7 @@ def scenarios(draw):
         use_global=draw(st.booleans()),
         use_own_history=draw(st.booleans()),
         alpha=draw(st.floats(0.0, 1.0)),
-        merge_nodes_per_request=draw(st.sampled_from([1, 16, 10_000])),
+        merge_visits_per_token=draw(st.sampled_from([1, 4, 10_000])),
     )
     n_requests = draw(st.integers(1, 6))
     requests = [(f"r{i}", draw(st.sampled_from(["a", "b", None])), draw(small_tokens)) for i in range(n_requests)]
