@@ -53,8 +53,8 @@ class DraftConfig:
     global_max_nodes: int = 1 << 19
     # Finished groups are merged into the global corpus incrementally, paid by later writes: each
     # token `extend`ed visits up to this many trie children of pending merges. A group of N paths
-    # needs ~3 visits per token it wrote, so merging keeps pace and no single call spikes.
-    merge_visits_per_token: int = 4
+    # needs ~3 visits per token it wrote (~5 for pairs), so merging keeps pace; no call spikes.
+    merge_visits_per_token: int = 8
     # From a finished group of several paths, only n-grams written at least this often reach the
     # global corpus (its consensus: a fraction of the group's trie, so cheap to merge).
     global_min_count: int = 2

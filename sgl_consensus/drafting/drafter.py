@@ -110,7 +110,7 @@ class ConsensusDrafter:
         if not group.live:
             del self._groups[group.key]
             if self.config.use_global:
-                self._global.absorb(group.root, group.ever)
+                self._global.absorb(group.trie, group.ever)
 
     def reset(self) -> None:
         """Drop every request, group and the global corpus (e.g. on an SGLang cache flush)."""
@@ -178,10 +178,12 @@ class ConsensusDrafter:
         group = request.group
         own_only = group.ever <= 1
         if config.use_own_history or (config.use_siblings and not own_only):
-            node, depth = _deepest_with_children(request.active, config.max_match_len, config.min_match_len)
+            node, depth = _deepest_with_children(
+                group.trie, request.active, config.max_match_len, config.min_match_len
+            )
             if node is None and config.fuzzy_max_edits:
                 node, depth = trie.fuzzy_match(
-                    group.root,
+                    group.trie,
                     request.tail,
                     config.max_match_len,
                     config.min_match_len,
@@ -190,12 +192,12 @@ class ConsensusDrafter:
                 )
             if node is not None:
                 other_weight = config.own_weight if own_only else config.sibling_weight
-                sources.append((node, depth, other_weight, config.own_weight, request.slot))
-        if config.use_global and (not sources or sources[0][1] < config.global_skip_depth):
-            for node, depth in self._global.match(
+                sources.append((group.trie, node, depth, other_weight, config.own_weight, request.slot))
+        if config.use_global and (not sources or sources[0][2] < config.global_skip_depth):
+            for generation, node, depth in self._global.match(
                 request.tail, config.max_match_len, max(config.min_match_len, config.global_min_match_len)
             ):
-                sources.append((node, depth, config.global_weight, config.global_weight, None))
+                sources.append((generation, node, depth, config.global_weight, config.global_weight, None))
         if len(sources) > 1:
             sources.sort(key=_source_rank, reverse=True)
         return sources
@@ -230,16 +232,17 @@ class ConsensusDrafter:
             raise TypeError(f"rid must be hashable, got {type(rid).__name__}") from None
 
 
-def _deepest_with_children(active: list, max_len: int, min_len: int):
+def _deepest_with_children(group_trie: trie.Trie, active: list[int], max_len: int, min_len: int):
+    child_total = group_trie.child_total
     for length in range(min(len(active) - 1, max_len), min_len - 1, -1):
         node = active[length]
-        if node[trie.CHILD_TOTAL] > 0:
+        if child_total[node] > 0:
             return node, length
     return None, 0
 
 
 def _source_rank(source: tuple) -> tuple[int, float]:
-    return source[1], source[2]  # longer match first, then the more trusted source
+    return source[2], source[3]  # longer match first, then the more trusted source
 
 
 def _ancestor_mask(parents: list[int], n: int) -> np.ndarray:

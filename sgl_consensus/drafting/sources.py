@@ -23,67 +23,58 @@ from collections import deque
 from collections.abc import Hashable, Sequence
 
 from . import trie
-from .trie import Node
+from .trie import ROOT, Trie
 
 
 class GroupIndex:
     """N-gram trie of one sibling group plus its membership."""
 
-    __slots__ = ("key", "root", "nodes", "live", "ever", "prompt", "prompt_pointers", "next_slot")
+    __slots__ = ("key", "trie", "live", "ever", "prompt", "prompt_pointers", "next_slot")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
-        self.root: Node = trie.new_root()
-        self.nodes = 0
+        self.trie = Trie()
         self.live: set[Hashable] = set()
         self.ever = 0  # members ever added: > 1 means there are siblings to learn from
         self.prompt: tuple[int, ...] | None = None
-        self.prompt_pointers: list[Node] | None = None
+        self.prompt_pointers: list[int] | None = None
         self.next_slot = 0
+
+    @property
+    def nodes(self) -> int:
+        return self.trie.nodes
 
     def new_slot(self) -> int:
         slot = self.next_slot
         self.next_slot += 1
         return slot
 
-    def write_prompt(self, prompt: Sequence[int], depth: int, max_nodes: int) -> list[Node]:
+    def write_prompt(self, prompt: Sequence[int], depth: int, max_nodes: int) -> list[int]:
         """Pointers at the end of `prompt`, writing it first unless the group already holds it."""
         prompt_key = tuple(prompt)
         if self.prompt == prompt_key and self.prompt_pointers is not None:
             return list(self.prompt_pointers)
-        active = [self.root]
-        for token in prompt:
-            active = self.write(active, token, None, trie.PROMPT, depth, max_nodes)
+        active = self.write_many([ROOT], list(prompt), None, trie.PROMPT, depth, max_nodes)
         if self.prompt is None:
             self.prompt = prompt_key
             self.prompt_pointers = list(active)
         return active
 
     def write_many(
-        self, active: list[Node], tokens: list[int], probs: list[float] | None, owner: int, depth: int, max_nodes: int
-    ) -> list[Node]:
-        """Write `tokens` (with their probabilities, if any) after the suffixes `active` points at."""
+        self, active: list[int], tokens: list[int], probs: list[float] | None, owner: int, depth: int, max_nodes: int
+    ) -> list[int]:
+        """Write `tokens` (with their probabilities, if any) after the suffixes `active` points at.
+
+        Past `max_nodes` the trie stops growing and the pointers only follow what exists.
+        """
+        group_trie = self.trie
         advance = trie.advance
-        created = 0
         for i, token in enumerate(tokens):
-            if self.nodes + created >= max_nodes:
-                self.nodes += created
-                return self._follow_many(active, tokens[i:], depth)
-            active, new = advance(active, token, None if probs is None else probs[i], owner, depth)
-            created += new
-        self.nodes += created
-        return active
-
-    def _follow_many(self, active: list[Node], tokens: list[int], depth: int) -> list[Node]:
-        for token in tokens:
-            active = trie.follow(active, token, depth)
-        return active
-
-    def write(self, active: list[Node], token: int, prob: float | None, owner: int, depth: int, max_nodes: int) -> list[Node]:
-        if self.nodes >= max_nodes:
-            return trie.follow(active, token, depth)
-        active, created = trie.advance(active, token, prob, owner, depth)
-        self.nodes += created
+            if len(group_trie.count) > max_nodes:
+                for rest in tokens[i:]:
+                    active = trie.follow(group_trie, active, rest, depth)
+                return active
+            active, _ = advance(group_trie, active, token, None if probs is None else probs[i], owner, depth)
         return active
 
 
@@ -98,27 +89,25 @@ class GlobalCorpus:
         self.reset()
 
     def reset(self) -> None:
-        self.current: Node = trie.new_root()
-        self.previous: Node | None = None
-        self.current_nodes = 0
-        self.previous_nodes = 0
+        self.current = Trie()
+        self.previous: Trie | None = None
         self.groups_absorbed = 0
         self.groups_dropped = 0
-        self._pending: deque[tuple[int, list]] = deque()
+        self._pending: deque[tuple[Trie, Trie, int, list]] = deque()
 
     @property
     def nodes(self) -> int:
-        return self.current_nodes + self.previous_nodes
+        return self.current.nodes + (self.previous.nodes if self.previous is not None else 0)
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def absorb(self, group_root: Node, members: int) -> None:
+    def absorb(self, group_trie: Trie, members: int) -> None:
         """Queue a finished group's trie for merging (dropping the oldest queued one if too many).
 
-        From groups of several paths only n-grams written at least `min_count` times are kept: the
-        consensus of the group, a fraction of its trie, so merging stays cheap.
+        From groups of three or more paths only n-grams written at least `min_count` times are kept:
+        the consensus of the group, a fraction of its trie, so merging stays cheap.
         """
         if self.max_pending == 0:
             self.groups_dropped += 1
@@ -126,38 +115,37 @@ class GlobalCorpus:
         if len(self._pending) >= self.max_pending:
             self._pending.popleft()
             self.groups_dropped += 1
-        min_count = self.min_count if members > 1 else 1
-        self._pending.append((min_count, trie.merge_job(group_root, self.current)))
+        # Pairs have no majority to speak of: keep all their n-grams.
+        min_count = self.min_count if members > 2 else 1
+        job = trie.merge_job(group_trie, self.current)
+        self._pending.append((group_trie, self.current, min_count, job))
 
     def pump(self, budget: int) -> None:
-        """Merge up to ~`budget` trie children of queued groups into the current generation."""
+        """Merge up to `budget` trie children of queued groups into the global tries."""
         pending = self._pending
         while pending and budget > 0:
-            min_count, stack = pending[0]
-            visited, created = trie.merge_step(stack, budget, min_count, self.max_depth)
+            source, destination, min_count, stack = pending[0]
+            visited, _ = trie.merge_step(source, destination, stack, budget, min_count, self.max_depth)
             budget -= max(visited, 1)
-            self.current_nodes += created
             if not stack:
                 pending.popleft()
                 self.groups_absorbed += 1
-            if self.current_nodes > self.max_nodes // 2:
+            if self.current.nodes > self.max_nodes // 2:
                 self._rotate()
 
     def _rotate(self) -> None:
         # Drops the oldest generation. A merge still in flight keeps writing into the generation it
-        # started in (now `previous`); those nodes are counted against `current` until the next rotation.
+        # started in (now `previous`), which may then exceed half the cap by at most that merge.
         self.previous = self.current
-        self.previous_nodes = self.current_nodes
-        self.current = trie.new_root()
-        self.current_nodes = 0
+        self.current = Trie()
 
-    def match(self, tail: Sequence[int], max_len: int, min_len: int) -> list[tuple[Node, int]]:
-        """Longest-suffix matches of `tail` in each generation (newest first)."""
+    def match(self, tail: Sequence[int], max_len: int, min_len: int) -> list[tuple[Trie, int, int]]:
+        """Longest-suffix matches (trie, node, length) of `tail` in each generation, newest first."""
         found = []
-        for root in (self.current, self.previous):
-            if root is None or root[trie.CHILD_TOTAL] == 0:
+        for generation in (self.current, self.previous):
+            if generation is None or generation.child_total[ROOT] == 0:
                 continue
-            node, length = trie.longest_match(root, tail, max_len, min_len)
+            node, length = trie.longest_match(generation, tail, max_len, min_len)
             if node is not None:
-                found.append((node, length))
+                found.append((generation, node, length))
         return found

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import heapq
 
-from .trie import CHILD_TOTAL, CHILDREN, COUNT, OWNER, PROB_COUNT, PROB_SUM, PROMPT, Node
+from .trie import PROMPT, Trie
 
 SIBLING, GLOBAL, OWN = 0, 1, 2
-_WIDE = 16  # nodes with more children than this score only their most frequent ones
 SOURCE_NAMES = ("sibling", "global", "own")
+_WIDE = 16  # nodes with more children than this score only their most frequent ones
 
-# A source entry: (trie node, its depth = matched context length, weight of other writers' n-grams,
-# weight of own n-grams, owner slot of the requesting path or None for the global corpus).
+# A source entry: (trie, node, its depth = matched context length, weight of other writers'
+# n-grams, weight of own n-grams, owner slot of the requesting path or None for the global corpus).
 Source = tuple
 
 
@@ -49,27 +49,31 @@ def score_children(
     remaining = 1.0
     beta = 1.0 - alpha
     for source in sources:  # deepest match first: its estimate dominates, shallower ones back off
-        node, depth, other_weight, own_weight, owner = source
-        total = node[CHILD_TOTAL]
+        source_trie, node, depth, other_weight, own_weight, owner = source
+        total = source_trie.child_total[node]
         # Confidence in this source: more observations and longer matched contexts are more reliable.
         evidence = other_weight * total / (total + prior) * depth / (depth + depth_prior)
         if evidence > 1.0:
             evidence = 1.0
-        share = remaining * evidence  # stick-breaking: mass the deeper sources left over
+        share = remaining * evidence  # stick-breaking: the mass the deeper sources left over
         remaining -= share
         if share <= 0.0:
             continue
         scale = share / total
         own_scale = own_weight / other_weight if other_weight > 0.0 else 0.0
-        kids = node[CHILDREN]
-        for token, child in (kids.items() if len(kids) <= _WIDE else _frequent_children(node, max_branch)):
-            pc = child[PROB_COUNT]
+        count = source_trie.count
+        prob_count = source_trie.prob_count
+        prob_sum = source_trie.prob_sum
+        writers = source_trie.owner
+        kids = source_trie.kids[node]
+        for token, child in kids.items() if len(kids) <= _WIDE else _frequent_children(source_trie, node, max_branch):
+            pc = prob_count[child]
             # share * (alpha * mean recorded prob + (1 - alpha) * frequency); frequency alone without probs
-            contribution = (alpha * total * child[PROB_SUM] / pc + beta * child[COUNT]) * scale if pc else child[COUNT] * scale
+            contribution = (alpha * total * prob_sum[child] / pc + beta * count[child]) * scale if pc else count[child] * scale
             if owner is None:
                 label = GLOBAL
             else:
-                writer = child[OWNER]
+                writer = writers[child]
                 if writer == owner or writer == PROMPT:
                     if not own_enabled:
                         continue
@@ -92,8 +96,12 @@ def score_children(
         return []
     items = merged.items()
     if len(merged) > max_branch:
-        items = heapq.nlargest(max_branch, items, key=lambda item: item[1][0])
+        items = heapq.nlargest(max_branch, items, key=_merged_score)
     return [(entry[0], token, entry[1], entry[3]) for token, entry in items]
+
+
+def _merged_score(item: tuple) -> float:
+    return item[1][0]
 
 
 def _score_single(
@@ -106,21 +114,25 @@ def _score_single(
     siblings_enabled: bool,
 ) -> list[tuple[float, int, list, int]]:
     """`score_children` for one source (the common case below the first levels): no merging."""
-    node, depth, other_weight, own_weight, owner = source
-    total = node[CHILD_TOTAL]
+    source_trie, node, depth, other_weight, own_weight, owner = source
+    total = source_trie.child_total[node]
     evidence = other_weight * total / (total + prior) * depth / (depth + depth_prior)
     scale = (evidence if evidence < 1.0 else 1.0) / total
     beta = 1.0 - alpha
     own_scale = own_weight / other_weight if other_weight > 0.0 else 0.0
+    count = source_trie.count
+    prob_count = source_trie.prob_count
+    prob_sum = source_trie.prob_sum
+    writers = source_trie.owner
     result = []
-    kids = node[CHILDREN]
-    for token, child in (kids.items() if len(kids) <= _WIDE else _frequent_children(node, max_branch)):
-        pc = child[PROB_COUNT]
-        score = (alpha * total * child[PROB_SUM] / pc + beta * child[COUNT]) * scale if pc else child[COUNT] * scale
+    kids = source_trie.kids[node]
+    for token, child in kids.items() if len(kids) <= _WIDE else _frequent_children(source_trie, node, max_branch):
+        pc = prob_count[child]
+        score = (alpha * total * prob_sum[child] / pc + beta * count[child]) * scale if pc else count[child] * scale
         if owner is None:
             label = GLOBAL
         else:
-            writer = child[OWNER]
+            writer = writers[child]
             if writer == owner or writer == PROMPT:
                 if not own_enabled:
                     continue
@@ -140,26 +152,20 @@ def _first(item: tuple) -> float:
     return item[0]
 
 
-def _count_of(item: tuple) -> int:
-    return item[1][COUNT]
-
-
-def _frequent_children(node: Node, max_branch: int) -> list:
+def _frequent_children(source_trie: Trie, node: int, max_branch: int) -> list[tuple[int, int]]:
     """The 2 * max_branch most frequent children of a wide node, cached until the node changes.
 
-    Short contexts (one token) have hundreds of continuations; scoring all of them every time would
-    make `propose` cost grow with the corpus. The cache lives in an optional 7th slot of the node
-    and is keyed by the node's child total, which changes whenever a child is written.
+    Short contexts (one token) have hundreds of continuations; scoring them all every time would
+    make `propose` cost grow with the corpus. The cache is keyed by the node's child total, which
+    changes whenever a child is written.
     """
-    stamp = node[CHILD_TOTAL]
-    if len(node) > 6:
-        cached_stamp, items = node[6]
-        if cached_stamp == stamp:
-            return items
-    else:
-        node.append(None)
-    items = heapq.nlargest(2 * max_branch, node[CHILDREN].items(), key=_count_of)
-    node[6] = (stamp, items)
+    stamp = source_trie.child_total[node]
+    cached = source_trie.wide_cache.get(node)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    count = source_trie.count
+    items = heapq.nlargest(2 * max_branch, source_trie.kids[node].items(), key=lambda item: count[item[1]])
+    source_trie.wide_cache[node] = (stamp, items)
     return items
 
 
@@ -215,15 +221,17 @@ def build_tree(
             continue
         if len(pairs) == 1:
             child, source = pairs[0]
-            if not child[CHILD_TOTAL]:
+            if not source[0].child_total[child]:
                 continue
             scored = _score_single(
-                (child, source[1] + 1, source[2], source[3], source[4]),
+                (source[0], child, source[2] + 1, source[3], source[4], source[5]),
                 alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled,
             )
         else:
             child_sources = [
-                (child, source[1] + 1, source[2], source[3], source[4]) for child, source in pairs if child[CHILD_TOTAL]
+                (source[0], child, source[2] + 1, source[3], source[4], source[5])
+                for child, source in pairs
+                if source[0].child_total[child]
             ]
             if not child_sources:
                 continue
