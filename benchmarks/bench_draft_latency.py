@@ -464,7 +464,8 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report["targets"], indent=1))
     plot(report, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    write_markdown(report, out.with_suffix(".md"))
+    print(f"wrote {out}, {out.with_suffix('.png')} and {out.with_suffix('.md')}")
 
 
 def _index(rows):
@@ -498,6 +499,70 @@ def evaluate_targets(rows: list[dict], sweep: list[dict]) -> dict:
             ratio = b["cost_us_median"] / a["cost_us_median"]
             out["cost_N64_le_2x_N8"][regime] = {"ratio": round(ratio, 3), "met": ratio <= 2.0}
     return out
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    """Headline tables and target status, generated from the report (no hand-copied numbers)."""
+    rows = report["rows"]
+    idx = _index(rows)
+    drafters = ["ours", "ngram_global", "ngram_group", "ours_own"]
+    lines = [
+        "# Draft latency and acceptance: ConsensusDrafter vs SGLang NgramCorpus",
+        "",
+        f"Command: `{report['command']}` ({report['draft_tokens']} draft tokens, stagger "
+        f"{report['stagger_steps']} steps; NgramCorpus available: {report['ngram']['available']}"
+        + (f", error: {report['ngram']['error']}" if report["ngram"]["error"] else "")
+        + f"; Python {report['machine']['python']}).",
+        "",
+        "tau = output tokens per verify step (1.0 = no speculation). cost = CPU microseconds per "
+        "request-step, median over steps (mean in brackets). ngram_global = one NgramCorpus over "
+        "all requests (as deployed); ngram_group = one per sibling group; ours_own = our drafter on "
+        "own history only; ceiling = oracle bound for any drafter built from finished siblings "
+        "(ahead regime, real streams).",
+        "",
+    ]
+    for workload in dict.fromkeys(r["workload"] for r in rows):
+        lines += [f"## {workload}", ""]
+        header = "| regime | N | " + " | ".join(f"tau {d}" for d in drafters) + " | tau ceiling | " + " | ".join(
+            f"cost {d}" for d in drafters[:3]) + " | tau ours / global | cost ours / global |"
+        lines += [header, "|" + "---|" * (header.count("|") - 1)]
+        for regime in ("lockstep", "staggered", "ahead"):
+            for n in sorted({r["N"] for r in rows if r["workload"] == workload and r["regime"] == regime}):
+                get = lambda d: idx.get((workload, regime, n, d))  # noqa: E731
+                taus = [f"{get(d)['tau']:.3f}" if get(d) else "-" for d in drafters]
+                ceiling = f"{get('ceiling')['tau']:.3f}" if get("ceiling") else "-"
+                costs = [
+                    f"{get(d)['cost_us_median']:.1f} ({get(d)['cost_us_mean']:.1f})" if get(d) else "-"
+                    for d in drafters[:3]
+                ]
+                ours, ref = get("ours"), get("ngram_global")
+                ratio_tau = f"{ours['tau'] / ref['tau']:.3f}" if ours and ref else "-"
+                ratio_cost = f"{ours['cost_us_median'] / ref['cost_us_median']:.2f}" if ours and ref else "-"
+                lines.append(f"| {regime} | {n} | " + " | ".join(taus) + f" | {ceiling} | " + " | ".join(costs)
+                             + f" | {ratio_tau} | {ratio_cost} |")
+        lines.append("")
+    sweep = report.get("seq_len_sweep") or []
+    if sweep:
+        lines += ["## Sequence-length sweep (synthetic, N=8, lock-step)", "",
+                  "| length | drafter | tau | cost median (mean) |", "|---|---|---|---|"]
+        for r in sweep:
+            lines.append(f"| {r['length']} | {r['drafter']} | {r['tau']:.3f} | {r['cost_us_median']:.1f} ({r['cost_us_mean']:.1f}) |")
+        lines.append("")
+    targets = report["targets"]
+    lines += ["## Targets (computed from the rows above)", ""]
+    for key, title in [("tau_lockstep_ge_ngram_global", "tau >= NgramCorpus (global) in lock-step"),
+                       ("tau_ahead_ge_1.2x_ngram_global", "tau >= 1.2x NgramCorpus (global) with siblings ahead"),
+                       ("cost_le_ngram_global", "cost per request-step <= NgramCorpus (global)")]:
+        entries = targets[key]
+        met = sum(e["met"] for e in entries)
+        missed = [f"{e['workload']}/{e['regime']}/N={e['N']} ({e['tau_ratio' if 'tau' in key else 'cost_ratio']})"
+                  for e in entries if not e["met"]]
+        lines.append(f"- {title}: met in {met}/{len(entries)}" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    for regime, entry in targets["cost_N64_le_2x_N8"].items():
+        lines.append(f"- our cost at N=64 <= 2x our cost at N=8 ({regime}, synthetic): ratio {entry['ratio']}, "
+                     f"{'met' if entry['met'] else 'missed'}")
+    lines.append("")
+    path.write_text("\n".join(lines))
 
 
 def plot(report: dict, path: Path) -> None:

@@ -193,7 +193,7 @@ class ConsensusDrafter:
             if node is not None:
                 other_weight = config.own_weight if own_only else config.sibling_weight
                 sources.append((group.trie, node, depth, other_weight, config.own_weight, request.slot))
-        if config.use_global and (not sources or sources[0][2] < config.global_skip_depth):
+        if config.use_global and (not sources or sources[0][2] < config.global_lookup_below):
             for generation, node, depth in self._global.match(
                 request.tail, config.max_match_len, max(config.min_match_len, config.global_min_match_len)
             ):

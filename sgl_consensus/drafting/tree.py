@@ -204,27 +204,30 @@ def build_tree(
             push(frontier, (-score, counter, 0, token, pairs, label))
     in_bfs_order = True
     last_depth = 0
+    add_token, add_parent, add_depth, add_label = tokens.append, parents.append, depths.append, labels.append
+    index = 0
     while frontier:
         negative_score, _, parent_index, token, pairs, label = pop(frontier)
-        index = len(tokens)
+        index += 1
         depth = depths[parent_index] + 1
         if depth < last_depth:
             in_bfs_order = False
         last_depth = depth
-        tokens.append(token)
-        parents.append(parent_index)
-        depths.append(depth)
-        labels.append(label)
+        add_token(token)
+        add_parent(parent_index)
+        add_depth(depth)
+        add_label(label)
         if index + 1 >= n:
             break
         if depth >= max_depth:
             continue
         if len(pairs) == 1:
             child, source = pairs[0]
-            if not source[0].child_total[child]:
+            source_trie = source[0]
+            if not source_trie.child_total[child]:
                 continue
             scored = _score_single(
-                (source[0], child, source[2] + 1, source[3], source[4], source[5]),
+                (source_trie, child, source[2] + 1, source[3], source[4], source[5]),
                 alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled,
             )
         else:

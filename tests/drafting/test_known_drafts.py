@@ -136,3 +136,29 @@ def test_drafts_are_deterministic():
 
     (t1, m1), (t2, m2) = run(), run()
     assert (t1 == t2).all() and (m1 == m2).all()
+
+
+def test_global_and_sibling_evidence_merge_when_the_sibling_match_is_short():
+    d = drafter(merge_visits_per_token=10_000, max_match_len=4)
+    for rid in ("a", "b", "c"):
+        d.add(rid, "old", PROMPT)
+        d.extend(rid, [5, 6, 7, 8, 9, 10])  # a finished group: "6 7 -> 8 9 10" reaches the global corpus
+        d.remove(rid)
+    d.add("sib", "g", [42])
+    d.extend("sib", [7, 30, 31])  # a sibling: "7 -> 30 31" (a 1-token match for "me")
+    d.add("me", "g", [42])
+    d.extend("me", [6, 7])  # pays for the merge; "6 7" occurred only in the old group
+    tokens, mask = d.propose(["me"])
+    drafted = paths(tokens[0], mask[0])
+    assert [8, 9, 10] in drafted, "the longer global match must be used"
+    assert [30] in drafted, "the sibling's shorter match still contributes a branch"
+    stats = d.stats()
+    assert stats["draft_nodes_global"] >= 3 and stats["draft_nodes_sibling"] >= 1
+    # With a full-length sibling match the global corpus is not consulted (global_skip_depth).
+    d.add("sib2", "g", [42])
+    d.extend("sib2", [1, 2, 3, 4, 50])
+    d.extend("me", [1, 2, 3, 4])
+    before = d.stats()["draft_nodes_global"]
+    tokens, mask = d.propose(["me"])
+    assert [50] in paths(tokens[0], mask[0])
+    assert d.stats()["draft_nodes_global"] == before
