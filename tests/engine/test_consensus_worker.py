@@ -44,7 +44,7 @@ def test_n_gt_1_greedy_equals_plain(engines, tiny_qwen2):
 
 async def _staggered(engine, lead_tag, follower_tag, lead_tokens=64, follower_tokens=40):
     """A leader runs ahead; once it has produced tokens, a follower with the same prompt starts."""
-    greedy = {"temperature": 0.0}
+    greedy = {"temperature": 0.0, "ignore_eos": True}
     lead = await engine.async_generate(
         PROMPT, {**greedy, "max_new_tokens": lead_tokens, "custom_params": {"consensus_group": lead_tag}},
         stream=True)
