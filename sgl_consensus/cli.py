@@ -10,18 +10,12 @@ import argparse
 import os
 import sys
 
-CPU_DEFAULTS = {
-    "--device": "cpu",
-    "--attention-backend": "torch_native",
-    # SGLang's CPU default (0.05) leaves too little room for speculative decoding's buffers.
-    "--mem-fraction-static": "0.2",
-}
-
-
 def _with_cpu_defaults(server_args: list[str]) -> list[str]:
+    from sgl_consensus.cpu import server_flag_defaults
+
     args = list(server_args)
     present = {a.split("=", 1)[0] for a in args if a.startswith("--")}
-    for flag, value in CPU_DEFAULTS.items():
+    for flag, value in server_flag_defaults().items():
         if flag not in present:
             args += [flag, value]
     return args

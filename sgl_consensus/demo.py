@@ -65,10 +65,10 @@ ROWS: dict[str, tuple[str | None, dict[str, str]]] = {
 
 
 def _engine_kwargs(model: Path, algorithm: str, draft_tokens: int, max_running: int) -> dict[str, Any]:
+    from sgl_consensus.cpu import ENGINE_DEFAULTS
+
     kwargs: dict[str, Any] = dict(
-        model_path=str(model), device="cpu", attention_backend="torch_native", mem_fraction_static=0.2,
-        max_total_tokens=max(65536, max_running * 1024), max_running_requests=max_running,
-        random_seed=0, log_level="error",
+        ENGINE_DEFAULTS, model_path=str(model), max_running_requests=max_running, random_seed=0, log_level="error",
     )
     speculative, _ = ROWS[algorithm]
     if speculative is not None:

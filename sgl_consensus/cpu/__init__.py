@@ -21,6 +21,21 @@ import sys
 from pathlib import Path
 
 BOOT_DIR = Path(__file__).resolve().parent / "_boot"
+
+# SGLang settings for CPU runs. On CPU, SGLang sizes the KV pool from the machine's *free* memory,
+# and refuses to start when other processes hold more than (1 - mem_fraction_static) of it; a high
+# fraction plus an explicit token cap keeps start-up robust on a shared machine and memory small.
+ENGINE_DEFAULTS = {
+    "device": "cpu",
+    "attention_backend": "torch_native",
+    "mem_fraction_static": 0.85,
+    "max_total_tokens": 65536,
+}
+
+
+def server_flag_defaults() -> dict[str, str]:
+    """ENGINE_DEFAULTS as ``sglang.launch_server`` flags."""
+    return {"--" + k.replace("_", "-"): str(v) for k, v in ENGINE_DEFAULTS.items()}
 ACTIVE_ENV = "CONSENSUS_CPU"
 
 
@@ -73,4 +88,4 @@ def activate(*, allow_cuda: bool = False) -> None:
     torchvision_fix.apply()
 
 
-__all__ = ["activate", "is_active", "CudaAvailableError", "BOOT_DIR"]
+__all__ = ["activate", "is_active", "CudaAvailableError", "BOOT_DIR", "ENGINE_DEFAULTS", "server_flag_defaults"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sgl_consensus.cpu import ENGINE_DEFAULTS
 from sgl_consensus.engine import environment, start_engine
 
 NUM_DRAFT_TOKENS = 4
@@ -13,10 +14,8 @@ MAX_TOTAL_TOKENS = 16384
 
 def engine_kwargs(model_path: Path, algorithm: str | None, **extra) -> dict:
     kwargs = dict(
+        ENGINE_DEFAULTS,
         model_path=str(model_path),
-        device="cpu",
-        attention_backend="torch_native",
-        mem_fraction_static=0.2,
         max_total_tokens=MAX_TOTAL_TOKENS,
         max_running_requests=16,
         random_seed=0,

@@ -173,3 +173,27 @@ def test_thousand_requests_with_aborts_leave_drafter_empty(engines, tiny_llama):
     assert state["live_prefix_clusters"] == 0
     assert drafter["live_requests"] == 0 and drafter["live_groups"] == 0 and drafter["group_trie_nodes"] == 0
     assert drafter["proposed_requests"] > 0  # it really drafted along the way
+
+
+# --- constrained decoding and unsupported set-ups --------------------------------------------
+
+def test_grammar_constrained_requests_follow_their_regex(engines, tiny_llama):
+    import re
+
+    engine = engines.get(tiny_llama, "consensus", max_running_requests=64)
+    pattern = "(yes|no) [0-9]+"
+    outs = engine.generate(["the answer is"] * 3, [
+        {"temperature": 0.0, "max_new_tokens": 12, "regex": pattern},
+        {"temperature": 1.0, "max_new_tokens": 12, "regex": pattern},
+        {"temperature": 0.8, "max_new_tokens": 12},  # unconstrained, sampled, same batch
+    ])
+    assert re.fullmatch(pattern, outs[0]["text"]) and re.fullmatch(pattern, outs[1]["text"]), outs[:2]
+    assert outs[0]["meta_info"]["spec_verify_ct"] > 0
+
+
+def test_pipeline_parallelism_is_refused_at_start(tiny_llama):
+    from sgl_consensus.engine import start_engine
+    from sgl_consensus.testing.engines import engine_kwargs
+
+    with pytest.raises(ValueError, match="pipeline parallelism"):
+        start_engine(**engine_kwargs(tiny_llama, "consensus", pp_size=2))

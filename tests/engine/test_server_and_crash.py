@@ -1,29 +1,21 @@
-"""The HTTP server with --speculative-algorithm consensus, and a scheduler that dies."""
+"""The HTTP server with --speculative-algorithm consensus, frontend forks, and a scheduler that dies."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import psutil
 import pytest
 
 from sgl_consensus.engine import SchedulerDiedError, start_engine
-
+from sgl_consensus.server import launch_server
 from sgl_consensus.testing.engines import engine_kwargs
 
 pytestmark = pytest.mark.engine
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+PROMPT = "one two three one two three one two three one"
 
 
 def _post(url: str, payload: dict, timeout: float = 120) -> dict:
@@ -32,58 +24,50 @@ def _post(url: str, payload: dict, timeout: float = 120) -> dict:
         return json.loads(resp.read())
 
 
-def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError("server did not become healthy in time")
-
-
-@pytest.fixture
-def consensus_server(engines, tiny_llama, tmp_path):
+@pytest.fixture(scope="module")
+def consensus_server(engines, tiny_llama):
     engines.close()  # 2 cores: one SGLang instance at a time
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w")
-    cmd = [sys.executable, "-m", "sgl_consensus.cli", "serve", "--device", "cpu", "--",
-           "--model-path", str(tiny_llama), "--speculative-algorithm", "consensus",
-           "--speculative-num-draft-tokens", "4", "--host", "127.0.0.1", "--port", str(port),
-           "--max-running-requests", "8", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, proc)
-        yield base
-    except AssertionError:
-        log.flush()
-        raise AssertionError((tmp_path / "server.log").read_text()[-4000:])
-    finally:
-        for p in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        proc.wait(timeout=60)
-        log.close()
+    args = ["--speculative-algorithm", "consensus", "--speculative-num-draft-tokens", "4",
+            "--max-running-requests", "8", "--log-level", "warning"]
+    with launch_server(tiny_llama, args) as server:
+        yield server.url
 
 
 def test_server_answers_generate_and_completions(consensus_server):
     out = _post(consensus_server + "/generate", {
-        "text": "one two three one two three one two three one",
-        "sampling_params": {"temperature": 0, "max_new_tokens": 24}})
+        "text": PROMPT, "sampling_params": {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}})
     assert out["meta_info"]["completion_tokens"] == 24
     assert out["meta_info"]["spec_verify_ct"] > 0
 
     completion = _post(consensus_server + "/v1/completions", {
-        "model": "default", "prompt": "the answer is", "max_tokens": 16, "temperature": 0})
+        "model": "default", "prompt": "the answer is", "max_tokens": 16, "temperature": 0, "ignore_eos": True})
     assert completion["choices"][0]["text"]
     assert completion["usage"]["completion_tokens"] == 16
+
+
+def test_fork_branches_are_tagged_and_greedy_equals_plain(consensus_server):
+    import sglang as sgl
+
+    from sgl_consensus.frontend import ConsensusRuntimeEndpoint
+
+    @sgl.function
+    def forked(s):
+        s += PROMPT
+        branches = s.fork(3)
+        branches += sgl.gen("out", max_tokens=20, temperature=0)
+        branches.join()
+        s.set_var("outs", [b["out"] for b in branches])
+
+    plain = _post(consensus_server + "/generate", {
+        "text": PROMPT, "sampling_params": {"temperature": 0, "max_new_tokens": 20}})["text"]
+    state = forked.run(backend=ConsensusRuntimeEndpoint(consensus_server))
+    assert state["outs"] == [plain] * 3
+
+    with urllib.request.urlopen(consensus_server + "/server_info", timeout=30) as resp:
+        info = json.loads(resp.read())
+    consensus = info["internal_states"][0]["consensus"]
+    assert consensus["drafter"] == "consensus" and consensus["steps"] > 0
+    assert consensus["drafter_stats"]["proposed_requests"] > 0
 
 
 def test_dead_scheduler_raises_readable_error(engines, tiny_llama):
