@@ -1,11 +1,16 @@
 """`ConsensusDrafter`: the public facade (add / extend / propose / remove / stats / reset).
 
 Per request it holds O(trie depth) state: its group, its owner slot there, its active pointers and
-its last `trie_depth` tokens. Costs: `extend` O(new tokens x trie depth); `propose` O(max_match_len^2)
-for the global lookup plus O(n log n + n x branching) for the tree, per request, independent of
-sequence length and of the number of siblings. Output layout is SGLang NGRAM's: node 0 is the last
-committed token, nodes in BFS order (parents first), padding = token 0 child of the root,
-mask[i, j] iff j is i or an ancestor of i.
+its last `trie_depth` tokens. Costs, per request:
+- `extend`: O(new tokens x trie depth) writes into the group trie, plus a bounded share of the
+  merge of finished groups into the global corpus (`merge_visits_per_token` per token, run in
+  batches of `_MERGE_BATCH` visits);
+- `propose`: the group match is read off the active pointers (O(max_match_len)); the global corpus
+  is looked up (O(max_match_len^2)) only when that match is shorter than `global_lookup_below`;
+  the tree costs O(n log n + n x branching). Nothing depends on the sequence length or on the
+  number of siblings (their evidence is already aggregated in the trie counts).
+Output layout is SGLang NGRAM's: node 0 is the last committed token, nodes in BFS order (parents
+first), padding = token 0 child of the root, mask[i, j] iff j is i or an ancestor of i.
 """
 
 from __future__ import annotations
@@ -209,6 +214,7 @@ class ConsensusDrafter:
             "live_requests": len(self._requests),
             "live_groups": len(self._groups),
             "group_trie_nodes": sum(group.nodes for group in self._groups.values()),
+            "group_trie_nodes_max": max((group.nodes for group in self._groups.values()), default=0),
             "global_trie_nodes": self._global.nodes,
             "global_pending_merges": self._global.pending,
             "global_groups_absorbed": self._global.groups_absorbed,

@@ -11,7 +11,7 @@ handed to the global corpus and dropped.
 `GlobalCorpus`: the n-grams of finished groups, like SuffixDecoding's global tree. Memory-capped by
 generations: finished groups merge into the current generation; when it exceeds half the cap it
 becomes the old one and the previous old one (the oldest requests) is dropped, so at most
-`global_max_nodes` nodes are held and lookups consult two tries. From groups of several paths only
+`global_max_nodes` nodes are held and lookups consult two tries. From groups of three or more paths only
 n-grams written at least `global_min_count` times (the group's consensus) are merged. Merging is
 incremental and paid by later `extend` calls (a few trie visits per written token), so a large
 group ending causes no latency spike; if merges fall behind, the oldest queued ones are dropped.

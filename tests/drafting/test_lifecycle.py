@@ -4,7 +4,7 @@ import random
 
 from sgl_consensus.drafting import ConsensusDrafter, DraftConfig
 
-PER_REQUEST_KEYS = ("live_requests", "live_groups", "group_trie_nodes")
+PER_REQUEST_KEYS = ("live_requests", "live_groups", "group_trie_nodes", "group_trie_nodes_max")
 
 
 def test_stats_return_to_zero_after_thousands_of_requests():
