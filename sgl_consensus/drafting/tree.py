@@ -21,6 +21,7 @@ Own n-grams in a sibling group (written only by the requesting path or the promp
 from __future__ import annotations
 
 import heapq
+import itertools
 
 from .trie import PROMPT, Trie
 
@@ -169,6 +170,59 @@ def _frequent_children(source_trie: Trie, node: int, max_branch: int) -> list[tu
     return items
 
 
+def _expand_single(
+    frontier: list,
+    tick,
+    source: Source,
+    path_score: float,
+    parent_index: int,
+    alpha: float,
+    prior: float,
+    depth_prior: float,
+    max_branch: int,
+    min_score: float,
+    own_enabled: bool,
+    siblings_enabled: bool,
+) -> None:
+    """Push the children of a single-source draft node onto the frontier (the hot path of deep levels).
+
+    Same scores as `_score_single`, without the intermediate list when no pruning is needed.
+    """
+    source_trie, node, depth, other_weight, own_weight, owner = source
+    kids = source_trie.kids[node]
+    if len(kids) > max_branch:
+        for score, token, pairs, label in _score_single(
+            source, alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled
+        ):
+            child_score = path_score * score
+            if child_score > min_score:
+                heapq.heappush(frontier, (-child_score, next(tick), parent_index, token, pairs, label))
+        return
+    total = source_trie.child_total[node]
+    evidence = other_weight * total / (total + prior) * depth / (depth + depth_prior)
+    scale = (evidence if evidence < 1.0 else 1.0) / total * path_score
+    count = source_trie.count
+    prob_count = source_trie.prob_count
+    for token, child in kids.items():
+        pc = prob_count[child]
+        score = (alpha * total * source_trie.prob_sum[child] / pc + (1.0 - alpha) * count[child]) * scale if pc else count[child] * scale
+        if owner is None:
+            label = GLOBAL
+        else:
+            writer = source_trie.owner[child]
+            if writer == owner or writer == PROMPT:
+                if not own_enabled:
+                    continue
+                score *= own_weight / other_weight if other_weight > 0.0 else 0.0
+                label = OWN
+            else:
+                if not siblings_enabled:
+                    continue
+                label = SIBLING
+        if score > min_score:
+            heapq.heappush(frontier, (-score, next(tick), parent_index, token, ((child, source),), label))
+
+
 def build_tree(
     root_token: int,
     sources: list[Source],
@@ -193,15 +247,14 @@ def build_tree(
     if n <= 1 or not sources:
         return tokens, parents, labels
     frontier: list = []
-    counter = 0
+    tick = itertools.count()
     push = heapq.heappush
     pop = heapq.heappop
     for score, token, pairs, label in score_children(
         sources, alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled
     ):
         if score > min_score:
-            counter += 1
-            push(frontier, (-score, counter, 0, token, pairs, label))
+            push(frontier, (-score, next(tick), 0, token, pairs, label))
     in_bfs_order = True
     last_depth = 0
     add_token, add_parent, add_depth, add_label = tokens.append, parents.append, depths.append, labels.append
@@ -224,27 +277,27 @@ def build_tree(
         if len(pairs) == 1:
             child, source = pairs[0]
             source_trie = source[0]
-            if not source_trie.child_total[child]:
-                continue
-            scored = _score_single(
-                (source_trie, child, source[2] + 1, source[3], source[4], source[5]),
-                alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled,
-            )
-        else:
-            child_sources = [
-                (source[0], child, source[2] + 1, source[3], source[4], source[5])
-                for child, source in pairs
-                if source[0].child_total[child]
-            ]
-            if not child_sources:
-                continue
-            scored = score_children(child_sources, alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled)
+            if source_trie.child_total[child]:
+                _expand_single(
+                    frontier, tick, (source_trie, child, source[2] + 1, source[3], source[4], source[5]),
+                    -negative_score, index, alpha, prior, depth_prior, max_branch, min_score,
+                    own_enabled, siblings_enabled,
+                )
+            continue
+        child_sources = [
+            (source[0], child, source[2] + 1, source[3], source[4], source[5])
+            for child, source in pairs
+            if source[0].child_total[child]
+        ]
+        if not child_sources:
+            continue
         path_score = -negative_score
-        for score, child_token, child_pairs, child_label in scored:
+        for score, child_token, child_pairs, child_label in score_children(
+            child_sources, alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled
+        ):
             child_score = path_score * score
             if child_score > min_score:
-                counter += 1
-                push(frontier, (-child_score, counter, index, child_token, child_pairs, child_label))
+                push(frontier, (-child_score, next(tick), index, child_token, child_pairs, child_label))
     if in_bfs_order:
         return tokens, parents, labels
     return to_bfs(tokens, parents, depths, labels)
