@@ -164,6 +164,7 @@ def _draft_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
         "draft_ms_per_request_step": 1000 * secs / max(req_steps, 1),
         "draft_seconds": secs,
         "mean_batch": req_steps / max(steps, 1),
+        "non_draft_ms_per_step": None,  # filled by the caller from wall time
     }
     keys = ("draft_nodes_sibling", "draft_nodes_global", "draft_nodes_own", "padding_nodes")
     nodes = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
@@ -210,6 +211,16 @@ def _plan(ns) -> list[tuple[tuple, list[tuple[int, float]]]]:
     return plan
 
 
+def model_fingerprint(model: Path) -> str:
+    """sha256 (first 12 hex) of the weights: a checkpoint overwritten mid-benchmark shows up here."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(model.glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _load(path: Path) -> dict:
     if path.exists():
         return json.loads(path.read_text())
@@ -252,6 +263,13 @@ def benchmark(ns) -> dict:
         "cpu_count": os.cpu_count(), "finished_utc": None, "wall_s": None,
         "grid": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(ns).items()},
     })
+    try:
+        pid = int(Path("/tmp/tiny-reasoner-train.pid").read_text())
+        os.kill(pid, 0)
+        print(f"WARNING: the tiny-reasoner training (pid {pid}) is still running: its checkpoint may change "
+              "between engines (runs record model_sha256)", file=sys.stderr)
+    except (OSError, ValueError):
+        pass
     done = {_run_key(r) for r in data["runs"]}
     plan = [(key, [(n, t) for n, t in runs if (key[0], key[1], key[2], n, t) not in done]) for key, runs in _plan(ns)]
     plan = [(key, runs) for key, runs in plan if runs]
@@ -265,6 +283,7 @@ def benchmark(ns) -> dict:
             with environment({**ROWS[row][1], "CONSENSUS_LOG_INTERVAL": "0"} if ROWS[row][0] == "CONSENSUS" else {}):
                 engine = start_engine(**_engine_kwargs(ns, algorithm, budget or 8, max_running, regime))
             engine_start_s = time.perf_counter() - start
+            weights = model_fingerprint(ns.model)
             try:
                 # Warm-up (first forward passes, allocator): not timed.
                 engine.run(engine.async_generate(prompts[0], {"temperature": 0.0, "max_new_tokens": 16}))
@@ -283,15 +302,24 @@ def benchmark(ns) -> dict:
                         "regime": regime, "algorithm": algorithm, "budget": budget, "n": n,
                         "temperature": temperature, "max_running_requests": max_running,
                         "invocation": invocation, "engine_start_s": round(engine_start_s, 2),
+                        "model_sha256": weights,
                         **summary.as_dict(),
                         "accuracy_single": single, "accuracy_majority": majority,
                         "mean_output_tokens": statistics.mean(lengths),
+                        "max_output_tokens": max(lengths),
                         "output_tokens_cv": statistics.pstdev(lengths) / max(statistics.mean(lengths), 1e-9),
                         "draft_accept_rate": correct / proposed if proposed else None,
                         "flag": ("SGLang's CPU NGRAM verifies sampled requests greedily: acceptance inflated, "
                                  "outputs skewed") if algorithm == "ngram_stock" else None,
                         **_draft_delta(before, after),
                     }
+                    if record.get("draft_steps"):
+                        # Wall time per scheduler step (verify forward + sampling + drafting + overheads).
+                        record["ms_per_step"] = 1000 * summary.wall_s / record["draft_steps"]
+                        record["non_draft_ms_per_step"] = record["ms_per_step"] - record["draft_ms_per_step"]
+                    elif algorithm == "none" and regime == "lockstep":
+                        # All paths decode together: one decode step per token of the longest path.
+                        record["ms_per_step"] = 1000 * summary.wall_s / max(lengths)
                     data["runs"].append(record)
                     data["invocations"][invocation]["wall_s"] = round(time.perf_counter() - t0, 1)
                     _save(ns.out, data)
@@ -394,6 +422,14 @@ def targets(runs: list[dict], problems: int) -> list[dict]:
     return out
 
 
+def _legend(axes) -> None:
+    """One legend, on the first panel that has every plotted series (else the fullest one)."""
+    flat = [ax for row in axes for ax in row]
+    best = max(flat, key=lambda ax: len(ax.get_legend_handles_labels()[1]))
+    if best.get_legend_handles_labels()[1]:
+        best.legend(fontsize=8)
+
+
 def plots(data: dict, stem: Path) -> list[Path]:
     import matplotlib
 
@@ -405,6 +441,8 @@ def plots(data: dict, stem: Path) -> list[Path]:
     styles = {"none": ("tab:gray", "o"), "ngram_bfs": ("tab:blue", "s"), "ngram_prob": ("tab:cyan", "D"),
               "consensus": ("tab:red", "^"), "ngram_stock": ("tab:olive", "x")}
     temps = sorted({r["temperature"] for r in runs})
+    n_ticks = sorted({r["n"] for r in runs})
+    b_ticks = sorted({r["budget"] for r in runs if r["budget"]}) or [TARGET["budget"]]
     written = []
 
     def budget_of(a):
@@ -433,12 +471,14 @@ def plots(data: dict, stem: Path) -> list[Path]:
                 else:
                     ax.axhline(2.5, color="k", ls=":", lw=0.8)
                 ax.set_xscale("log", base=2)
+                ax.set_xticks(n_ticks, [str(x) for x in n_ticks])
+                ax.minorticks_off()
                 ax.set_title(f"{regime}, T={t}, {TARGET['budget']} draft tokens", fontsize=9)
                 ax.set_xlabel("N (paths per problem)")
                 if ti == 0:
                     ax.set_ylabel(ylabel)
                 ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
+        _legend(axes)
         fig.tight_layout()
         path = stem.with_name(f"{stem.name}_{name}.png")
         fig.savefig(path, dpi=110)
@@ -458,12 +498,14 @@ def plots(data: dict, stem: Path) -> list[Path]:
                 c, m = styles[a]
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=m, color=c, label=a)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(b_ticks, [str(x) for x in b_ticks])
+        ax.minorticks_off()
         ax.set_title(f"lockstep, N={TARGET['n']}, T={t}", fontsize=9)
         ax.set_xlabel("draft budget (tokens per step)")
         if ti == 0:
             ax.set_ylabel("tau (tokens per verify step)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    _legend(axes)
     fig.tight_layout()
     path = stem.with_name(f"{stem.name}_tau_vs_budget.png")
     fig.savefig(path, dpi=110)
@@ -486,7 +528,9 @@ def report(data: dict, out: Path) -> str:
              "Commands (in order):", ""]
     for inv in data["invocations"]:
         lines.append(f"- `{inv['command']}` ({inv['started_utc']}, {_fmt(inv.get('wall_s'), '.0f')} s)")
-    lines.append("")
+    shas = sorted({r.get("model_sha256") for r in runs if r.get("model_sha256")})
+    lines += ["", f"Model weights sha256[:12]: {', '.join(shas) or '-'}"
+              + (" (**several checkpoints: ratios across them are not comparable**)" if len(shas) > 1 else ""), ""]
     for regime in REGIMES:
         for temp in sorted({r["temperature"] for r in runs}):
             tab = _table(runs, regime, n, temp, b, algos)
