@@ -292,6 +292,7 @@ def benchmark(ns) -> dict:
                     params = {"temperature": temperature, "top_p": ns.top_p, "max_new_tokens": ns.max_new_tokens}
                     rec = _RecordingEngine(engine, stagger_after=(n + 1) // 2 if regime == "staggered" else None)
                     before = _consensus_state(engine) if budget else None
+                    load_before = os.getloadavg()[0]
                     results, summary = run_paths(rec, algorithm, prompts, n, params, bar.update)
                     after = _consensus_state(engine) if budget else None
                     single, majority = _accuracy(results, answers)
@@ -303,6 +304,8 @@ def benchmark(ns) -> dict:
                         "temperature": temperature, "max_running_requests": max_running,
                         "invocation": invocation, "engine_start_s": round(engine_start_s, 2),
                         "model_sha256": weights,
+                        # 1-minute load average before/after (the machine is shared: other work skews timings).
+                        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                         **summary.as_dict(),
                         "accuracy_single": single, "accuracy_majority": majority,
                         "mean_output_tokens": statistics.mean(lengths),
@@ -543,7 +546,7 @@ def report(data: dict, out: Path) -> str:
         lines.append(f"| {tg['target']} | {tg['value']} | {'yes' if tg['met'] else '**no**'} |")
     lines += ["", "## All runs", "",
               "| regime | algorithm | budget | N | T | tau | steps/token | tokens/s | vs none | draft ms/step | "
-              "sib/glob/own % | acc single | acc maj |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "sib/glob/own % | acc single | acc maj | load 1m |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["regime"], r["algorithm"], r["budget"], r["n"], r["temperature"])):
         src = "-"
         if "sibling_fraction" in r:
@@ -551,7 +554,8 @@ def report(data: dict, out: Path) -> str:
         lines.append(f"| {r['regime']} | {r['algorithm']} | {r['budget'] or '-'} | {r['n']} | {r['temperature']} | "
                      f"{r['accept_length']:.2f} | {r['verify_steps_per_token']:.3f} | {r['tokens_per_s']:.1f} | "
                      f"{_fmt(r.get('speedup_vs_none'))}x | {_fmt(r.get('draft_ms_per_step'))} | {src} | "
-                     f"{r['accuracy_single']:.2f} | {r['accuracy_majority']:.2f} |")
+                     f"{r['accuracy_single']:.2f} | {r['accuracy_majority']:.2f} | "
+                     f"{'/'.join(str(x) for x in r.get('loadavg_1m') or []) or '-'} |")
     lines.append("")
     pngs = plots(data, out.with_suffix(""))
     lines += ["Plots: " + ", ".join(f"`{p.name}`" for p in pngs), ""]
