@@ -404,7 +404,13 @@ def main() -> None:
     parser.add_argument("--regimes", default="lockstep,staggered,ahead")
     parser.add_argument("--out", default=str(RESULTS_DIR / "draft_latency.json"))
     parser.add_argument("--seq-len-sweep", default="256,1024,4096", help="synthetic lengths at N=8 (lock-step)")
+    parser.add_argument("--from-json", help="only re-render the PNG and markdown of an earlier run's JSON")
     args = parser.parse_args()
+    if args.from_json:
+        report = json.loads(Path(args.from_json).read_text())
+        plot(report, Path(args.from_json).with_suffix(".png"))
+        write_markdown(report, Path(args.from_json).with_suffix(".md"))
+        return
 
     corpus_cls, ngram_error = load_ngram_corpus()
     if corpus_cls is None:
@@ -593,14 +599,20 @@ def plot(report: dict, path: Path) -> None:
         ax.legend(fontsize=7)
         ax = axes[1][col]
         for drafter in drafters:
-            pts = sorted((r["N"], r["cost_us_median"]) for r in rows if r["regime"] == regime and r["drafter"] == drafter and r["workload"] == "synthetic")
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=drafter, color=colors[drafter])
+            for workloads, style, tag in ((("synthetic",), "o-", "synthetic"), (("real_T07", "real_T07+T10"), "s--", "real")):
+                pts = sorted(
+                    (r["N"], r["cost_us_median"])
+                    for r in rows
+                    if r["regime"] == regime and r["drafter"] == drafter and r["workload"] in workloads
+                )
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=f"{drafter} ({tag})",
+                            color=colors[drafter])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("N (sibling paths)")
-        ax.set_ylabel("us per request-step (median)")
-        ax.set_title(f"draft cost, synthetic streams, {regime}")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("CPU us per request-step (median)")
+        ax.set_title(f"draft cost, {regime} (solid: synthetic, dashed: real T07)")
+        ax.legend(fontsize=6, ncol=2)
     fig.suptitle(f"ConsensusDrafter vs SGLang NgramCorpus, {report['draft_tokens']} draft tokens")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -203,9 +203,10 @@ def merge_step(
     those children) entries and is consumed in place, so a large merge spreads over many calls with
     a strict per-call bound. `source` must no longer change (a finished group). Children seen fewer
     than `min_count` times are skipped with their subtrees (what one path wrote once is rarely worth
-    keeping), and nothing deeper than `max_depth` is merged. Returns (children visited, nodes created).
+    keeping), so are n-grams only the prompt wrote (problem statements rarely recur; the outputs'
+    phrasing does), and nothing deeper than `max_depth` is merged. Returns (children visited, nodes created).
     """
-    s_count, s_psum, s_pcount, s_kids = source.count, source.prob_sum, source.prob_count, source.kids
+    s_count, s_psum, s_pcount, s_kids, s_owner = source.count, source.prob_sum, source.prob_count, source.kids, source.owner
     d_count, d_psum, d_pcount = destination.count, destination.prob_sum, destination.prob_count
     d_total, d_kids_of, d_owner = destination.child_total, destination.kids, destination.owner
     visited = 0
@@ -218,7 +219,7 @@ def merge_step(
         for token, s in items:
             visited += 1
             count = s_count[s]
-            if count >= min_count:
+            if count >= min_count and s_owner[s] != PROMPT:
                 d = None if dst_kids is None else dst_kids.get(token)
                 if d is None:
                     d = len(d_count)

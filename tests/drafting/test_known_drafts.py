@@ -162,3 +162,18 @@ def test_global_and_sibling_evidence_merge_when_the_sibling_match_is_short():
     tokens, mask = d.propose(["me"])
     assert [50] in paths(tokens[0], mask[0])
     assert d.stats()["draft_nodes_global"] == before
+
+
+def test_prompt_only_ngrams_stay_out_of_the_global_corpus():
+    d = drafter(merge_visits_per_token=10_000)
+    for rid in ("a", "b"):
+        d.add(rid, "old", [70, 71, 72, 73])
+        d.extend(rid, [5, 6, 7, 8])
+        d.remove(rid)
+    d.add("new", None, [99, 70])
+    d.extend("new", [71])  # pays for the merge
+    tokens, mask = d.propose(["new"])
+    assert accepted(tokens[0], mask[0], [72, 73]) == 0, "a problem statement is not a reasoning template"
+    d.extend("new", [5, 6])
+    tokens, mask = d.propose(["new"])
+    assert accepted(tokens[0], mask[0], [7, 8]) == 2
