@@ -116,6 +116,7 @@ def evaluate_greedy(model, tokenizer, problems: list[Problem], args: argparse.Na
 def evaluate_sampled(model, tokenizer, problems: list[Problem], args: argparse.Namespace) -> dict:
     single, majority, lengths, overlaps, duplicates, agreement, no_answer = [], [], [], [], [], [], []
     by_steps: dict[int, list[tuple[float, bool]]] = {}
+    by_family: dict[str, list[tuple[float, bool]]] = {}
     for start in range(0, len(problems), args.batch_problems):
         chunk = problems[start:start + args.batch_problems]
         outputs = generate(model, tokenizer, [format_prompt(p.question) for p in chunk], args.paths,
@@ -129,6 +130,7 @@ def evaluate_sampled(model, tokenizer, problems: list[Problem], args: argparse.N
             single.append(single_acc)
             majority.append(voted == problem.answer)
             by_steps.setdefault(problem.n_steps, []).append((single_acc, voted == problem.answer))
+            by_family.setdefault(problem.family, []).append((single_acc, voted == problem.answer))
             agreement.append(statistics.mean(a == voted for a in answers) if voted is not None else 0.0)
             no_answer.append(statistics.mean(a is None for a in answers))
             lengths.extend(len(ids) for ids in group)
@@ -144,9 +146,15 @@ def evaluate_sampled(model, tokenizer, problems: list[Problem], args: argparse.N
         "exact_duplicate_sample_fraction": statistics.mean(duplicates),
         "agreement_with_majority": statistics.mean(agreement),
         "no_answer_fraction": statistics.mean(no_answer),
-        "by_n_steps": {str(k): {"problems": len(v), "single": statistics.mean(x[0] for x in v),
-                                "majority": statistics.mean(x[1] for x in v)} for k, v in sorted(by_steps.items())},
+        "by_n_steps": breakdown({str(k): v for k, v in sorted(by_steps.items())}),
+        "by_family": breakdown(dict(sorted(by_family.items()))),
     }
+
+
+def breakdown(groups: dict[str, list[tuple[float, bool]]]) -> dict:
+    """Single-sample and majority accuracy per group."""
+    return {key: {"problems": len(v), "single": round(statistics.mean(x[0] for x in v), 4),
+                  "majority": round(statistics.mean(x[1] for x in v), 4)} for key, v in groups.items()}
 
 
 def evaluate(args: argparse.Namespace) -> dict:
