@@ -11,6 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# Importing sglang (even its frontend) imports torchvision; on CPU machines with the registry's
+# CUDA torchvision that fails unless the missing op schemas are defined first (a no-op elsewhere).
+from sgl_consensus.cpu import torchvision_fix  # noqa: E402
+
+torchvision_fix.apply()
+
 BUNDLED_MODEL = ROOT / "sgl_consensus" / "assets" / "tiny-reasoner"
 
 

@@ -14,8 +14,12 @@ import dataclasses
 import hashlib
 import os
 
-from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
-from sglang.lang.ir import SglSamplingParams
+from sgl_consensus.cpu import torchvision_fix
+
+torchvision_fix.apply()  # CPU machines with a CUDA torchvision build; a no-op elsewhere
+
+from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint  # noqa: E402
+from sglang.lang.ir import SglSamplingParams  # noqa: E402
 
 GROUP_TAG = "consensus_group"
 

@@ -23,3 +23,15 @@ def engines():
     pool = EnginePool()
     yield pool
     pool.close()
+
+
+@pytest.fixture(scope="session")
+def consensus_server(engines, tiny_llama):
+    """One `sgl-consensus serve --device cpu` server with the consensus worker, shared by HTTP tests."""
+    from sgl_consensus.server import launch_server
+
+    engines.close()  # 2 cores: avoid two SGLang instances at once where we can
+    args = ["--speculative-algorithm", "consensus", "--speculative-num-draft-tokens", "4",
+            "--max-running-requests", "16", "--log-level", "warning"]
+    with launch_server(tiny_llama, args) as server:
+        yield server.url

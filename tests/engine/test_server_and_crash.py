@@ -10,7 +10,6 @@ import psutil
 import pytest
 
 from sgl_consensus.engine import SchedulerDiedError, start_engine
-from sgl_consensus.server import launch_server
 from sgl_consensus.testing.engines import engine_kwargs
 
 pytestmark = pytest.mark.engine
@@ -22,15 +21,6 @@ def _post(url: str, payload: dict, timeout: float = 120) -> dict:
     req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
-
-
-@pytest.fixture(scope="module")
-def consensus_server(engines, tiny_llama):
-    engines.close()  # 2 cores: one SGLang instance at a time
-    args = ["--speculative-algorithm", "consensus", "--speculative-num-draft-tokens", "4",
-            "--max-running-requests", "8", "--log-level", "warning"]
-    with launch_server(tiny_llama, args) as server:
-        yield server.url
 
 
 def test_server_answers_generate_and_completions(consensus_server):

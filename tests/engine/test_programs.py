@@ -1,0 +1,43 @@
+"""The frontend programs run end to end against a CPU consensus server (`--url`; `--cpu` starts the
+same kind of server through the same launcher)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.engine
+PROGRAMS = Path(__file__).resolve().parents[2] / "programs"
+
+
+def _run(script: str, url: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, str(PROGRAMS / script), "--url", url, "--json", *args],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("script", ["self_consistency.py", "best_of_n.py"])
+def test_help_explains_the_program(script):
+    out = subprocess.run([sys.executable, str(PROGRAMS / script), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "fork" in out.stdout and "--url" in out.stdout and "--cpu" in out.stdout
+
+
+def test_self_consistency_votes(consensus_server):
+    report = _run("self_consistency.py", consensus_server, "--problems", "2", "--n", "3", "--max-tokens", "160")
+    assert report["summary"]["problems"] == 2
+    for row in report["problems"]:
+        assert len(row["votes"]) == 3
+        if any(v is not None for v in row["votes"]):
+            assert row["vote"] in row["votes"]
+
+
+def test_best_of_n_ranks_by_logprob(consensus_server):
+    report = _run("best_of_n.py", consensus_server, "--problems", "2", "--n", "3", "--max-tokens", "160", "--rule", "logprob")
+    assert len(report["problems"]) == 2
+    assert all(0 <= row["chosen_index"] < 3 for row in report["problems"])
+    assert report["accuracy"] <= report["oracle"]
