@@ -24,12 +24,18 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def model():
+    import torch
+
     from sgl_consensus.cpu import torchvision_fix
 
     torchvision_fix.apply()
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(MODEL_DIR)).eval()
+    # tiny matmuls: extra threads only add sync overhead, and are many times slower on a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield AutoModelForCausalLM.from_pretrained(str(MODEL_DIR)).eval()
+    torch.set_num_threads(threads)
 
 
 def test_digits_are_single_tokens(tokenizer):
