@@ -31,6 +31,28 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use SGLang's plain RuntimeEndpoint (no fork tags), for comparison")
 
 
+def add_workload_arguments(parser: argparse.ArgumentParser, temperature: float) -> None:
+    parser.add_argument("--problems", type=int, default=4, help="held-out problems (default 4)")
+    parser.add_argument("--n", type=int, default=8, help="sampled paths per problem (default 8)")
+    parser.add_argument("--temperature", type=float, default=temperature)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--seed-start", type=int, default=1_000_000_000, help="first problem seed (held-out)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def parse_and_check(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    ns = parser.parse_args()
+    if ns.n < 1 or ns.problems < 1:
+        parser.error("--n and --problems must be >= 1")
+    return ns
+
+
+def held_out_problems(ns: argparse.Namespace) -> list:
+    from sgl_consensus.workload.problems import generate_problem
+
+    return [generate_problem(ns.seed_start + i) for i in range(ns.problems)]
+
+
 @contextlib.contextmanager
 def backend(ns: argparse.Namespace):
     """Yield a frontend backend for the chosen server; a --cpu server is stopped on exit."""

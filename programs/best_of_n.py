@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from _common import add_backend_arguments, backend
+from _common import add_backend_arguments, add_workload_arguments, backend, held_out_problems, parse_and_check
 
 import sglang as sgl  # noqa: E402
 
@@ -46,21 +46,14 @@ def rank(candidates: list[tuple[str, dict]], rule: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_backend_arguments(parser)
-    parser.add_argument("--problems", type=int, default=4)
-    parser.add_argument("--n", type=int, default=8)
+    add_workload_arguments(parser, temperature=1.0)
     parser.add_argument("--rule", choices=["logprob", "shortest"], default="logprob")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--seed-start", type=int, default=1_000_000_000)
-    parser.add_argument("--json", action="store_true")
-    ns = parser.parse_args()
-    if ns.n < 1 or ns.problems < 1:
-        parser.error("--n and --problems must be >= 1")
+    ns = parse_and_check(parser)
 
     from sgl_consensus.workload.checker import extract_answer
-    from sgl_consensus.workload.problems import format_prompt, generate_problem
+    from sgl_consensus.workload.problems import format_prompt
 
-    problems = [generate_problem(ns.seed_start + i) for i in range(ns.problems)]
+    problems = held_out_problems(ns)
     with backend(ns) as endpoint:
         sgl.set_default_backend(endpoint)
         start = time.perf_counter()
