@@ -65,6 +65,17 @@ def save_tokenizer(tokenizer: Tokenizer, out_dir: Path, model_max_length: int) -
         clean_up_tokenization_spaces=False,
     )
     wrapped.save_pretrained(str(out_dir))
+    portable_tokenizer_class(out_dir)
+
+
+def portable_tokenizer_class(out_dir: Path) -> None:
+    """Name the class every transformers version knows (v5 writes ``TokenizersBackend``, unknown to v4)."""
+    import json
+
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def load_tokenizer(path: Path | str):

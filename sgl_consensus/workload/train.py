@@ -32,7 +32,8 @@ torchvision_fix.apply()
 import torch  # noqa: E402
 
 from sgl_consensus.workload.problems import format_prompt, generate_problem  # noqa: E402
-from sgl_consensus.workload.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer  # noqa: E402
+from sgl_consensus.workload.tokenizer import (  # noqa: E402
+    build_tokenizer, load_tokenizer, portable_tokenizer_class, save_tokenizer)
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-reasoner"
 TRAIN_SEED_START = 0  # evaluation uses seeds >= 1_000_000_000 (see evaluate.py)
@@ -195,6 +196,7 @@ def export_model(model, tokenizer, out_dir: Path, state: TrainState, args: argpa
         max_new_tokens=320,
     ).save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+    portable_tokenizer_class(out_dir)
     summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "state": {k: v for k, v in asdict(state).items()}}
     (out_dir / "training_state.json").write_text(json.dumps(summary, indent=1))
