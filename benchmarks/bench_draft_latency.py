@@ -556,6 +556,9 @@ def write_markdown(report: dict, path: Path) -> None:
         lines.append("")
     targets = report["targets"]
     lines += ["## Targets (computed from the rows above)", ""]
+    if not report["ngram"]["available"]:
+        lines += [f"NgramCorpus could not be run here ({report['ngram']['error']}): the comparisons "
+                  "against it are not evaluated; only our drafter was measured.", ""]
     for key, title in [("tau_lockstep_ge_ngram_global", "tau >= NgramCorpus (global) in lock-step"),
                        ("tau_ahead_ge_1.2x_ngram_global", "tau >= 1.2x NgramCorpus (global) with siblings ahead"),
                        ("cost_le_ngram_global", "cost per request-step <= NgramCorpus (global)")]:
@@ -568,7 +571,14 @@ def write_markdown(report: dict, path: Path) -> None:
         lines.append(f"- our cost at N=64 <= 2x our cost at N=8 ({regime}, synthetic): ratio {entry['ratio']}, "
                      f"{'met' if entry['met'] else 'missed'}")
     lines.append("")
-    path.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    # A hand-written analysis below the generated part survives re-rendering.
+    marker = "\n## Analysis"
+    if path.exists():
+        previous = path.read_text()
+        if marker in previous:
+            text = text.rstrip("\n") + "\n" + previous[previous.index(marker):]
+    path.write_text(text)
 
 
 def plot(report: dict, path: Path) -> None:
