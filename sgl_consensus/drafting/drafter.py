@@ -59,6 +59,12 @@ class ConsensusDrafter:
         self._counters = _zero_counters()
         self._mask_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._merge_credit = 0
+        # Hot-path copies of derived settings.
+        self._max_match = config.max_match_len
+        self._min_match = config.min_match_len
+        self._global_min_match = max(config.min_match_len, config.global_min_match_len)
+        self._global_below = config.global_lookup_below
+        self._use_global = config.use_global
 
     # ------------------------------------------------------------------ lifecycle
     def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Sequence[int] | np.ndarray) -> None:
@@ -137,20 +143,19 @@ class ConsensusDrafter:
         mask_cache = self._mask_cache
         counts = [0, 0, 0]
         padding = 0
+        sources_of = self._sources
+        root_args = (
+            config.draft_depth,
+            config.alpha,
+            config.prior_count,
+            config.depth_prior,
+            config.max_branch,
+            config.min_path_score,
+            config.use_own_history,
+            config.use_siblings,
+        )
         for b, request in enumerate(requests):
-            tokens, parents, labels = build_tree(
-                request.tail[-1],
-                self._sources(request),
-                n,
-                config.draft_depth,
-                config.alpha,
-                config.prior_count,
-                config.depth_prior,
-                config.max_branch,
-                config.min_path_score,
-                config.use_own_history,
-                config.use_siblings,
-            )
+            tokens, parents, labels = build_tree(request.tail[-1], sources_of(request), n, *root_args)
             # Tree shapes repeat (chains, stars, ...): their masks are built once and cached.
             shape = tuple(parents)
             row_mask = mask_cache.get(shape)
@@ -183,28 +188,33 @@ class ConsensusDrafter:
         group = request.group
         own_only = group.ever <= 1
         if config.use_own_history or (config.use_siblings and not own_only):
-            node, depth = _deepest_with_children(
-                group.trie, request.active, config.max_match_len, config.min_match_len
-            )
+            group_trie = group.trie
+            # The group match is read off the active pointers: deepest suffix with a continuation.
+            child_total = group_trie.child_total
+            active = request.active
+            node = None
+            for depth in range(min(len(active) - 1, self._max_match), self._min_match - 1, -1):
+                if child_total[active[depth]]:
+                    node = active[depth]
+                    break
             if node is None and config.fuzzy_max_edits:
                 node, depth = trie.fuzzy_match(
-                    group.trie,
+                    group_trie,
                     request.tail,
-                    config.max_match_len,
-                    config.min_match_len,
+                    self._max_match,
+                    self._min_match,
                     config.fuzzy_max_edits,
                     config.max_branch,
                 )
             if node is not None:
                 other_weight = config.own_weight if own_only else config.sibling_weight
-                sources.append((group.trie, node, depth, other_weight, config.own_weight, request.slot))
-        if config.use_global and (not sources or sources[0][2] < config.global_lookup_below):
-            for generation, node, depth in self._global.match(
-                request.tail, config.max_match_len, max(config.min_match_len, config.global_min_match_len)
-            ):
-                sources.append((generation, node, depth, config.global_weight, config.global_weight, None))
-        if len(sources) > 1:
-            sources.sort(key=_source_rank, reverse=True)
+                sources.append((group_trie, node, depth, other_weight, config.own_weight, request.slot))
+        if self._use_global and (not sources or sources[0][2] < self._global_below):
+            weight = config.global_weight
+            for generation, node, depth in self._global.match(request.tail, self._max_match, self._global_min_match):
+                sources.append((generation, node, depth, weight, weight, None))
+            if len(sources) > 1:
+                sources.sort(key=_source_rank, reverse=True)
         return sources
 
     # ------------------------------------------------------------------ introspection
@@ -236,15 +246,6 @@ class ConsensusDrafter:
             raise KeyError(f"request {rid!r} is not tracked (never added, or already removed)") from None
         except TypeError:
             raise TypeError(f"rid must be hashable, got {type(rid).__name__}") from None
-
-
-def _deepest_with_children(group_trie: trie.Trie, active: list[int], max_len: int, min_len: int):
-    child_total = group_trie.child_total
-    for length in range(min(len(active) - 1, max_len), min_len - 1, -1):
-        node = active[length]
-        if child_total[node] > 0:
-            return node, length
-    return None, 0
 
 
 def _source_rank(source: tuple) -> tuple[int, float]:
