@@ -24,8 +24,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="HF model folder (default: bundled tiny reasoner)")
     parser.add_argument("--problems", type=int, default=6, help="held-out problems (default 6)")
     parser.add_argument("--paths", type=int, default=8, help="sampled paths per problem, N (default 8)")
-    parser.add_argument("--temperature", type=float, default=0.0,
-                        help="sampling temperature; 0 = greedy, where every algorithm must give identical outputs")
+    parser.add_argument("--temperature", type=float, default=0.7,
+                        help="sampling temperature (default 0.7); 0 = greedy, where every algorithm must give "
+                        "token-identical outputs (checked and reported)")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--draft-tokens", type=int, default=8, help="draft tree size (--speculative-num-draft-tokens)")

@@ -45,7 +45,8 @@ def test_demo_rejects_unknown_algorithm():
 
 @pytest.mark.engine
 def test_demo_runs_all_algorithms_and_reports_json():
-    out = _run(["demo", "--problems", "2", "--paths", "2", "--max-new-tokens", "48", "--json"], timeout=900)
+    out = _run(["demo", "--problems", "2", "--paths", "2", "--max-new-tokens", "48", "--temperature", "0",
+                "--json"], timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     runs = {r["algorithm"]: r for r in report["runs"]}
@@ -55,6 +56,6 @@ def test_demo_runs_all_algorithms_and_reports_json():
             assert isinstance(r[key], (int, float)), key
         assert r["output_tokens"] > 0
     assert runs["none"]["accept_length"] == pytest.approx(1.0)
-    # greedy by default: speculation must not change a single token
+    # greedy: speculation must not change a single token
     assert runs["consensus"]["identical_to_none"] and runs["ngram"]["identical_to_none"]
     assert runs["consensus"]["accept_length"] > 1.0
