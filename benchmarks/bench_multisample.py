@@ -24,7 +24,9 @@ Regimes:
   first-come-first-served, submitted in two waves (the first half of every problem's paths, then the
   second half), so each later branch starts when an earlier one finished: its siblings are ahead.
 
-One engine per (regime, algorithm, budget[, slots]) is reused across N and T. Results are written
+One engine per (regime, algorithm, budget[, slots]) is reused across N and T; its caches (radix
+cache, NgramCorpus, consensus corpora) are flushed before every run, so no run drafts from an earlier
+run's paths of the same problems. Results are written
 to JSON after every run (``--resume`` skips runs already in the file), then PNG plots and a Markdown
 summary are written next to it. ``--report-only`` rebuilds plots/summary from the JSON.
 
@@ -142,6 +144,15 @@ class _RecordingEngine:
         out = await self._engine.async_generate(prompt, params)
         self.metas.append(dict(out.get("meta_info") or {}))
         return out
+
+
+def _flush(engine, attempts: int = 50) -> None:
+    """Empty the radix cache and the draft corpora (the scheduler refuses while it is not idle)."""
+    for _ in range(attempts):
+        if engine.flush_cache().success:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("SGLang refused to flush its cache between runs")
 
 
 def _consensus_state(engine) -> dict | None:
@@ -291,6 +302,10 @@ def benchmark(ns) -> dict:
                     bar.set_postfix_str(f"{regime}/{algorithm}/b{budget} N={n} T={temperature}")
                     params = {"temperature": temperature, "top_p": ns.top_p, "max_new_tokens": ns.max_new_tokens}
                     rec = _RecordingEngine(engine, stagger_after=(n + 1) // 2 if regime == "staggered" else None)
+                    # Every run starts from an empty radix cache and empty draft corpora: without this,
+                    # SGLang's NgramCorpus and consensus' global corpus keep the previous runs' paths
+                    # of the same problems (N=1, 2, 4 before N=16 ...), inflating later runs' tau.
+                    _flush(engine)
                     before = _consensus_state(engine) if budget else None
                     load_before = os.getloadavg()[0]
                     results, summary = run_paths(rec, algorithm, prompts, n, params, bar.update)
