@@ -41,10 +41,7 @@ class RequestTracker:
         self._drop_finished(reqs)
         rids = []
         for i, req in enumerate(reqs):
-            outputs = list(req.output_ids)
-            if pending is not None:
-                outputs += pending[i]
-            self._sync_one(req, outputs)
+            self._sync_one(req, pending[i] if pending is not None else [])
             rids.append(req.rid)
         return rids
 
@@ -58,9 +55,17 @@ class RequestTracker:
     def __len__(self) -> int:
         return len(self._tracked)
 
-    def _sync_one(self, req, outputs: list[int]) -> None:
+    def _sync_one(self, req, pending: list[int]) -> None:
+        """Extend the drafter with the request's committed tokens it has not seen yet.
+
+        Committed = ``req.output_ids`` followed by ``pending`` (accepted last step, not yet in
+        ``output_ids`` under overlap scheduling). Only the new tail is sliced: no per-step copy of
+        the whole output, so long sequences cost O(new tokens) per step.
+        """
+        outputs = req.output_ids
+        total = len(outputs) + len(pending)
         tracked = self._tracked.get(req.rid)
-        if tracked is not None and len(outputs) < tracked.committed_outputs:
+        if tracked is not None and total < tracked.committed_outputs:
             # outputs rewound (retraction / re-prefill): start the request over
             self._remove(req.rid)
             tracked = None
@@ -69,10 +74,11 @@ class RequestTracker:
             group = self.grouper.assign(req.rid, group_tag(req), int(req.sampling_params.n or 1), prompt)
             self.drafter.add(req.rid, group, prompt)
             tracked = self._tracked[req.rid] = _Tracked(req, 0)
-        new = outputs[tracked.committed_outputs :]
-        if new:
+        seen = tracked.committed_outputs
+        if seen < total:
+            new = list(outputs[seen:]) + list(pending) if seen <= len(outputs) else list(pending[seen - len(outputs):])
             self.drafter.extend(req.rid, new)
-            tracked.committed_outputs = len(outputs)
+            tracked.committed_outputs = total
 
     def prune_finished(self) -> None:
         """Remove every tracked request the scheduler has finished or aborted."""
