@@ -11,35 +11,17 @@ the root).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable, Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 
-MAX_TOKEN_ID = 2**31 - 1
-
+from .validation import probabilities, token_list
 
 @dataclass
 class _History:
     tokens: list[int] = field(default_factory=list)
     # (k-gram tuple) -> index of the token that followed its latest occurrence
     follow: dict[tuple[int, ...], int] = field(default_factory=dict)
-
-
-def validate_token_ids(rid: Hashable, token_ids: Iterable[int], what: str) -> list[int]:
-    """Token ids as a list of ints, or a ValueError/TypeError that names the request and the problem."""
-    if isinstance(token_ids, np.ndarray):
-        if not np.issubdtype(token_ids.dtype, np.integer):
-            raise TypeError(f"{what} of request {rid!r} must be integers, got dtype {token_ids.dtype}")
-        ids = token_ids.astype(np.int64).ravel().tolist()
-    else:
-        ids = list(token_ids)
-        for t in ids:
-            if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
-                raise TypeError(f"{what} of request {rid!r} must be integers, got {type(t).__name__} {t!r}")
-    if ids and (min(ids) < 0 or max(ids) > MAX_TOKEN_ID):
-        bad = min(ids) if min(ids) < 0 else max(ids)
-        raise ValueError(f"{what} of request {rid!r} has token id {bad} outside [0, {MAX_TOKEN_ID}]")
-    return [int(t) for t in ids]
 
 
 def chain_tree(last_token: int, chain: Sequence[int], num_draft_tokens: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,20 +57,20 @@ class PromptLookupDrafter:
         self._drafted_nodes = 0
         self._propose_calls = 0
 
-    def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Iterable[int]) -> None:
+    def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Sequence[int]) -> None:
         if rid in self._requests:
             raise ValueError(f"request {rid!r} was already added")
-        ids = validate_token_ids(rid, prompt_ids, "prompt_ids")
+        ids = token_list(rid, prompt_ids, "prompt_ids")
         if not ids:
             raise ValueError(f"prompt_ids of request {rid!r} is empty")
         self._requests[rid] = _History()
         self._append(self._requests[rid], ids)
 
-    def extend(self, rid: Hashable, token_ids: Iterable[int], logprobs: Sequence[float] | None = None) -> None:
+    def extend(self, rid: Hashable, token_ids: Sequence[int], logprobs: Sequence[float] | None = None) -> None:
         history = self._history(rid)
-        ids = validate_token_ids(rid, token_ids, "token_ids")
-        if logprobs is not None and len(logprobs) != len(ids):
-            raise ValueError(f"request {rid!r}: {len(logprobs)} logprobs for {len(ids)} tokens")
+        ids = token_list(rid, token_ids, "token_ids")
+        if logprobs is not None:
+            probabilities(rid, logprobs, len(ids))  # validated for API parity; own history ignores them
         self._append(history, ids)
 
     def propose(self, rids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
