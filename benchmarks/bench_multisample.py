@@ -436,7 +436,8 @@ def targets(runs: list[dict], problems: int) -> list[dict]:
             out.append({"target": f"{regime} majority-vote accuracy unchanged within sampling noise",
                         "value": f"{r['accuracy_majority']:.2f} vs none {p0:.2f} (diff {diff:+.2f}, "
                                  f"2 sd = {2 * sd:.2f} over {problems} problems)",
-                        "met": abs(diff) <= 2 * sd + 1e-9})
+                        "met": abs(diff) <= 2 * sd + 1e-9,
+                        "weak": problems < 30})  # too few problems to detect any realistic change
     return out
 
 
@@ -558,7 +559,19 @@ def report(data: dict, out: Path) -> str:
         lines += ["\\* SGLang's own CPU NGRAM verifies sampled requests greedily: acceptance inflated, outputs skewed.", ""]
     lines += ["## Targets (N=8, T=0.7, 8 draft tokens)", "", "| target | measured | met |", "|---|---|---|"]
     for tg in targets(runs, problems):
-        lines.append(f"| {tg['target']} | {tg['value']} | {'yes' if tg['met'] else '**no**'} |")
+        met = ("not contradicted (weak test: few problems)" if tg.get("weak") else "yes") if tg["met"] else "**no**"
+        lines.append(f"| {tg['target']} | {tg['value']} | {met} |")
+    lines += ["", "Accuracy pooled over every run of the file (all regimes, N, T, budgets; each run has the same "
+              f"{problems} problems): single path = share of correct paths, majority = share of correct "
+              "(problem, run) votes.", "", "| algorithm | runs | paths | acc single | votes | acc majority |",
+              "|---|---|---|---|---|---|"]
+    for a in algos:
+        rs = [r for r in runs if r["algorithm"] == a]
+        paths = sum(r["paths"] for r in rs)
+        single = sum(r["accuracy_single"] * r["paths"] for r in rs) / max(paths, 1)
+        votes = problems * len(rs)
+        majority = sum(r["accuracy_majority"] * problems for r in rs) / max(votes, 1)
+        lines.append(f"| {a} | {len(rs)} | {paths} | {single:.3f} | {votes} | {majority:.3f} |")
     lines += ["", "## All runs", "",
               "| regime | algorithm | budget | N | T | tau | steps/token | tokens/s | vs none | draft ms/step | "
               "sib/glob/own % | acc single | acc maj | load 1m |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
