@@ -485,10 +485,12 @@ def plots(data: dict, stem: Path) -> list[Path]:
                     if pts:
                         c, m = styles[a]
                         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=m, color=c, label=a)
+                if not ax.get_lines():
+                    ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="gray")
                 if name == "speedup_vs_n":
-                    ax.axhline(1.5, color="k", ls=":", lw=0.8)
+                    ax.axhline(1.5, color="k", ls=":", lw=0.8, label="target 1.5x")
                 else:
-                    ax.axhline(2.5, color="k", ls=":", lw=0.8)
+                    ax.axhline(2.5, color="k", ls=":", lw=0.8, label="target 2.5")
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(n_ticks, [str(x) for x in n_ticks])
                 ax.minorticks_off()
@@ -516,6 +518,8 @@ def plots(data: dict, stem: Path) -> list[Path]:
             if pts:
                 c, m = styles[a]
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=m, color=c, label=a)
+        if not ax.get_lines():
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="gray")
         ax.set_xscale("log", base=2)
         ax.set_xticks(b_ticks, [str(x) for x in b_ticks])
         ax.minorticks_off()
