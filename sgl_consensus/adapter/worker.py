@@ -51,12 +51,27 @@ class ConsensusWorker(NGRAMWorker):
                     self.settings.drafter, self.settings.grouping.enabled, self.draft_token_num)
 
     def forward_batch_generation(self, batch, *args, **kwargs):
-        if not self._cpu_lossless:
-            return super().forward_batch_generation(batch, *args, **kwargs)
-        from sgl_consensus.adapter.verify import cpu_lossless_verification
+        self._step_report = None
+        if self._cpu_lossless:
+            from sgl_consensus.adapter.verify import cpu_lossless_verification
 
-        with cpu_lossless_verification():
-            return super().forward_batch_generation(batch, *args, **kwargs)
+            with cpu_lossless_verification():
+                result = super().forward_batch_generation(batch, *args, **kwargs)
+        else:
+            result = super().forward_batch_generation(batch, *args, **kwargs)
+        self._attach_step_report(result)
+        return result
+
+    def _attach_step_report(self, result) -> None:
+        """Per-request draft info into SGLang's ``customized_info``: it reaches each request's
+        ``meta_info`` as one entry per verify step (``consensus_draft_nodes`` = [from siblings,
+        from the global corpus, from own history], ``consensus_draft_ms`` = the step's drafting time)."""
+        report, logits_output = self._step_report, getattr(result, "logits_output", None)
+        if report is None or logits_output is None:
+            return
+        info = dict(logits_output.customized_info or {})
+        info.update(report)
+        logits_output.customized_info = info
 
     # -- NGRAMWorker hooks -------------------------------------------------------------------
     def _prepare_draft_tokens(self, batch) -> tuple[np.ndarray, np.ndarray]:
@@ -65,10 +80,16 @@ class ConsensusWorker(NGRAMWorker):
             tokens, mask = super()._prepare_draft_tokens(batch)
             self.metrics.record_step(len(batch.reqs), time.perf_counter() - start, None)
             return tokens, mask
+        drafter = self.tracker.drafter
         rids = self.tracker.sync(batch.reqs, self._pending_accepted_tokens(batch))
-        before = self.tracker.drafter.stats()
-        tokens, mask = self.tracker.drafter.propose(rids)
-        self.metrics.record_step(len(rids), time.perf_counter() - start, (before, self.tracker.drafter.stats()))
+        before = drafter.stats()
+        tokens, mask = drafter.propose(rids)
+        seconds = time.perf_counter() - start
+        self.metrics.record_step(len(rids), seconds, (before, drafter.stats()))
+        sources = getattr(drafter, "last_proposal_sources", None)
+        self._step_report = {"consensus_draft_ms": [round(1000 * seconds, 3)] * len(rids)}
+        if sources is not None:
+            self._step_report["consensus_draft_nodes"] = [list(row) for row in sources()]
         return tokens.reshape(-1), mask.reshape(-1)
 
     def _update_ngram_corpus(self, batch) -> None:

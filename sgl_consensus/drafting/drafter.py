@@ -58,6 +58,7 @@ class ConsensusDrafter:
         )
         self._counters = _zero_counters()
         self._mask_cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._last_sources: list[tuple[int, int, int]] = []
         self._merge_credit = 0
         # Hot-path copies of derived settings.
         self._max_match = config.max_match_len
@@ -142,6 +143,7 @@ class ConsensusDrafter:
         mask = np.empty((batch, n, n), dtype=np.bool_)
         mask_cache = self._mask_cache
         counts = [0, 0, 0]
+        per_request: list[tuple[int, int, int]] = []
         padding = 0
         sources_of = self._sources
         root_args = (
@@ -170,8 +172,14 @@ class ConsensusDrafter:
             if missing:
                 flat_tokens += [0] * missing  # padding: token 0, child of the root
                 padding += missing
+            row = [0, 0, 0]
             for label in labels[1:]:
-                counts[label] += 1
+                row[label] += 1
+            per_request.append((row[SIBLING], row[GLOBAL], row[OWN]))
+            counts[0] += row[0]
+            counts[1] += row[1]
+            counts[2] += row[2]
+        self._last_sources = per_request
         counters = self._counters
         counters["propose_calls"] += 1
         counters["proposed_requests"] += batch
@@ -180,6 +188,10 @@ class ConsensusDrafter:
         counters["draft_nodes_own"] += counts[OWN]
         counters["padding_nodes"] += padding
         return np.array(flat_tokens, dtype=np.int64).reshape(batch, n), mask
+
+    def last_proposal_sources(self) -> list[tuple[int, int, int]]:
+        """Per request of the last `propose`: draft nodes from (siblings, global corpus, own history)."""
+        return list(self._last_sources)
 
     def _sources(self, request: _Request) -> list[tuple]:
         """Matched trie nodes for the request's current suffix, one per evidence source."""

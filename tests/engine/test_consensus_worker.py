@@ -38,6 +38,11 @@ def test_n_gt_1_greedy_equals_plain(engines, tiny_qwen2):
     assert all(o["output_ids"] == plain for o in outs)
     # the n > 1 siblings were grouped: their drafts came (in part) from each other
     assert _internal(engine)["drafter_stats"]["draft_nodes_sibling"] > 0
+    # per request and verify step, meta_info says where draft nodes came from and the drafting time
+    meta = outs[0]["meta_info"]
+    steps = meta["spec_verify_ct"]
+    assert len(meta["consensus_draft_ms"]) == steps and len(meta["consensus_draft_nodes"]) == steps
+    assert all(len(row) == 3 and min(row) >= 0 for row in meta["consensus_draft_nodes"])
 
 
 # --- siblings feed drafts; groups are isolated ----------------------------------------------
