@@ -14,12 +14,17 @@ Drafters (same draft budget):
   tokens after verify, `batch_get` with the same windows before the next verify.
 - `ngram_group`: the same with one NgramCorpus per sibling group (per problem).
 - `ours_own` (control): our drafter with own history only (no siblings, no global corpus).
+- `ours_nolp` (streams with logprobs only): `ours` fed no logprobs (`extend(rid, tokens, None)`), so
+  only the frequency half of the edge score acts; `ours` gets the recorded logprobs of the
+  committed tokens, as the worker passes them, so the `alpha * p` half acts too.
 
 Regimes: `lockstep` (all siblings start together), `staggered` (sibling i starts i * stagger steps
 late), `ahead` (N - 1 siblings already finished; path 0 decodes alone, the finished ones still
 feed its group). Streams: the bundled real 8-sample outputs of a small reasoner (T=0.7, 1.0; N=16
-joins both temperatures) and synthetic streams with controlled overlap and recorded logprobs
-(see `synthetic`).
+joins both temperatures; token ids only), synthetic streams with controlled overlap and recorded
+logprobs (see `synthetic`), and `reasoner_T07` / `reasoner_T10`: 8 samples per problem from the
+project's own tiny reasoner with the logprob of every sampled token
+(`benchmarks/make_reasoner_streams.py`).
 
 Cost per request-step = CPU time (process_time: all threads, so NgramCorpus's background insert
 thread counts) of a step's drafting work / paths in that step (extend+propose for ours;
@@ -31,8 +36,12 @@ this machine out of the numbers. The replay, acceptance evaluation, adds and rem
 its longest prefix occurring anywhere in the finished siblings or the prompt (any context): no
 drafter built from the siblings alone can beat it.
 
-Usage: .venv/bin/python benchmarks/bench_draft_latency.py [--quick]
-Writes benchmarks/results/draft_latency.json and .png.
+Usage: .venv/bin/python benchmarks/bench_draft_latency.py [--quick] [--workloads reasoner_T07,reasoner_T10
+--update --seq-len-sweep ""] [--ignore-logprobs]
+Writes benchmarks/results/draft_latency.json, .png and .md. `--workloads` runs only the named stream
+sets; with `--update` their rows replace those of the same workloads in the existing JSON and every
+other row (and the sequence-length sweep, unless it is re-run) is kept. `--ignore-logprobs` feeds no
+logprobs to any drafter (then `ours` = `ours_nolp`, and no `ours_nolp` rows are made).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import json
 import math
 import platform
 import random
+import shlex
 import statistics
 import sys
 import time
@@ -69,10 +79,11 @@ class Problem:
 
 
 # ---------------------------------------------------------------------------- streams
-def load_real(name: str) -> list[Problem]:
-    with gzip.open(DATA_DIR / f"sibling_streams_{name}.json.gz", "rt") as f:
+def load_real(name: str, prefix: str = "sibling_streams") -> list[Problem]:
+    """A bundled stream file; its per-token logprobs come along where it has them."""
+    with gzip.open(DATA_DIR / f"{prefix}_{name}.json.gz", "rt") as f:
         data = json.load(f)
-    return [Problem(p["prompt_ids"], p["samples"]) for p in data["problems"]]
+    return [Problem(p["prompt_ids"], p["samples"], p.get("logprobs")) for p in data["problems"]]
 
 
 def join_real(a: list[Problem], b: list[Problem]) -> list[Problem]:
@@ -132,24 +143,27 @@ def synthetic(num_problems: int, num_paths: int, length: int, seed: int, edit_ra
 class OursAdapter:
     name = "ours"
 
-    def __init__(self, config: DraftConfig) -> None:
+    def __init__(self, config: DraftConfig, use_logprobs: bool = True) -> None:
         self.drafter = ConsensusDrafter(config)
+        self.use_logprobs = use_logprobs  # False: extend(rid, tokens, None), frequency-only scores
 
     def start(self, rid, group, prompt):
         self.drafter.add(rid, group, prompt)
 
     def preload(self, rid, group, prompt, tokens, logprobs):
         self.drafter.add(rid, group, prompt)
-        self.drafter.extend(rid, tokens, logprobs)
+        self.drafter.extend(rid, tokens, logprobs if self.use_logprobs else None)
 
     def step(self, rids, new_tokens, new_logprobs, prompts, outputs):
         extend = self.drafter.extend
+        if not self.use_logprobs:
+            new_logprobs = [None] * len(rids)
         for rid, tokens, lps in zip(rids, new_tokens, new_logprobs):
             extend(rid, tokens, lps)
         return self.drafter.propose(rids)
 
     def finish(self, rid, tokens, logprobs, prompt, output):
-        self.drafter.extend(rid, tokens, logprobs)
+        self.drafter.extend(rid, tokens, logprobs if self.use_logprobs else None)
         self.drafter.remove(rid)
 
     def end_group(self, group):
@@ -377,23 +391,34 @@ def sibling_ceiling(problems: list[Problem], num_paths: int, draft_tokens: int) 
 
 
 # ---------------------------------------------------------------------------- main
-def workloads(quick: bool) -> list[tuple[str, list[int], callable]]:
-    """(name, N values, problems(N) factory)."""
-    t07, t10 = load_real("T07"), load_real("T10")
-    both = join_real(t07, t10)
+WORKLOADS = ["real_T07", "real_T10", "real_T07+T10", "synthetic", "reasoner_T07", "reasoner_T10"]
+
+
+def workloads(quick: bool, selected: list[str] | None = None) -> list[tuple[str, list[int], callable]]:
+    """(name, N values, problems(N) factory), loading only the selected stream sets."""
+    selected = selected or WORKLOADS
     real_count = 40 if quick else 100
     syn_problems = 1 if quick else 2
     syn_len = 1024 if quick else 2048
-    return [
-        ("real_T07", [2, 4, 8], lambda n: t07[:real_count]),
-        ("real_T10", [2, 4, 8], lambda n: t10[:real_count]),
-        ("real_T07+T10", [16], lambda n: both[:real_count]),
-        (
-            "synthetic",
-            [2, 4, 8, 16, 32, 64],
-            lambda n: synthetic(syn_problems, n, syn_len, seed=7),
-        ),
-    ]
+    cache: dict = {}
+
+    def real(name, prefix="sibling_streams"):
+        if (prefix, name) not in cache:
+            cache[(prefix, name)] = load_real(name, prefix)
+        return cache[(prefix, name)]
+
+    makers = {
+        "real_T07": ([2, 4, 8], lambda n: real("T07")[:real_count]),
+        "real_T10": ([2, 4, 8], lambda n: real("T10")[:real_count]),
+        "real_T07+T10": ([16], lambda n: join_real(real("T07"), real("T10"))[:real_count]),
+        "synthetic": ([2, 4, 8, 16, 32, 64], lambda n: synthetic(syn_problems, n, syn_len, seed=7)),
+        "reasoner_T07": ([2, 4, 8], lambda n: real("T07", "reasoner_streams")[:real_count]),
+        "reasoner_T10": ([2, 4, 8], lambda n: real("T10", "reasoner_streams")[:real_count]),
+    }
+    unknown = [w for w in selected if w not in makers]
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {unknown}; choose from {WORKLOADS}")
+    return [(w, *makers[w]) for w in WORKLOADS if w in selected]
 
 
 def main() -> None:
@@ -405,6 +430,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS_DIR / "draft_latency.json"))
     parser.add_argument("--seq-len-sweep", default="256,1024,4096", help="synthetic lengths at N=8 (lock-step)")
     parser.add_argument("--from-json", help="only re-render the PNG and markdown of an earlier run's JSON")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"stream sets to run, from {WORKLOADS}")
+    parser.add_argument("--update", action="store_true",
+                        help="merge into the existing --out JSON: replace the rows of the workloads run, keep the rest")
+    parser.add_argument("--ignore-logprobs", action="store_true",
+                        help="feed no logprobs to any drafter (frequency-only scores); no ours_nolp rows")
     args = parser.parse_args()
     if args.from_json:
         report = json.loads(Path(args.from_json).read_text())
@@ -418,27 +448,35 @@ def main() -> None:
     config = DraftConfig(num_draft_tokens=args.draft_tokens)
     own_config = DraftConfig(num_draft_tokens=args.draft_tokens, use_siblings=False, use_global=False)
 
-    def drafters():
-        made = [OursAdapter(config)]
+    def drafters(with_logprobs: bool = False):
+        made = [OursAdapter(config, use_logprobs=not args.ignore_logprobs)]
+        if with_logprobs and not args.ignore_logprobs:
+            nolp = OursAdapter(config, use_logprobs=False)
+            nolp.name = "ours_nolp"
+            made.append(nolp)
         if corpus_cls is not None:
             made += [NgramAdapter(corpus_cls, args.draft_tokens, False), NgramAdapter(corpus_cls, args.draft_tokens, True)]
-        own = OursAdapter(own_config)
+        own = OursAdapter(own_config, use_logprobs=not args.ignore_logprobs)
         own.name = "ours_own"
         return made + [own]
 
     rows = []
     regimes = args.regimes.split(",")
-    for workload, n_values, make in workloads(args.quick):
+    selected = [w for w in args.workloads.split(",") if w]
+    for workload, n_values, make in workloads(args.quick, selected):
         for regime in regimes:
             for n in n_values:
                 problems = make(n)
-                if regime == "ahead" and workload.startswith("real"):
+                has_logprobs = all(p.logprobs for p in problems)
+                if regime == "ahead" and workload.startswith(("real", "reasoner")):
                     ceiling = sibling_ceiling(problems, n, args.draft_tokens)
                     rows.append({"workload": workload, "regime": regime, "N": n, "drafter": "ceiling", "tau": ceiling})
                     print(f"{workload:13s} {regime:9s} N={n:<3d} {'ceiling':13s} tau={ceiling:.3f}", flush=True)
-                for adapter in drafters():
+                for adapter in drafters(has_logprobs):
                     result = replay(adapter, problems, n, regime, args.draft_tokens, args.stagger)
                     row = {"workload": workload, "regime": regime, "N": n, "drafter": adapter.name, **result}
+                    if has_logprobs:
+                        row["logprobs_fed"] = getattr(adapter, "use_logprobs", False)
                     rows.append(row)
                     print(
                         f"{workload:13s} {regime:9s} N={n:<3d} {adapter.name:13s} tau={row['tau']:.3f} "
@@ -453,8 +491,23 @@ def main() -> None:
             sweep.append({"length": length, "drafter": adapter.name, **result})
             print(f"sweep L={length:<5d} {adapter.name:13s} tau={result['tau']:.3f} cost={result['cost_us_median']:.1f}us")
 
+    command = shlex.join([Path(sys.executable).name] + sys.argv)
+    out = Path(args.out)
+    updates = []
+    if args.update and out.exists():
+        # Keep every row of the workloads not run now (and the sweep unless re-run).
+        previous = json.loads(out.read_text())
+        ran = {w for w, _, _ in workloads(args.quick, selected)}
+        rows = [r for r in previous["rows"] if r["workload"] not in ran] + rows
+        order = {w: i for i, w in enumerate(WORKLOADS)}
+        rows.sort(key=lambda r: order.get(r["workload"], len(order)))
+        if not sweep:
+            sweep = previous.get("seq_len_sweep", [])
+        updates = previous.get("updates", []) + [{"command": command, "workloads": sorted(ran)}]
+        command = previous["command"]
+
     report = {
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "command": command,
         "draft_tokens": args.draft_tokens,
         "stagger_steps": args.stagger,
         "ngram": {"available": corpus_cls is not None, "error": ngram_error, "max_trie_depth": NGRAM_MAX_TRIE_DEPTH,
@@ -465,7 +518,8 @@ def main() -> None:
         "seq_len_sweep": sweep,
         "targets": evaluate_targets(rows, sweep),
     }
-    out = Path(args.out)
+    if updates:
+        report["updates"] = updates
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report["targets"], indent=1))
@@ -511,7 +565,7 @@ def write_markdown(report: dict, path: Path) -> None:
     """Headline tables and target status, generated from the report (no hand-copied numbers)."""
     rows = report["rows"]
     idx = _index(rows)
-    drafters = ["ours", "ngram_global", "ngram_group", "ours_own"]
+    all_drafters = ["ours", "ours_nolp", "ngram_global", "ngram_group", "ours_own"]
     lines = [
         "# Draft latency and acceptance: ConsensusDrafter vs SGLang NgramCorpus",
         "",
@@ -524,13 +578,18 @@ def write_markdown(report: dict, path: Path) -> None:
         "request-step, median over steps (mean in brackets). ngram_global = one NgramCorpus over "
         "all requests (as deployed); ngram_group = one per sibling group; ours_own = our drafter on "
         "own history only; ceiling = oracle bound for any drafter built from finished siblings "
-        "(ahead regime, real streams).",
+        "(ahead regime, real streams); ours_nolp = ours fed no logprobs (streams that carry them).",
         "",
     ]
+    for update in report.get("updates", []):
+        lines += [f"Rows of {', '.join(update['workloads'])} from a later run: `{update['command']}`.", ""]
     for workload in dict.fromkeys(r["workload"] for r in rows):
+        present = {r["drafter"] for r in rows if r["workload"] == workload}
+        drafters = [d for d in all_drafters if d in present]
+        cost_drafters = [d for d in drafters if d != "ours_own"]
         lines += [f"## {workload}", ""]
         header = "| regime | N | " + " | ".join(f"tau {d}" for d in drafters) + " | tau ceiling | " + " | ".join(
-            f"cost {d}" for d in drafters[:3]) + " | tau ours / global | cost ours / global |"
+            f"cost {d}" for d in cost_drafters) + " | tau ours / global | cost ours / global |"
         lines += [header, "|" + "---|" * (header.count("|") - 1)]
         for regime in ("lockstep", "staggered", "ahead"):
             for n in sorted({r["N"] for r in rows if r["workload"] == workload and r["regime"] == regime}):
@@ -539,13 +598,34 @@ def write_markdown(report: dict, path: Path) -> None:
                 ceiling = f"{get('ceiling')['tau']:.3f}" if get("ceiling") else "-"
                 costs = [
                     f"{get(d)['cost_us_median']:.1f} ({get(d)['cost_us_mean']:.1f})" if get(d) else "-"
-                    for d in drafters[:3]
+                    for d in cost_drafters
                 ]
                 ours, ref = get("ours"), get("ngram_global")
                 ratio_tau = f"{ours['tau'] / ref['tau']:.3f}" if ours and ref else "-"
                 ratio_cost = f"{ours['cost_us_median'] / ref['cost_us_median']:.2f}" if ours and ref else "-"
                 lines.append(f"| {regime} | {n} | " + " | ".join(taus) + f" | {ceiling} | " + " | ".join(costs)
                              + f" | {ratio_tau} | {ratio_cost} |")
+        lines.append("")
+    lp_workloads = [w for w in dict.fromkeys(r["workload"] for r in rows)
+                     if any(r["drafter"] == "ours_nolp" and r["workload"] == w for r in rows)]
+    if lp_workloads:
+        lines += ["## What the logprobs change (streams with recorded logprobs)", "",
+                  "tau of our drafter fed the sampled tokens' logprobs (`ours`, edge score alpha * p + "
+                  "(1 - alpha) * frequency) and fed none (`ours_nolp`, frequency only), against NgramCorpus.", "",
+                  "| workload | regime | N | tau ours (logprobs) | tau ours (no logprobs) | with / without "
+                  "| tau ngram_global | tau ngram_group | ours / global | ours_nolp / global |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for workload in lp_workloads:
+            for regime in ("lockstep", "staggered", "ahead"):
+                for n in sorted({r["N"] for r in rows if r["workload"] == workload and r["regime"] == regime}):
+                    get = lambda d: idx.get((workload, regime, n, d))  # noqa: E731
+                    a, b, g, gg = get("ours"), get("ours_nolp"), get("ngram_global"), get("ngram_group")
+                    if not (a and b):
+                        continue
+                    f = lambda r: f"{r['tau']:.3f}" if r else "-"  # noqa: E731
+                    lines.append(
+                        f"| {workload} | {regime} | {n} | {a['tau']:.3f} | {b['tau']:.3f} | {a['tau'] / b['tau']:.3f} "
+                        f"| {f(g)} | {f(gg)} | " + (f"{a['tau'] / g['tau']:.3f} | {b['tau'] / g['tau']:.3f} |" if g else "- | - |"))
         lines.append("")
     sweep = report.get("seq_len_sweep") or []
     if sweep:
@@ -592,24 +672,28 @@ def plot(report: dict, path: Path) -> None:
         return
     rows = report["rows"]
     regimes = ["lockstep", "staggered", "ahead"]
-    drafters = ["ours", "ngram_global", "ngram_group", "ours_own"]
-    colors = {"ours": "tab:blue", "ngram_global": "tab:orange", "ngram_group": "tab:green", "ours_own": "tab:gray"}
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    drafters = ["ours", "ours_nolp", "ngram_global", "ngram_group", "ours_own"]
+    colors = {"ours": "tab:blue", "ours_nolp": "tab:cyan", "ngram_global": "tab:orange", "ngram_group": "tab:green",
+              "ours_own": "tab:gray"}
+    fig, axes = plt.subplots(2, 3, figsize=(20, 9))
     for col, regime in enumerate(regimes):
         ax = axes[0][col]
         labels = sorted({(r["workload"], r["N"]) for r in rows if r["regime"] == regime}, key=lambda x: (x[0] == "synthetic", x[0], x[1]))
         x = np.arange(len(labels))
-        width = 0.2
+        width = 0.16
         for k, drafter in enumerate(drafters):
             vals = [next((r["tau"] for r in rows if (r["workload"], r["N"], r["regime"], r["drafter"]) == (w, n, regime, drafter)), 0) for w, n in labels]
-            ax.bar(x + (k - 1.5) * width, vals, width, label=drafter, color=colors[drafter])
+            if any(vals):
+                ax.bar(x + (k - 2) * width, vals, width, label=drafter, color=colors[drafter])
         ax.set_xticks(x)
-        ax.set_xticklabels([f"{w.replace('real_', '')}\nN={n}" for w, n in labels], fontsize=7)
+        ax.set_xticklabels([f"{w.replace('real_', '').replace('reasoner_', 'rsn ').replace('synthetic', 'syn')} N={n}"
+                            for w, n in labels], fontsize=6, rotation=90)
         ax.set_title(f"tau (accepted tokens / step), {regime}")
         ax.legend(fontsize=7)
         ax = axes[1][col]
         for drafter in drafters:
-            for workloads, style, tag in ((("synthetic",), "o-", "synthetic"), (("real_T07", "real_T07+T10"), "s--", "real")):
+            for workloads, style, tag in ((("synthetic",), "o-", "synthetic"), (("real_T07", "real_T07+T10"), "s--", "real"),
+                                             (("reasoner_T07",), "^:", "reasoner T07")):
                 pts = sorted(
                     (r["N"], r["cost_us_median"])
                     for r in rows
@@ -621,7 +705,7 @@ def plot(report: dict, path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("N (sibling paths)")
         ax.set_ylabel("CPU us per request-step (median)")
-        ax.set_title(f"draft cost, {regime} (solid: synthetic, dashed: real T07)")
+        ax.set_title(f"draft cost, {regime} (solid: synthetic, dashed: real T07, dotted: reasoner T07)")
         ax.legend(fontsize=6, ncol=2)
     fig.suptitle(f"ConsensusDrafter vs SGLang NgramCorpus, {report['draft_tokens']} draft tokens")
     fig.tight_layout()
