@@ -88,6 +88,13 @@ def _accuracy(results, answers: list[int]) -> tuple[float, float]:
     return single, majority
 
 
+def _draft_ms_per_step(engine) -> float | None:
+    """Drafting time per verify step, as the consensus worker reports it (None without speculation)."""
+    states = engine.get_server_info().get("internal_states") or [{}]
+    consensus = states[0].get("consensus") or {}
+    return consensus.get("draft_ms_per_step")
+
+
 def run_demo(ns: argparse.Namespace) -> int:
     algorithms = _validate(ns)
     from sgl_consensus import cpu
@@ -113,6 +120,7 @@ def run_demo(ns: argparse.Namespace) -> int:
             try:
                 bar.set_postfix_str(algorithm)
                 results, summary = run_paths(engine, algorithm, prompts, ns.paths, params, bar.update)
+                summary.extra["draft_ms_per_step"] = _draft_ms_per_step(engine)
             finally:
                 engine.shutdown()
             summary.extra["accuracy_single"], summary.extra["accuracy_majority"] = _accuracy(results, answers)
@@ -136,13 +144,15 @@ def _add_ratios(rows: list[dict], outputs: dict[str, list], greedy: bool) -> Non
 def format_table(rows: list[dict], ns: argparse.Namespace) -> str:
     head = (f"self-consistency: {ns.problems} problems x {ns.paths} paths, T={ns.temperature}, "
             f"{ns.draft_tokens} draft tokens, model {ns.model.name}")
-    cols = ["algorithm", "acc single", "acc majority", "tokens/step", "steps/token", "tokens/s", "vs none"]
+    cols = ["algorithm", "acc single", "acc majority", "tokens/step", "steps/token", "tokens/s", "vs none",
+            "draft ms/step"]
     lines = [head, " | ".join(f"{c:>12}" for c in cols)]
     for r in rows:
         speed = f"{r['speedup_vs_none']:.2f}x" if r.get("speedup_vs_none") else "-"
         name = r["algorithm"] + ("*" if r["algorithm"] == "ngram_stock" else "")
         vals = [name, f"{r['accuracy_single']:.2f}", f"{r['accuracy_majority']:.2f}",
-                f"{r['accept_length']:.2f}", f"{r['verify_steps_per_token']:.3f}", f"{r['tokens_per_s']:.1f}", speed]
+                f"{r['accept_length']:.2f}", f"{r['verify_steps_per_token']:.3f}", f"{r['tokens_per_s']:.1f}", speed,
+                "-" if r.get("draft_ms_per_step") is None else f"{r['draft_ms_per_step']:.2f}"]
         lines.append(" | ".join(f"{v:>12}" for v in vals))
     if any(r["algorithm"] == "ngram_stock" for r in rows):
         lines.append("* SGLang's own CPU NGRAM verifies sampled requests greedily: its outputs are skewed "

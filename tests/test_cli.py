@@ -56,6 +56,7 @@ def test_demo_runs_all_algorithms_and_reports_json():
             assert isinstance(r[key], (int, float)), key
         assert r["output_tokens"] > 0
     assert runs["none"]["accept_length"] == pytest.approx(1.0)
+    assert runs["none"]["draft_ms_per_step"] is None and runs["consensus"]["draft_ms_per_step"] > 0
     # greedy: speculation must not change a single token
     assert runs["consensus"]["identical_to_none"] and runs["ngram"]["identical_to_none"]
     assert runs["consensus"]["accept_length"] > 1.0
