@@ -26,14 +26,19 @@ class DraftMetrics:
     nodes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCE_KEYS, 0))
     _last_log: float = field(default_factory=time.monotonic)
 
-    def record_step(self, batch_size: int, seconds: float, stats_pair: tuple[dict, dict] | None) -> None:
+    def record_step(self, batch_size: int, seconds: float,
+                    sources: list[tuple[int, int, int]] | None = None, tree_nodes: int = 0) -> None:
+        """One draft step; ``sources`` = per request (sibling, global, own) node counts, if known."""
         self.steps += 1
         self.request_steps += batch_size
         self.draft_seconds += seconds
-        if stats_pair is not None:
-            before, after = stats_pair
-            for key in SOURCE_KEYS:
-                self.nodes[key] += after.get(key, 0) - before.get(key, 0)
+        if sources is not None:
+            nodes = self.nodes
+            for sibling, global_, own in sources:
+                nodes["draft_nodes_sibling"] += sibling
+                nodes["draft_nodes_global"] += global_
+                nodes["draft_nodes_own"] += own
+                nodes["padding_nodes"] += tree_nodes - 1 - sibling - global_ - own
         self._maybe_log()
 
     def snapshot(self) -> dict[str, float]:

@@ -82,14 +82,14 @@ class ConsensusWorker(NGRAMWorker):
             return tokens, mask
         drafter = self.tracker.drafter
         rids = self.tracker.sync(batch.reqs, self._pending_accepted_tokens(batch))
-        before = drafter.stats()
         tokens, mask = drafter.propose(rids)
         seconds = time.perf_counter() - start
-        self.metrics.record_step(len(rids), seconds, (before, drafter.stats()))
-        sources = getattr(drafter, "last_proposal_sources", None)
-        self._step_report = {"consensus_draft_ms": [round(1000 * seconds, 3)] * len(rids)}
-        if sources is not None:
-            self._step_report["consensus_draft_nodes"] = [list(row) for row in sources()]
+        sources = drafter.last_proposal_sources()
+        self.metrics.record_step(len(rids), seconds, sources, self.draft_token_num)
+        self._step_report = {
+            "consensus_draft_ms": [round(1000 * seconds, 3)] * len(rids),
+            "consensus_draft_nodes": [list(row) for row in sources],
+        }
         return tokens.reshape(-1), mask.reshape(-1)
 
     def _update_ngram_corpus(self, batch) -> None:

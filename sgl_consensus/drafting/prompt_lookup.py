@@ -56,6 +56,7 @@ class PromptLookupDrafter:
         self._requests: dict[Hashable, _History] = {}
         self._drafted_nodes = 0
         self._propose_calls = 0
+        self._last_sources: list[tuple[int, int, int]] = []
 
     def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Sequence[int]) -> None:
         if rid in self._requests:
@@ -77,13 +78,20 @@ class PromptLookupDrafter:
         n = self.num_draft_tokens
         tokens = np.zeros((len(rids), n), dtype=np.int64)
         masks = np.zeros((len(rids), n, n), dtype=np.bool_)
+        self._last_sources = []
         for row, rid in enumerate(rids):
             history = self._history(rid)
             chain = self._lookup(history)
             tokens[row], masks[row] = chain_tree(history.tokens[-1], chain, n)
-            self._drafted_nodes += min(len(chain), n - 1)
+            drafted = min(len(chain), n - 1)
+            self._drafted_nodes += drafted
+            self._last_sources.append((0, 0, drafted))
         self._propose_calls += 1
         return tokens, masks
+
+    def last_proposal_sources(self) -> list[tuple[int, int, int]]:
+        """Per request of the last `propose`: draft nodes from (siblings, global, own history) = (0, 0, k)."""
+        return list(self._last_sources)
 
     def remove(self, rid: Hashable) -> None:
         if self._requests.pop(rid, None) is None:

@@ -42,3 +42,11 @@ def test_lifecycle_and_errors():
     with pytest.raises(KeyError):
         d.remove("a")
     assert d.stats()["live_requests"] == 0
+
+
+def test_last_proposal_sources_counts_own_history_nodes():
+    d = PromptLookupDrafter(num_draft_tokens=5, max_match=3)
+    d.add("a", None, [1, 2, 3, 4, 5, 1, 2])
+    d.add("b", None, [7, 8, 9])
+    d.propose(["a", "b"])
+    assert d.last_proposal_sources() == [(0, 0, 4), (0, 0, 0)]
