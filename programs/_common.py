@@ -76,3 +76,16 @@ def backend(ns: argparse.Namespace):
             "--max-running-requests", "64", "--max-total-tokens", "65536", "--log-level", "warning"]
     with launch_server(ns.model, args) as server:
         yield endpoint_cls(server.url)
+
+
+def run_program(ns: argparse.Namespace, program, arguments: list[dict]) -> tuple[list, float]:
+    """Run ``program`` over ``arguments`` on the chosen backend; returns the states and wall seconds."""
+    import time
+
+    import sglang as sgl
+
+    with backend(ns) as endpoint:
+        sgl.set_default_backend(endpoint)
+        start = time.perf_counter()
+        states = program.run_batch(arguments, progress_bar=not ns.json)
+        return states, time.perf_counter() - start

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-from _common import add_backend_arguments, add_workload_arguments, backend, held_out_problems, parse_and_check
+from _common import add_backend_arguments, add_workload_arguments, held_out_problems, parse_and_check, run_program
 
 import sglang as sgl  # noqa: E402
 
@@ -54,15 +53,9 @@ def main() -> None:
     from sgl_consensus.workload.problems import format_prompt
 
     problems = held_out_problems(ns)
-    with backend(ns) as endpoint:
-        sgl.set_default_backend(endpoint)
-        start = time.perf_counter()
-        states = sample_candidates.run_batch(
-            [dict(prompt=format_prompt(p.question), n=ns.n, max_tokens=ns.max_tokens, temperature=ns.temperature)
-             for p in problems],
-            progress_bar=not ns.json,
-        )
-        wall = time.perf_counter() - start
+    arguments = [dict(prompt=format_prompt(p.question), n=ns.n, max_tokens=ns.max_tokens,
+                      temperature=ns.temperature) for p in problems]
+    states, wall = run_program(ns, sample_candidates, arguments)
     rows = []
     for problem, state in zip(problems, states):
         candidates = state["candidates"]
