@@ -467,6 +467,34 @@ def plots(data: dict, stem: Path) -> list[Path]:
     def budget_of(a):
         return 0 if a == "none" else TARGET["budget"]
 
+    def plot_series(ax, points_of) -> None:
+        """One line per algorithm (points_of(a) -> [(x, y)] or None), or 'not run' when there are none."""
+        for a in algos:
+            pts = points_of(a)
+            if pts:
+                c, m = styles[a]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=m, color=c, label=a)
+        if not ax.get_lines():
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="gray")
+
+    def finish_axis(ax, ticks, title, xlabel, ylabel) -> None:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(x) for x in ticks])
+        ax.minorticks_off()
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        if ylabel:
+            ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+
+    def save(fig, axes, suffix) -> None:
+        _legend(axes)
+        fig.tight_layout()
+        path = stem.with_name(f"{stem.name}_{suffix}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
     for name, ykey, ylabel, include_none in (
         ("tau_vs_n", "accept_length", "tau (tokens per verify step)", False),
         ("speedup_vs_n", "speedup_vs_none", "tokens/s relative to none", True),
@@ -477,63 +505,27 @@ def plots(data: dict, stem: Path) -> list[Path]:
         for gi, regime in enumerate(regimes):
             for ti, t in enumerate(temps):
                 ax = axes[gi][ti]
-                for a in algos:
-                    if a == "none" and not include_none:
-                        continue
-                    pts = sorted((r["n"], r.get(ykey)) for r in runs if r["algorithm"] == a and r["regime"] == regime
-                                 and r["temperature"] == t and r["budget"] == budget_of(a) and r.get(ykey) is not None)
-                    if pts:
-                        c, m = styles[a]
-                        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=m, color=c, label=a)
-                if not ax.get_lines():
-                    ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="gray")
+                plot_series(ax, lambda a: None if (a == "none" and not include_none) else sorted(
+                    (r["n"], r.get(ykey)) for r in runs if r["algorithm"] == a and r["regime"] == regime
+                    and r["temperature"] == t and r["budget"] == budget_of(a) and r.get(ykey) is not None))
                 if name == "speedup_vs_n":
                     ax.axhline(1.5, color="k", ls=":", lw=0.8, label="target 1.5x")
                 else:
                     ax.axhline(2.5, color="k", ls=":", lw=0.8, label="target 2.5")
-                ax.set_xscale("log", base=2)
-                ax.set_xticks(n_ticks, [str(x) for x in n_ticks])
-                ax.minorticks_off()
-                ax.set_title(f"{regime}, T={t}, {TARGET['budget']} draft tokens", fontsize=9)
-                ax.set_xlabel("N (paths per problem)")
-                if ti == 0:
-                    ax.set_ylabel(ylabel)
-                ax.grid(alpha=0.3)
-        _legend(axes)
-        fig.tight_layout()
-        path = stem.with_name(f"{stem.name}_{name}.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+                finish_axis(ax, n_ticks, f"{regime}, T={t}, {TARGET['budget']} draft tokens",
+                            "N (paths per problem)", ylabel if ti == 0 else None)
+        save(fig, axes, name)
 
     # tau vs draft budget at the target N.
     fig, axes = plt.subplots(1, len(temps), figsize=(4.2 * len(temps), 3.4), squeeze=False, sharey=True)
     for ti, t in enumerate(temps):
         ax = axes[0][ti]
-        for a in algos:
-            if a == "none":
-                continue
-            pts = sorted((r["budget"], r["accept_length"]) for r in runs if r["algorithm"] == a
-                         and r["regime"] == "lockstep" and r["temperature"] == t and r["n"] == TARGET["n"])
-            if pts:
-                c, m = styles[a]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=m, color=c, label=a)
-        if not ax.get_lines():
-            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="gray")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(b_ticks, [str(x) for x in b_ticks])
-        ax.minorticks_off()
-        ax.set_title(f"lockstep, N={TARGET['n']}, T={t}", fontsize=9)
-        ax.set_xlabel("draft budget (tokens per step)")
-        if ti == 0:
-            ax.set_ylabel("tau (tokens per verify step)")
-        ax.grid(alpha=0.3)
-    _legend(axes)
-    fig.tight_layout()
-    path = stem.with_name(f"{stem.name}_tau_vs_budget.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+        plot_series(ax, lambda a: None if a == "none" else sorted(
+            (r["budget"], r["accept_length"]) for r in runs if r["algorithm"] == a
+            and r["regime"] == "lockstep" and r["temperature"] == t and r["n"] == TARGET["n"]))
+        finish_axis(ax, b_ticks, f"lockstep, N={TARGET['n']}, T={t}", "draft budget (tokens per step)",
+                    "tau (tokens per verify step)" if ti == 0 else None)
+    save(fig, axes, "tau_vs_budget")
     return written
 
 
