@@ -61,32 +61,34 @@ class _EngineProxy:
     def __init__(self, engine: Any) -> None:
         self._engine = engine
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "_run_on_loop":
-            attr = self._engine.loop.run_until_complete
-        else:
-            attr = getattr(self._engine, name)
-        if not callable(attr) or name in ("shutdown",):
-            return attr
+    def _died(self) -> bool:
+        return getattr(self._engine.tokenizer_manager, "sgl_consensus_died", False)
+
+    def _guarded(self, fn):
+        """``fn`` that raises :class:`SchedulerDiedError` once an SGLang child has died."""
 
         def call(*args, **kwargs):
-            if getattr(self._engine.tokenizer_manager, "sgl_consensus_died", False):
+            if self._died():
                 raise SchedulerDiedError(_MESSAGE)
             try:
-                return attr(*args, **kwargs)
+                return fn(*args, **kwargs)
             except RuntimeError as exc:
-                if getattr(self._engine.tokenizer_manager, "sgl_consensus_died", False):
+                if self._died():
                     raise SchedulerDiedError(_MESSAGE) from exc
                 raise
 
         return call
 
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._engine, name)
+        return self._guarded(attr) if callable(attr) else attr
+
     def run(self, coroutine):
         """Run a coroutine (e.g. several ``async_generate`` calls) on the engine's event loop."""
-        return self.__getattr__("_run_on_loop")(coroutine)
+        return self._guarded(self._engine.loop.run_until_complete)(coroutine)
 
     def shutdown(self) -> None:
-        if getattr(self._engine.tokenizer_manager, "sgl_consensus_died", False):
+        if self._died():
             _kill_children()
             return
         self._engine.shutdown()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,5 +128,8 @@ def build_tiny_model(spec: TinyModelSpec = TinyModelSpec(), cache_dir: Path | No
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, spec.dtype))
     model.save_pretrained(tmp, safe_serialization=True)
-    os.replace(tmp, out) if not out.exists() else None
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process built it first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
