@@ -67,7 +67,11 @@ def backend(ns: argparse.Namespace):
     if not ns.cpu:
         if not ns.url:
             raise SystemExit("pass --url URL of a running server, or --cpu to start one here")
-        yield endpoint_cls(ns.url)
+        try:
+            endpoint = endpoint_cls(ns.url)
+        except OSError as exc:  # urllib's URLError is an OSError
+            raise SystemExit(f"cannot reach an SGLang server at {ns.url}: {exc}") from None
+        yield endpoint
         return
     from sgl_consensus.server import launch_server
 

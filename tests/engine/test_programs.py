@@ -41,3 +41,9 @@ def test_best_of_n_ranks_by_logprob(consensus_server):
     assert len(report["problems"]) == 2
     assert all(0 <= row["chosen_index"] < 3 for row in report["problems"])
     assert report["accuracy"] <= report["oracle"]
+
+
+def test_unreachable_server_is_a_clear_error():
+    out = subprocess.run([sys.executable, str(PROGRAMS / "best_of_n.py"), "--url", "http://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "cannot reach an SGLang server" in out.stderr and "Traceback" not in out.stderr
