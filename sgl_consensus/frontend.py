@@ -6,6 +6,10 @@ differ after it, and SGLang's ``RuntimeEndpoint`` sends no group id. This subcla
 from the fork the branch came from, so an existing program only swaps its backend line::
 
     sgl.set_default_backend(ConsensusRuntimeEndpoint("http://127.0.0.1:30000"))
+
+``lead=H`` also asks for lead-lag scheduling of every fork (``sgl_consensus.lead_lag``): the server
+admits the first branch to arrive and holds its siblings until it has ``H`` output tokens (``"inf"``:
+until it finished). Outputs are sampled exactly as without it; only when each branch runs changes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ torchvision_fix.apply()  # CPU machines with a CUDA torchvision build; a no-op e
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint  # noqa: E402
 from sglang.lang.ir import SglSamplingParams  # noqa: E402
 
+from sgl_consensus.lead_lag import LEAD_PARAM, parse_lead  # noqa: E402
+
 GROUP_TAG = "consensus_group"
 
 
@@ -35,28 +41,42 @@ def fork_group_tag(executor) -> str | None:
 
 
 class _TaggedSamplingParams(SglSamplingParams):
-    """SglSamplingParams whose ``to_srt_kwargs()`` also carries the fork's group tag."""
+    """SglSamplingParams whose ``to_srt_kwargs()`` also carries the fork's group tag (and lead)."""
 
     consensus_tag: str = ""
+    consensus_lead: float = 0
 
     def to_srt_kwargs(self) -> dict:
         kwargs = super().to_srt_kwargs()
-        kwargs["custom_params"] = {GROUP_TAG: self.consensus_tag}
+        custom = {GROUP_TAG: self.consensus_tag}
+        if self.consensus_lead:
+            custom[LEAD_PARAM] = "inf" if self.consensus_lead == float("inf") else int(self.consensus_lead)
+        kwargs["custom_params"] = custom
         return kwargs
 
 
-def _tag_params(params: SglSamplingParams, tag: str) -> _TaggedSamplingParams:
+def _tag_params(params: SglSamplingParams, tag: str, lead: float) -> _TaggedSamplingParams:
     tagged = _TaggedSamplingParams(**{f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
     tagged.consensus_tag = tag
+    tagged.consensus_lead = lead
     return tagged
 
 
 class ConsensusRuntimeEndpoint(RuntimeEndpoint):
-    """``RuntimeEndpoint`` whose fork branches are drafted for each other by the consensus worker."""
+    """``RuntimeEndpoint`` whose fork branches are drafted for each other by the consensus worker.
+
+    ``lead``: tokens the first branch of each fork runs ahead of its siblings (0 = all start
+    together, the default; ``"inf"`` = the first branch finishes first). Other arguments are
+    ``RuntimeEndpoint``'s.
+    """
+
+    def __init__(self, *args, lead: int | float | str = 0, **kwargs) -> None:
+        self.lead = parse_lead(lead, "ConsensusRuntimeEndpoint(lead=...)")  # before any connection
+        super().__init__(*args, **kwargs)
 
     def _tagged(self, s, sampling_params):
         tag = fork_group_tag(s)
-        return sampling_params if tag is None else _tag_params(sampling_params, tag)
+        return sampling_params if tag is None else _tag_params(sampling_params, tag, self.lead)
 
     def generate(self, s, sampling_params):
         return super().generate(s, self._tagged(s, sampling_params))

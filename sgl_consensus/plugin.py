@@ -26,6 +26,7 @@ def register() -> None:
         install_cpu_hooks()
     _register_algorithm()
     _register_internal_state_hook()
+    _register_lead_lag_hook()
     _registered = True
 
 
@@ -40,7 +41,9 @@ def _add_consensus_state(result, controller, state, *args, **kwargs):
     worker = getattr(controller.scheduler, "draft_worker", None)
     report = getattr(worker, "consensus_state", None)
     if callable(report):
-        state["consensus"] = report()
+        from sgl_consensus.adapter.lead_lag_hook import gate_state
+
+        state["consensus"] = {**report(), "lead_lag": gate_state(controller.scheduler)}
     return result
 
 
@@ -48,6 +51,15 @@ def _register_internal_state_hook() -> None:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     HookRegistry.register(INTERNAL_STATE_TARGET, _add_consensus_state, HookType.AFTER)
+
+
+def _register_lead_lag_hook() -> None:
+    """AROUND hook on the scheduler's admission: holds lead-lag followers (off unless asked for)."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    from sgl_consensus.adapter.lead_lag_hook import TARGET, hold_followers
+
+    HookRegistry.register(TARGET, hold_followers, HookType.AROUND)
 
 
 def _register_algorithm() -> None:

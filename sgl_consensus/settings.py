@@ -13,6 +13,10 @@ which reach every process SGLang spawns:
   ``CONSENSUS_DRAFT_ALPHA=0.7``, ``CONSENSUS_DRAFT_FUZZY_MAX_EDITS=1``. The draft size is SGLang's
   ``--speculative-num-draft-tokens`` and cannot be set here.
 - ``CONSENSUS_LOG_INTERVAL``: seconds between metrics log lines (default 30; 0 = off).
+- ``CONSENSUS_LEAD``: lead-lag scheduling of sibling groups (``sgl_consensus.lead_lag``): the
+  followers of a tagged or ``n > 1`` group wait until their leader has this many output tokens
+  (``inf``: until it finished). Default 0 = off; a request's ``custom_params["consensus_lead"]``
+  overrides it.
 
 Environment variables override the file. Unknown ``CONSENSUS_*`` names and bad values raise
 :class:`SettingsError` naming the variable and the value, at server start.
@@ -29,6 +33,7 @@ from typing import Any, Mapping
 
 from sgl_consensus.drafting import DraftConfig
 from sgl_consensus.grouping import GroupingConfig
+from sgl_consensus.lead_lag import parse_lead
 
 PREFIX = "CONSENSUS_"
 DRAFTERS = ("consensus", "prompt_lookup", "ngram_corpus")
@@ -46,6 +51,7 @@ class WorkerSettings:
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     draft: Mapping[str, Any] = field(default_factory=dict)  # DraftConfig fields, num_draft_tokens excluded
     log_interval_s: float = 30.0
+    lead_tokens: float = 0  # lead-lag policy: 0 = off, math.inf = the leader finishes first
 
     def draft_config(self, num_draft_tokens: int) -> DraftConfig:
         return DraftConfig.from_mapping({**self.draft, "num_draft_tokens": num_draft_tokens})
@@ -78,7 +84,7 @@ def _read_file(path: str) -> dict[str, Any]:
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} must hold a JSON object")
-    unknown = set(data) - {"drafter", "grouping", "draft", "log_interval_s"}
+    unknown = set(data) - {"drafter", "grouping", "draft", "log_interval_s", "lead_tokens"}
     if unknown:
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} has unknown keys {sorted(unknown)}")
     return data
@@ -100,6 +106,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             raw["draft"][key[len("draft_"):]] = value
         elif key == "log_interval":
             raw["log_interval_s"] = value
+        elif key == "lead":
+            raw["lead_tokens"] = value
         else:
             raise SettingsError(f"unknown setting {name}={value!r}; see sgl_consensus.settings for the list")
     return raw
@@ -156,5 +164,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
     interval = _parse_float("CONSENSUS_LOG_INTERVAL", merged.get("log_interval_s", 30.0))
     if interval < 0:
         raise SettingsError(f"CONSENSUS_LOG_INTERVAL must be >= 0, got {interval}")
+    try:
+        lead = parse_lead(merged.get("lead_tokens", 0), "CONSENSUS_LEAD")
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     return WorkerSettings(drafter=drafter, grouping=_grouping(merged["grouping"]), draft=draft,
-                          log_interval_s=interval)
+                          log_interval_s=interval, lead_tokens=lead)

@@ -69,6 +69,12 @@ class DraftConfig:
     global_max_depth: int | None = None
     # Finished groups waiting to be merged beyond this many are dropped (oldest first).
     max_pending_merges: int = 4
+    # A group whose members have all finished lingers (by key, up to this many groups, least recently
+    # emptied dropped first) so that siblings arriving later (staggered starts, lead-lag followers,
+    # more branches than running slots) still draft from the finished paths' full trie. An emptied
+    # group is queued for the global corpus at once either way (a revived one is merged again when
+    # it empties, so its earlier paths count twice there). 0 = no lingering.
+    linger_groups: int = 16
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -103,6 +109,7 @@ class DraftConfig:
         if self.global_max_depth is not None:
             _require(self.global_max_depth >= 2, "global_max_depth", self.global_max_depth, "must be >= 2")
         _require(self.global_min_count >= 1, "global_min_count", self.global_min_count, "must be >= 1")
+        _require(self.linger_groups >= 0, "linger_groups", self.linger_groups, "must be >= 0")
         _require(self.max_pending_merges >= 0, "max_pending_merges", self.max_pending_merges, "must be >= 0")
 
     @property

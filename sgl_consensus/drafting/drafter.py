@@ -15,6 +15,7 @@ first), padding = token 0 child of the root, mask[i, j] iff j is i or an ancesto
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -53,6 +54,7 @@ class ConsensusDrafter:
         self._depth = config.trie_depth
         self._requests: dict[Hashable, _Request] = {}
         self._groups: dict[Hashable, GroupIndex] = {}
+        self._lingering: OrderedDict[Hashable, GroupIndex] = OrderedDict()  # emptied groups, oldest first
         self._global = GlobalCorpus(
             config.global_max_nodes, config.max_pending_merges, config.global_min_count, config.global_trie_depth
         )
@@ -81,7 +83,12 @@ class ConsensusDrafter:
         key = group if (group is not None and self.config.use_siblings) else (_SOLO, rid)
         index = self._groups.get(key)
         if index is None:
-            index = self._groups[key] = GroupIndex(key)
+            index = self._lingering.pop(key, None)  # a late sibling revives its finished group
+            if index is None:
+                index = GroupIndex(key)
+            else:
+                self._global.settle(index.trie)  # its merge into the global corpus must not see new writes
+            self._groups[key] = index
         active = index.write_prompt(prompt, self._depth, self.config.group_max_nodes)
         index.live.add(rid)
         index.ever += 1
@@ -113,7 +120,8 @@ class ConsensusDrafter:
                 self._merge_credit = 0
 
     def remove(self, rid: Hashable) -> None:
-        """Forget `rid`. Its n-grams keep serving its group until the group's last member leaves."""
+        """Forget `rid`. Its n-grams keep serving its group until the group's last member leaves,
+        and after that while the group lingers (`DraftConfig.linger_groups`)."""
         request = self._requests.pop(rid, None)
         if request is None:
             raise KeyError(f"request {rid!r} is not tracked (never added, or already removed)")
@@ -122,12 +130,18 @@ class ConsensusDrafter:
         if not group.live:
             del self._groups[group.key]
             if self.config.use_global:
-                self._global.absorb(group.trie, group.ever)
+                self._global.absorb(group.trie, group.ever)  # at once: later groups need it now
+            solo = isinstance(group.key, tuple) and group.key[:1] == (_SOLO,)
+            if not solo and self.config.linger_groups:  # a solo request's key is never reused
+                self._lingering[group.key] = group
+                while len(self._lingering) > self.config.linger_groups:
+                    self._lingering.popitem(last=False)
 
     def reset(self) -> None:
         """Drop every request, group and the global corpus (e.g. on an SGLang cache flush)."""
         self._requests.clear()
         self._groups.clear()
+        self._lingering.clear()
         self._global.reset()
         self._counters = _zero_counters()
         self._merge_credit = 0
@@ -237,6 +251,8 @@ class ConsensusDrafter:
             "live_groups": len(self._groups),
             "group_trie_nodes": sum(group.nodes for group in self._groups.values()),
             "group_trie_nodes_max": max((group.nodes for group in self._groups.values()), default=0),
+            "lingering_groups": len(self._lingering),
+            "lingering_trie_nodes": sum(group.nodes for group in self._lingering.values()),
             "global_trie_nodes": self._global.nodes,
             "global_pending_merges": self._global.pending,
             "global_groups_absorbed": self._global.groups_absorbed,

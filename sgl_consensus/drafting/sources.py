@@ -120,6 +120,19 @@ class GlobalCorpus:
         job = trie.merge_job(group_trie, self.current)
         self._pending.append((group_trie, self.current, min_count, job))
 
+    def settle(self, group_trie: Trie) -> None:
+        """Finish now any queued merge reading `group_trie`, so that the trie may change again
+        (a lingering group revived by a late sibling). Bounded by that group's trie size."""
+        for i, (source, destination, min_count, stack) in enumerate(self._pending):
+            if source is group_trie:
+                while stack:
+                    trie.merge_step(source, destination, stack, 1 << 30, min_count, self.max_depth)
+                del self._pending[i]
+                self.groups_absorbed += 1
+                if self.current.nodes > self.max_nodes // 2:
+                    self._rotate()
+                return
+
     def pump(self, budget: int) -> None:
         """Merge up to `budget` trie children of queued groups into the global tries."""
         pending = self._pending

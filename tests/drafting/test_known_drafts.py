@@ -11,6 +11,7 @@ PROMPT = [1, 2, 3]
 
 def drafter(**kwargs) -> ConsensusDrafter:
     kwargs.setdefault("num_draft_tokens", 8)
+    kwargs.setdefault("linger_groups", 0)  # finished groups go straight to the global corpus (tested here)
     return ConsensusDrafter(DraftConfig(**kwargs))
 
 

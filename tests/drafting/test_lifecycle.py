@@ -33,7 +33,7 @@ def test_stats_return_to_zero_after_thousands_of_requests():
 
 
 def test_group_lives_while_any_member_is_live():
-    d = ConsensusDrafter(DraftConfig(use_global=False))
+    d = ConsensusDrafter(DraftConfig(use_global=False, linger_groups=0))
     d.add("a", "g", [1, 2])
     d.add("b", "g", [1, 2])
     d.extend("a", [3, 4, 5])
@@ -70,3 +70,54 @@ def test_reset_empties_everything():
     assert len(d) == 0 and "a" not in d
     assert all(value == 0 for value in d.stats().values())
     d.add("a", "g", [1, 2, 3])  # the rid is free again
+
+
+def test_finished_group_lingers_for_late_siblings():
+    d = ConsensusDrafter(DraftConfig(use_global=False, linger_groups=2))
+    d.add("a", "g", [1, 2])
+    d.extend("a", [3, 4, 5, 6])
+    d.remove("a")  # every member gone: the group lingers instead of being dropped
+    stats = d.stats()
+    assert stats["live_groups"] == 0 and stats["lingering_groups"] == 1 and stats["lingering_trie_nodes"] > 0
+    d.add("b", "g", [1, 2])  # a sibling arriving after the group emptied drafts from it
+    tokens, _ = d.propose(["b"])
+    assert tokens[0].tolist()[:5] == [2, 3, 4, 5, 6]
+    assert d.stats()["lingering_groups"] == 0 and d.stats()["live_groups"] == 1
+
+
+def test_lingering_groups_are_capped_oldest_first():
+    d = ConsensusDrafter(DraftConfig(linger_groups=2))
+    for i in range(4):
+        d.add(i, f"g{i}", [1, 2])
+        d.extend(i, [10 + i, 20 + i])
+        d.remove(i)
+    stats = d.stats()
+    assert stats["lingering_groups"] == 2
+    assert stats["global_groups_absorbed"] + stats["global_pending_merges"] == 4  # every emptied group feeds it
+    d.add("late", "g0", [1, 2])  # g0 no longer lingers: its own group is new (global evidence only)
+    d.add("late3", "g3", [1, 2])
+    tokens, _ = d.propose(["late3"])
+    assert tokens[0].tolist()[:3] == [2, 13, 23]
+
+
+def test_solo_requests_never_linger():
+    d = ConsensusDrafter(DraftConfig(linger_groups=8))
+    d.add("a", None, [1, 2])
+    d.extend("a", [3])
+    d.remove("a")
+    assert d.stats()["lingering_groups"] == 0
+
+
+def test_revived_group_settles_its_pending_global_merge_first():
+    d = ConsensusDrafter(DraftConfig(linger_groups=4, merge_visits_per_token=1))
+    for rid in ("a", "b", "c"):
+        d.add(rid, "g", [1, 2])
+    for rid in ("a", "b", "c"):
+        d.extend(rid, [5, 6, 7, 8])
+        d.remove(rid)
+    assert d.stats()["global_pending_merges"] == 1
+    d.add("late", "g", [1, 2])  # revival must not write into a trie that is still being merged
+    assert d.stats()["global_pending_merges"] == 0 and d.stats()["global_groups_absorbed"] == 1
+    d.extend("late", [5, 6])
+    tokens, _ = d.propose(["late"])
+    assert tokens[0].tolist()[:3] == [6, 7, 8]

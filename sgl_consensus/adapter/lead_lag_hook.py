@@ -1,0 +1,120 @@
+"""Applies the lead-lag policy (``sgl_consensus.lead_lag``) to SGLang's scheduler, through the plugin.
+
+An AROUND hook on ``Scheduler.get_new_batch_prefill`` (SGLang's plugin ``HookRegistry``; no SGLang
+file is patched): before the scheduler picks new requests from its waiting queue, the followers
+the gate holds are taken out of the queue; after it picked, they are put back in their places.
+Held followers therefore keep their queue position and are admitted by SGLang's own policy the
+first round after their leader has ``lead`` tokens (or is gone).
+
+Which requests are gated: groups the worker can name before decoding starts: an explicit tag
+(``custom_params["consensus_group"]``, what ``ConsensusRuntimeEndpoint`` sends) and ``n > 1``
+requests. The lead is ``custom_params["consensus_lead"]`` of the request, else the server's
+``CONSENSUS_LEAD`` (0 = off, the default).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Hashable
+
+from sgl_consensus.adapter.request_tracker import group_tag
+from sgl_consensus.lead_lag import LEAD_PARAM, LeadLagGate, RequestView, parse_lead
+
+logger = logging.getLogger(__name__)
+
+TARGET = "sglang.srt.managers.scheduler.Scheduler.get_new_batch_prefill"
+_GATE_ATTR = "_consensus_lead_gate"
+
+
+def _group_of(req) -> Hashable | None:
+    tag = group_tag(req)
+    if tag is not None:
+        return ("tag", tag)
+    n = int(getattr(req.sampling_params, "n", 1) or 1)
+    if n > 1:
+        prompt = tuple(req.origin_input_ids_unpadded)
+        return ("n", hash(prompt), len(prompt))
+    return None
+
+
+def _make_lead_of(default_lead: float):
+    warned: set[Any] = set()
+
+    def lead_of(req) -> float:
+        params = getattr(req.sampling_params, "custom_params", None) or {}
+        if LEAD_PARAM not in params:
+            return default_lead
+        try:
+            return parse_lead(params[LEAD_PARAM], f"custom_params[{LEAD_PARAM!r}]")
+        except ValueError as exc:
+            if str(exc) not in warned:  # the request still runs, un-gated; say why once
+                warned.add(str(exc))
+                logger.warning("%s; this request runs without a lead", exc)
+            return 0
+
+    return lead_of
+
+
+def _decodes(req) -> bool:
+    return (getattr(req.sampling_params, "max_new_tokens", 1) or 0) > 0
+
+
+def make_gate(default_lead: float) -> LeadLagGate:
+    return LeadLagGate(RequestView(
+        group_of=_group_of,
+        lead_of=_make_lead_of(default_lead),
+        progress_of=lambda req: len(req.output_ids),
+        is_done=lambda req: req.finished(),
+        decodes=_decodes,
+    ))
+
+
+def _requests_outside_queue(scheduler) -> list:
+    reqs = list(getattr(scheduler.running_batch, "reqs", None) or [])
+    last = getattr(scheduler, "last_batch", None)
+    if last is not None:
+        reqs.extend(last.reqs or [])
+    if getattr(scheduler, "chunked_req", None) is not None:
+        reqs.append(scheduler.chunked_req)
+    return reqs
+
+
+def _gate_of(scheduler) -> LeadLagGate:
+    gate = getattr(scheduler, _GATE_ATTR, None)
+    if gate is None:
+        from sgl_consensus.settings import load_settings
+
+        gate = make_gate(load_settings().lead_tokens)
+        setattr(scheduler, _GATE_ATTR, gate)
+    return gate
+
+
+def hold_followers(original, scheduler, *args, **kwargs):
+    """AROUND hook: run SGLang's admission with the held followers out of the waiting queue."""
+    queue = scheduler.waiting_queue
+    gate = _gate_of(scheduler)
+    if not queue:
+        gate.sweep(_requests_outside_queue(scheduler))
+        return original(scheduler, *args, **kwargs)
+    held = gate.held(queue, _requests_outside_queue(scheduler))
+    if not held:
+        return original(scheduler, *args, **kwargs)
+    held_ids = {id(req) for req in held}
+    order = {id(req): i for i, req in enumerate(queue)}
+    scheduler.waiting_queue = [req for req in queue if id(req) not in held_ids]
+    try:
+        return original(scheduler, *args, **kwargs)
+    finally:
+        # Back in their old places; requests the admission re-queued (preemption) keep theirs.
+        merged = scheduler.waiting_queue + held
+        merged.sort(key=lambda req: order.get(id(req), math.inf))
+        scheduler.waiting_queue = merged
+
+
+def gate_state(scheduler) -> dict:
+    gate = getattr(scheduler, _GATE_ATTR, None)
+    if gate is None:
+        return {"lead_groups_tracked": 0, "lead_holds": 0, "lead_groups_led": 0}
+    return {"lead_groups_tracked": gate.tracked_groups(), "lead_holds": gate.held_total,
+            "lead_groups_led": gate.groups_led}
