@@ -29,6 +29,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draft-tokens", type=int, default=8, help="--speculative-num-draft-tokens for --cpu")
     parser.add_argument("--plain-endpoint", action="store_true",
                         help="use SGLang's plain RuntimeEndpoint (no fork tags), for comparison")
+    parser.add_argument("--lead", default="0",
+                        help="lead-lag: tokens the first branch of each fork runs ahead of its siblings "
+                             "(0 = all start together; 'inf' = it finishes first)")
 
 
 def add_workload_arguments(parser: argparse.ArgumentParser, temperature: float) -> None:
@@ -44,6 +47,14 @@ def parse_and_check(parser: argparse.ArgumentParser) -> argparse.Namespace:
     ns = parser.parse_args()
     if ns.n < 1 or ns.problems < 1:
         parser.error("--n and --problems must be >= 1")
+    from sgl_consensus.lead_lag import parse_lead
+
+    try:
+        ns.lead = parse_lead(ns.lead, "--lead")
+    except ValueError as exc:
+        parser.error(str(exc))
+    if ns.lead and ns.plain_endpoint:
+        parser.error("--lead needs the consensus endpoint (drop --plain-endpoint)")
     return ns
 
 
@@ -63,7 +74,8 @@ def backend(ns: argparse.Namespace):
 
     from sgl_consensus.frontend import ConsensusRuntimeEndpoint
 
-    endpoint_cls = RuntimeEndpoint if ns.plain_endpoint else ConsensusRuntimeEndpoint
+    def endpoint_cls(url: str):
+        return RuntimeEndpoint(url) if ns.plain_endpoint else ConsensusRuntimeEndpoint(url, lead=ns.lead)
     if not ns.cpu:
         if not ns.url:
             raise SystemExit("pass --url URL of a running server, or --cpu to start one here")

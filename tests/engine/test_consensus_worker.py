@@ -93,8 +93,11 @@ SETTINGS = {"T1.0": {"temperature": 1.0}, "T0.7_top_p0.9": {"temperature": 0.7, 
 _SAMPLED: dict[tuple[str, str], list[list[int]]] = {}
 
 
-def _sample(engine, setting: str) -> list[list[int]]:
+def _sample(engine, setting: str, lead: int = 0) -> list[list[int]]:
     params = {**SETTINGS[setting], "max_new_tokens": NEW_TOKENS, "ignore_eos": True}
+    if lead:  # groups of 8 siblings, lead-lag scheduled: the followers wait for their leader
+        params = [{**params, "custom_params": {"consensus_group": f"{setting}-{i // 8}", "consensus_lead": lead}}
+                  for i in range(SAMPLES)]
     outs = engine.generate([PROMPT] * SAMPLES, params)
     return [o["output_ids"] for o in outs]
 
@@ -128,6 +131,19 @@ def test_collect_samples(engines, peaky_model, algorithm):
     for setting in SETTINGS:
         _SAMPLED[(algorithm, setting)] = samples = _sample(engine, setting)
         assert len(samples) == SAMPLES and all(len(s) == NEW_TOKENS for s in samples)
+        if algorithm == "consensus":
+            _SAMPLED[("lead_lag", setting)] = samples = _sample(engine, setting, lead=4)
+            assert len(samples) == SAMPLES and all(len(s) == NEW_TOKENS for s in samples)
+    if algorithm == "consensus":
+        assert _internal(engine)["lead_lag"]["lead_holds"] > 0, "the lead-lag samples were never held"
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_lead_lag_preserves_distribution(setting):
+    if ("lead_lag", setting) not in _SAMPLED:
+        pytest.fail("test_collect_samples did not run")
+    p = _distribution_pvalue(_SAMPLED[("none", setting)], _SAMPLED[("lead_lag", setting)])
+    assert p > 1e-3, f"lead-lag scheduling changed the sampled distribution ({setting}): p = {p:.2e}"
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))

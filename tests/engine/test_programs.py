@@ -36,6 +36,18 @@ def test_self_consistency_votes(consensus_server):
             assert row["vote"] in row["votes"]
 
 
+def test_self_consistency_with_lead_answers_every_branch(consensus_server):
+    report = _run("self_consistency.py", consensus_server, "--problems", "2", "--n", "3", "--max-tokens", "160",
+                  "--lead", "16")
+    assert [len(row["votes"]) for row in report["problems"]] == [3, 3]
+
+
+def test_bad_lead_is_a_usage_error():
+    out = subprocess.run([sys.executable, str(PROGRAMS / "self_consistency.py"), "--url", "http://127.0.0.1:9",
+                          "--lead", "soon"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--lead" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_best_of_n_ranks_by_logprob(consensus_server):
     report = _run("best_of_n.py", consensus_server, "--problems", "2", "--n", "3", "--max-tokens", "160", "--rule", "logprob")
     assert len(report["problems"]) == 2

@@ -52,12 +52,26 @@ def test_fork_branches_are_tagged_and_greedy_equals_plain(consensus_server):
         "text": PROMPT, "sampling_params": {"temperature": 0, "max_new_tokens": 20}})["text"]
     state = forked.run(backend=ConsensusRuntimeEndpoint(consensus_server))
     assert state["outs"] == [plain] * 3
+    holds_before = _server_consensus(consensus_server)["lead_lag"]["lead_holds"]
+    led = forked.run(backend=ConsensusRuntimeEndpoint(consensus_server, lead=4))  # lead-lag over HTTP
+    assert led["outs"] == [plain] * 3
+    assert _server_consensus(consensus_server)["lead_lag"]["lead_holds"] > holds_before
 
-    with urllib.request.urlopen(consensus_server + "/server_info", timeout=30) as resp:
-        info = json.loads(resp.read())
-    consensus = info["internal_states"][0]["consensus"]
+    consensus = _server_consensus(consensus_server)
     assert consensus["drafter"] == "consensus" and consensus["steps"] > 0
     assert consensus["drafter_stats"]["proposed_requests"] > 0
+
+
+def _server_consensus(url: str) -> dict:
+    with urllib.request.urlopen(url + "/server_info", timeout=30) as resp:
+        return json.loads(resp.read())["internal_states"][0]["consensus"]
+
+
+def test_endpoint_rejects_a_bad_lead_before_connecting():
+    from sgl_consensus.frontend import ConsensusRuntimeEndpoint
+
+    with pytest.raises(ValueError, match=r"ConsensusRuntimeEndpoint\(lead=...\)"):
+        ConsensusRuntimeEndpoint("http://127.0.0.1:9", lead="soon")
 
 
 def test_dead_scheduler_raises_readable_error(engines, tiny_llama):
