@@ -25,14 +25,55 @@ _MESSAGE = (
 )
 
 
-def _kill_children() -> None:
+# Processes that were already our children when the latest engine started (e.g. an HTTP server this
+# process launched): a dead engine's clean-up must spare them.
+_spared_pids: set[int] = set()
+
+
+def _child_pids() -> set[int]:
     import psutil
 
+    return {child.pid for child in psutil.Process(os.getpid()).children(recursive=True)}
+
+
+def _kill_children(wait_timeout: float | None = None, spared: set[int] | None = None) -> None:
+    """Kill this process's children that the engine brought, sparing those older than it."""
+    import psutil
+
+    spared = _spared_pids if spared is None else spared
+    killed = []
     for child in psutil.Process(os.getpid()).children(recursive=True):
+        if child.pid in spared:
+            continue
         try:
             child.kill()
+            killed.append(child)
         except psutil.NoSuchProcess:
             pass
+    if wait_timeout is not None:
+        psutil.wait_procs(killed, timeout=wait_timeout)
+
+
+@contextlib.contextmanager
+def _sparing_older_children(spared: set[int]):
+    """SGLang's ``Engine.shutdown`` kills every child of this process (``kill_process_tree(os.getpid(),
+    include_parent=False)``), e.g. an HTTP server started before the engine; during our shutdown that
+    one call kills only the engine's own children."""
+    from sglang.srt.entrypoints import engine as engine_module
+
+    original = engine_module.kill_process_tree
+
+    def kill_tree(parent_pid, include_parent=True, skip_pid=None, wait_timeout=60):
+        if parent_pid == os.getpid() and not include_parent and skip_pid is None:
+            _kill_children(wait_timeout, spared)
+        else:
+            original(parent_pid, include_parent=include_parent, skip_pid=skip_pid, wait_timeout=wait_timeout)
+
+    engine_module.kill_process_tree = kill_tree
+    try:
+        yield
+    finally:
+        engine_module.kill_process_tree = original
 
 
 def _launch_phase_sigquit(signum, frame) -> None:
@@ -60,6 +101,7 @@ class _EngineProxy:
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
+        self._spared = set(_spared_pids)  # our children older than this engine
 
     def _died(self) -> bool:
         return getattr(self._engine.tokenizer_manager, "sgl_consensus_died", False)
@@ -89,9 +131,10 @@ class _EngineProxy:
 
     def shutdown(self) -> None:
         if self._died():
-            _kill_children()
+            _kill_children(spared=self._spared)
             return
-        self._engine.shutdown()
+        with _sparing_older_children(self._spared):
+            self._engine.shutdown()
 
     def __enter__(self):
         return self
@@ -104,6 +147,8 @@ def start_engine(**engine_kwargs: Any) -> Any:
     """``sglang.Engine(**engine_kwargs)`` with crash handling that spares the calling process."""
     import sglang as sgl
 
+    _spared_pids.clear()
+    _spared_pids.update(_child_pids())
     engine_kwargs.setdefault("custom_sigquit_handler", _launch_phase_sigquit)
     engine = sgl.Engine(**engine_kwargs)
     manager = engine.tokenizer_manager

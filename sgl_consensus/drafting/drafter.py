@@ -147,12 +147,24 @@ class ConsensusDrafter:
         self._merge_credit = 0
 
     # ------------------------------------------------------------------ drafting
-    def propose(self, rids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
-        """Draft trees for `rids`: tokens int64 [bs, n] and ancestor mask bool [bs, n, n]."""
+    def propose(
+        self, rids: Sequence[Hashable], budgets: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draft trees for `rids`: tokens int64 [bs, n] and ancestor mask bool [bs, n, n].
+
+        `budgets` (optional, one per request, each in [1, n]): at most that many tree nodes (root
+        included) for the request; the rest of its row is padding. SGLang verifies a fixed width
+        per batch, so a smaller budget saves no verify work there: this serves studies of
+        per-request budget splits (see benchmarks/replay_lead_lag.py).
+        """
         config = self.config
         n = config.num_draft_tokens
         batch = len(rids)
         requests = [self._get(rid) for rid in rids]
+        if budgets is not None:
+            budgets = list(budgets)
+            if len(budgets) != batch or any(not isinstance(b, (int, np.integer)) or not 1 <= b <= n for b in budgets):
+                raise ValueError(f"budgets must hold {batch} integers in [1, {n}], got {budgets!r}")
         flat_tokens: list[int] = []
         mask = np.empty((batch, n, n), dtype=np.bool_)
         mask_cache = self._mask_cache
@@ -171,7 +183,8 @@ class ConsensusDrafter:
             config.use_siblings,
         )
         for b, request in enumerate(requests):
-            tokens, parents, labels = build_tree(request.tail[-1], sources_of(request), n, *root_args)
+            size = n if budgets is None else int(budgets[b])
+            tokens, parents, labels = build_tree(request.tail[-1], sources_of(request), size, *root_args)
             # Tree shapes repeat (chains, stars, ...): their masks are built once and cached.
             shape = tuple(parents)
             row_mask = mask_cache.get(shape)

@@ -1,6 +1,7 @@
 """Known inputs give known drafts; consensus is proposed; other groups stay out."""
 
 import numpy as np
+import pytest
 
 from sgl_consensus.drafting import ConsensusDrafter, DraftConfig
 
@@ -178,3 +179,18 @@ def test_prompt_only_ngrams_stay_out_of_the_global_corpus():
     d.extend("new", [5, 6])
     tokens, mask = d.propose(["new"])
     assert accepted(tokens[0], mask[0], [7, 8]) == 2
+
+
+def test_per_request_budgets_cap_tree_size_and_pad_the_rest():
+    d = drafter(use_global=False)
+    for rid in ("a", "b"):
+        d.add(rid, "g", PROMPT)
+    d.extend("a", [5, 6, 7, 8, 9, 10, 11])
+    d.extend("b", [5])
+    tokens, mask = d.propose(["b", "a"], budgets=[3, 8])
+    assert tokens[0].tolist() == [5, 6, 7, 0, 0, 0, 0, 0]  # root + 2 draft nodes, then padding
+    assert accepted(tokens[0], mask[0], [6, 7, 8]) == 2
+    with pytest.raises(ValueError, match="budgets"):
+        d.propose(["a"], budgets=[9])
+    with pytest.raises(ValueError, match="budgets"):
+        d.propose(["a", "b"], budgets=[4])

@@ -76,10 +76,12 @@ def test_endpoint_rejects_a_bad_lead_before_connecting():
 
 def test_dead_scheduler_raises_readable_error(engines, tiny_llama):
     engines.close()
+    me = psutil.Process(os.getpid())
+    older = {p.pid for p in me.children(recursive=True)}  # e.g. the shared HTTP server's processes
     engine = start_engine(**engine_kwargs(tiny_llama, "consensus"))
     try:
         engine.generate("the answer is", {"temperature": 0, "max_new_tokens": 4})
-        children = psutil.Process(os.getpid()).children(recursive=True)
+        children = [c for c in me.children(recursive=True) if c.pid not in older]
         schedulers = [c for c in children if "scheduler" in " ".join(c.cmdline() + [c.name()]).lower()]
         victim = (schedulers or children)[0]
         victim.kill()
