@@ -66,17 +66,17 @@ class LeadLagGate:
         self.held_total = 0  # request-holds so far (a request held over k scheduling rounds counts k)
         self.groups_led = 0
 
-    def held(self, waiting: Sequence[Any], running: Iterable[Any]) -> list[Any]:
+    def held(self, waiting: Sequence[Any], running: Callable[[], Iterable[Any]]) -> list[Any]:
         """The requests of ``waiting`` that must stay queued this round (in queue order).
 
-        ``running``: every request the scheduler holds outside the queue. A leader found in neither
-        is gone (e.g. aborted while queued, which need not mark it finished): its followers go.
+        ``running()``: every request the scheduler holds outside the queue (called only when a
+        group needs it). A leader found in neither is gone (e.g. aborted while queued, which need
+        not mark it finished): its followers go.
         """
         view = self.view
-        present = {id(req) for req in waiting}
-        present.update(id(req) for req in running)
         held = []
         queued_groups: set[Hashable] = set()
+        present: set[int] | None = None
         for req in waiting:
             lead = view.lead_of(req)
             if lead <= 0 or not view.decodes(req):
@@ -90,18 +90,27 @@ class LeadLagGate:
                 self._leaders[group] = req  # the first of its group to queue leads
                 self.groups_led += 1
                 continue
-            if leader is req or self._leader_gone(leader, present):
+            if leader is req:
                 continue
-            if view.progress_of(leader) < lead:
+            if present is None:
+                present = self._present(waiting, running)
+            if not self._leader_gone(leader, present) and view.progress_of(leader) < lead:
                 held.append(req)
         self.held_total += len(held)
-        self._forget(queued_groups, present)
+        if self._leaders:
+            self._forget(queued_groups, present if present is not None else self._present(waiting, running))
         return held
 
-    def sweep(self, running: Iterable[Any]) -> None:
+    def sweep(self, running: Callable[[], Iterable[Any]]) -> None:
         """Forget gone leaders while nothing waits (keeps a reused group key from inheriting one)."""
         if self._leaders:
-            self._forget(set(), {id(req) for req in running})
+            self._forget(set(), self._present((), running))
+
+    @staticmethod
+    def _present(waiting: Sequence[Any], running: Callable[[], Iterable[Any]]) -> set[int]:
+        present = {id(req) for req in waiting}
+        present.update(id(req) for req in running())
+        return present
 
     def _leader_gone(self, leader: Any, present: set[int]) -> bool:
         return self.view.is_done(leader) or id(leader) not in present

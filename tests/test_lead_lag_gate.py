@@ -27,27 +27,27 @@ def test_followers_wait_until_the_leader_has_its_lead():
     gate = LeadLagGate(VIEW)
     leader, *followers = [Branch("g") for _ in range(4)]
     queue = [leader, *followers]
-    assert gate.held(queue, []) == followers  # the first to queue leads
+    assert gate.held(queue, lambda: []) == followers  # the first to queue leads
     queue = followers  # the leader was admitted
     leader.produced = 7
-    assert gate.held(queue, [leader]) == followers
+    assert gate.held(queue, lambda: [leader]) == followers
     leader.produced = 8
-    assert gate.held(queue, [leader]) == []
+    assert gate.held(queue, lambda: [leader]) == []
     assert gate.held_total == 6
 
 
 def test_leader_finishing_or_vanishing_releases_followers():
     gate = LeadLagGate(VIEW)
     leader, follower = Branch("g", lead=math.inf), Branch("g", lead=math.inf)
-    gate.held([leader, follower], [])
-    assert gate.held([follower], [leader]) == [follower]
+    gate.held([leader, follower], lambda: [])
+    assert gate.held([follower], lambda: [leader]) == [follower]
     leader.done = True
-    assert gate.held([follower], [leader]) == []
+    assert gate.held([follower], lambda: [leader]) == []
     # an aborted leader can disappear without being marked finished: absent = gone
     gate2 = LeadLagGate(VIEW)
     leader2, follower2 = Branch("h", lead=math.inf), Branch("h", lead=math.inf)
-    gate2.held([leader2, follower2], [])
-    assert gate2.held([follower2], []) == []
+    gate2.held([leader2, follower2], lambda: [])
+    assert gate2.held([follower2], lambda: []) == []
 
 
 def test_groups_are_independent_and_ungrouped_or_unled_requests_never_wait():
@@ -55,22 +55,22 @@ def test_groups_are_independent_and_ungrouped_or_unled_requests_never_wait():
     a0, a1, b0, b1 = Branch("a"), Branch("a"), Branch("b"), Branch("b")
     solo, no_lead, warmup = Branch(None), Branch("c", lead=0), Branch("d", max_new_tokens=0)
     queue = [a0, b0, a1, solo, no_lead, Branch("c", lead=0), warmup, Branch("d"), b1]
-    held = gate.held(queue, [])
+    held = gate.held(queue, lambda: [])
     assert held == [a1, b1]  # the warm-up (prefill only) does not lead group d; the next one does
 
 
 def test_state_is_forgotten_once_groups_are_done():
     gate = LeadLagGate(VIEW)
     leader, follower = Branch("g"), Branch("g")
-    gate.held([leader, follower], [])
+    gate.held([leader, follower], lambda: [])
     leader.done = True
-    gate.held([follower], [leader])  # released
+    gate.held([follower], lambda: [leader])  # released
     follower.done = True
-    gate.sweep([])
+    gate.sweep(lambda: [])
     assert gate.tracked_groups() == 0
     # a reused group key gets a new leader instead of inheriting the finished one
     again = [Branch("g"), Branch("g")]
-    assert gate.held(again, []) == again[1:]
+    assert gate.held(again, lambda: []) == again[1:]
 
 
 @pytest.mark.parametrize("value, expected", [(0, 0), ("16", 16), (" inf ", math.inf), (math.inf, math.inf), (8.0, 8)])

@@ -95,9 +95,9 @@ def hold_followers(original, scheduler, *args, **kwargs):
     queue = scheduler.waiting_queue
     gate = _gate_of(scheduler)
     if not queue:
-        gate.sweep(_requests_outside_queue(scheduler))
+        gate.sweep(lambda: _requests_outside_queue(scheduler))
         return original(scheduler, *args, **kwargs)
-    held = gate.held(queue, _requests_outside_queue(scheduler))
+    held = gate.held(queue, lambda: _requests_outside_queue(scheduler))
     if not held:
         return original(scheduler, *args, **kwargs)
     held_ids = {id(req) for req in held}
