@@ -355,8 +355,9 @@ def benchmark(ns) -> dict:
 
 
 def add_ratios(runs: list[dict]) -> None:
-    """speedup_vs_none: tokens/s over the ``none`` run of the same regime, N, T (same invocation
-    when there is one, otherwise the latest)."""
+    """speedup_vs_none: tokens/s over the ``none`` run of the same regime, N, T and benchmark
+    invocation. Runs of other invocations are not compared (the shared machine's speed differs by up
+    to 2x between invocations); such runs get None. Accuracy is compared with the latest ``none``."""
     nones: dict[tuple, list[dict]] = {}
     for r in runs:
         if r["algorithm"] == "none":
@@ -364,9 +365,8 @@ def add_ratios(runs: list[dict]) -> None:
     for r in runs:
         cands = nones.get((r["regime"], r["n"], r["temperature"]), [])
         same = [c for c in cands if c["invocation"] == r["invocation"]]
-        base = (same or cands or [None])[-1]
-        r["speedup_vs_none"] = r["tokens_per_s"] / base["tokens_per_s"] if base else None
-        r["none_accuracy_majority"] = base["accuracy_majority"] if base else None
+        r["speedup_vs_none"] = r["tokens_per_s"] / same[-1]["tokens_per_s"] if same else None
+        r["none_accuracy_majority"] = (same or cands)[-1]["accuracy_majority"] if cands else None
 
 
 def _find(runs, **kw) -> dict | None:
