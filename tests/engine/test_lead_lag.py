@@ -108,3 +108,15 @@ def test_aborted_leader_releases_its_followers(engines, tiny_qwen2):
     followers = engine.run(run())
     assert [len(ids) for _, _, ids, _ in followers] == [16, 16, 16]
     assert _lead_state(engine)["lead_groups_tracked"] == 0
+
+
+def test_server_wide_lead_applies_to_n_gt_1_requests(engines, tiny_qwen2):
+    plain = engines.get(tiny_qwen2, None).generate(PROMPT, {**GREEDY, "max_new_tokens": 24})["output_ids"]
+    engine = engines.get(tiny_qwen2, "consensus", env={"CONSENSUS_LEAD": "8"})
+    outs = engine.generate(PROMPT, {**GREEDY, "max_new_tokens": 24, "n": 4})
+    assert [o["output_ids"] for o in outs] == [plain] * 4
+    assert _lead_state(engine)["lead_holds"] > 0
+    # a request can still opt out
+    holds = _lead_state(engine)["lead_holds"]
+    engine.generate(PROMPT, {**GREEDY, "max_new_tokens": 24, "n": 4, "custom_params": {"consensus_lead": 0}})
+    assert _lead_state(engine)["lead_holds"] == holds
