@@ -48,6 +48,9 @@ for path in (ROOT, ROOT / "benchmarks"):
 
 from bench_multisample import _consensus_state, _flush, model_fingerprint  # noqa: E402
 
+from sgl_consensus.lead_lag import LEAD_PARAM, parse_lead  # noqa: E402
+from sgl_consensus.lead_lag import format_lead as _lead_label  # noqa: E402
+
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "lead_lag.json"
 MODES = ("single", "concurrent")
 # Targets of the issue (N = 8, T = 0.7).
@@ -55,15 +58,17 @@ TARGET = {"n": 8, "temperature": 0.7}
 
 
 def _csv(kind):
+    """A comma-separated list of ``kind``; a bad item is an argparse error naming it."""
     def parse(text: str):
-        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+        try:
+            return [kind(x.strip()) for x in text.split(",") if x.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return parse
 
 
 def _lead(text: str) -> float:
-    from sgl_consensus.lead_lag import parse_lead
-
-    return parse_lead(text, "--leads")
+    return parse_lead(text, f"lead {text!r}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,10 +104,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # Measuring
 
 
-def _lead_label(lead: float) -> str:
-    return "inf" if lead == math.inf else str(int(lead))
-
-
 async def _run_groups(engine, prompts: list[str], n: int, params: dict, lead: float, tag: str, on_done):
     """All paths of all ``prompts`` at once; per path (group, text, ids, verify steps, finish s)."""
     t0 = time.perf_counter()
@@ -110,7 +111,7 @@ async def _run_groups(engine, prompts: list[str], n: int, params: dict, lead: fl
     async def one(group: int):
         custom = {"consensus_group": f"{tag}-{group}"}
         if lead:
-            custom["consensus_lead"] = _lead_label(lead)
+            custom[LEAD_PARAM] = _lead_label(lead)
         out = await engine.async_generate(prompts[group], {**params, "custom_params": custom})
         on_done()
         ids = list(out.get("output_ids") or [])
@@ -286,32 +287,46 @@ def _f(x, spec=".2f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _ratio(r: dict, key: str, spec: str = ".3f") -> str:
+    return _f(r.get(key), spec)
+
+
+def _work(r: dict) -> str:
+    return f"{_ratio(r, 'work_vs_lockstep')} ({_ratio(r, 'work_per_token_vs_lockstep')})"
+
+
+# Columns of each mode's table: (header, cell of a run).
+COLUMNS = {
+    "single": [
+        ("tau", lambda r: f"{r['tau']:.2f}"),
+        ("verify steps/token", lambda r: f"{r['verify_steps_per_token']:.3f}"),
+        ("work vs lock-step (per token)", _work),
+        ("group steps", lambda r: _f(r["group_steps_mean"], ".1f")),
+        ("group s (mean)", lambda r: f"{r['group_s_mean']:.2f}"),
+        ("group time vs lock-step (steps / s)",
+         lambda r: f"{_ratio(r, 'group_steps_vs_lockstep')} / {_ratio(r, 'group_s_vs_lockstep')}"),
+    ],
+    "concurrent": [
+        ("tau", lambda r: f"{r['tau']:.2f}"),
+        ("request-steps", lambda r: str(r["request_steps"])),
+        ("target tokens", lambda r: str(r["target_tokens"])),
+        ("work vs lock-step (per token)", _work),
+        ("tokens/s", lambda r: f"{r['tokens_per_s']:.1f}"),
+        ("vs lock-step", lambda r: f"{_ratio(r, 'tokens_per_s_vs_lockstep', '.2f')}x"),
+        ("group s (mean / max)", lambda r: f"{r['group_s_mean']:.1f} / {r['group_s_max']:.1f}"),
+    ],
+}
+ACCURACY_COLUMNS = [("acc single", lambda r: f"{r['accuracy_single']:.2f}"),
+                    ("acc majority", lambda r: f"{r['accuracy_majority']:.2f}")]
+
+
 def _table(runs: list[dict], mode: str, n: int, temperature: float) -> list[str]:
     rows = [r for r in runs if r["mode"] == mode and r["n"] == n and r["temperature"] == temperature]
     if not rows:
         return []
-    if mode == "single":
-        head = ("| schedule | tau | verify steps/token | work vs lock-step (per token) | group steps | "
-                "group s (mean) | group time vs lock-step (steps / s) | acc single | acc majority |")
-        lines = [head, "|" + "---|" * 9]
-        for r in rows:
-            lines.append(
-                f"| {_row_name(r)} | {r['tau']:.2f} | {r['verify_steps_per_token']:.3f} | "
-                f"{_f(r.get('work_vs_lockstep'), '.3f')} ({_f(r.get('work_per_token_vs_lockstep'), '.3f')}) | "
-                f"{_f(r['group_steps_mean'], '.1f')} | {r['group_s_mean']:.2f} | "
-                f"{_f(r.get('group_steps_vs_lockstep'), '.3f')} / {_f(r.get('group_s_vs_lockstep'), '.3f')} | "
-                f"{r['accuracy_single']:.2f} | {r['accuracy_majority']:.2f} |")
-    else:
-        head = ("| schedule | tau | request-steps | target tokens | work vs lock-step (per token) | tokens/s | "
-                "vs lock-step | group s (mean / max) | acc single | acc majority |")
-        lines = [head, "|" + "---|" * 10]
-        for r in rows:
-            lines.append(
-                f"| {_row_name(r)} | {r['tau']:.2f} | {r['request_steps']} | {r['target_tokens']} | "
-                f"{_f(r.get('work_vs_lockstep'), '.3f')} ({_f(r.get('work_per_token_vs_lockstep'), '.3f')}) | "
-                f"{r['tokens_per_s']:.1f} | {_f(r.get('tokens_per_s_vs_lockstep'))}x | "
-                f"{r['group_s_mean']:.1f} / {r['group_s_max']:.1f} | {r['accuracy_single']:.2f} | "
-                f"{r['accuracy_majority']:.2f} |")
+    columns = [("schedule", _row_name)] + COLUMNS[mode] + ACCURACY_COLUMNS
+    lines = ["| " + " | ".join(head for head, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
     return lines
 
 

@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_draft_latency import accepted_lengths, join_real, load_real  # noqa: E402
 
 from sgl_consensus.drafting import ConsensusDrafter, DraftConfig  # noqa: E402
+from sgl_consensus.lead_lag import format_lead as _label  # noqa: E402
+from sgl_consensus.lead_lag import parse_lead  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -149,15 +151,18 @@ def _streams(workload: str):
     return parts[0] if len(parts) == 1 else join_real(*parts)
 
 
-def _label(lead: float) -> str:
-    return "inf" if lead == math.inf else str(int(lead))
+def _leads(text: str) -> list[float]:
+    try:
+        return [parse_lead(x.strip(), f"lead {x.strip()!r}") for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--problems", type=int, default=100)
     parser.add_argument("--n", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8])
-    parser.add_argument("--leads", type=lambda s: [float(x) for x in s.split(",")], default=[8, 16, 32, 64, math.inf])
+    parser.add_argument("--leads", type=_leads, default=[8, 16, 32, 64, math.inf], help="comma-separated; inf allowed")
     parser.add_argument("--draft-tokens", type=int, default=8)
     parser.add_argument("--workloads", default="T07,T10,T07+T10",
                         help="stream sets; T07+T10 joins both temperatures' 8 samples into 16 paths per problem")

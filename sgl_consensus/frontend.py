@@ -25,9 +25,8 @@ torchvision_fix.apply()  # CPU machines with a CUDA torchvision build; a no-op e
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint  # noqa: E402
 from sglang.lang.ir import SglSamplingParams  # noqa: E402
 
-from sgl_consensus.lead_lag import LEAD_PARAM, parse_lead  # noqa: E402
-
-GROUP_TAG = "consensus_group"
+from sgl_consensus.grouping import GROUP_TAG  # noqa: E402
+from sgl_consensus.lead_lag import LEAD_PARAM, format_lead, parse_lead  # noqa: E402
 
 
 def fork_group_tag(executor) -> str | None:
@@ -50,7 +49,7 @@ class _TaggedSamplingParams(SglSamplingParams):
         kwargs = super().to_srt_kwargs()
         custom = {GROUP_TAG: self.consensus_tag}
         if self.consensus_lead:
-            custom[LEAD_PARAM] = "inf" if self.consensus_lead == float("inf") else int(self.consensus_lead)
+            custom[LEAD_PARAM] = format_lead(self.consensus_lead)
         kwargs["custom_params"] = custom
         return kwargs
 

@@ -17,6 +17,18 @@ from dataclasses import dataclass, field
 from typing import Hashable, Sequence
 
 PREFIX_KEY_LEN = 16  # prompts are bucketed by their first tokens before an exact prefix comparison
+GROUP_TAG = "consensus_group"  # the explicit tag's key in ``sampling_params.custom_params``
+
+
+def explicit_group_key(tag: Hashable | None, n: int, prompt_ids: Sequence[int]) -> Hashable | None:
+    """The group key of rules 1 and 2 (explicit tag, ``n > 1``), known before a request decodes;
+    None when neither applies (prefix clusters, rule 3, need the live groups)."""
+    if tag is not None:
+        return ("tag", tag)
+    if n > 1:
+        prompt = tuple(prompt_ids)
+        return ("n", hash(prompt), len(prompt))
+    return None
 
 
 @dataclass(frozen=True)
@@ -63,12 +75,8 @@ class SiblingGrouper:
     def assign(self, rid: Hashable, tag: Hashable | None, n: int, prompt_ids: Sequence[int]) -> Hashable | None:
         if not self.config.enabled:
             return None
-        if tag is not None:
-            return ("tag", tag)
-        prompt = tuple(prompt_ids)
-        if n > 1:
-            return ("n", hash(prompt), len(prompt))
-        return self._join_prefix_cluster(rid, prompt)
+        key = explicit_group_key(tag, n, prompt_ids)
+        return key if key is not None else self._join_prefix_cluster(rid, tuple(prompt_ids))
 
     def release(self, rid: Hashable) -> None:
         cluster = self._member_of.pop(rid, None)

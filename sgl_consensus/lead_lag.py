@@ -46,6 +46,11 @@ def parse_lead(value: Any, what: str = "lead") -> float:
     return value
 
 
+def format_lead(lead: float) -> str:
+    """The inverse of :func:`parse_lead`: ``"inf"`` or the token count as text."""
+    return "inf" if lead == math.inf else str(int(lead))
+
+
 @dataclass(frozen=True)
 class RequestView:
     """How the gate reads a request (SGLang's ``Req`` in the server, anything in tests)."""

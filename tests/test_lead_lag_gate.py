@@ -90,3 +90,24 @@ def test_server_lead_setting():
     assert load_settings({"CONSENSUS_LEAD": "inf"}).lead_tokens == math.inf
     with pytest.raises(SettingsError, match="CONSENSUS_LEAD"):
         load_settings({"CONSENSUS_LEAD": "-2"})
+
+
+def test_hook_reads_sglang_requests_as_the_worker_groups_them():
+    """The admission hook's view of a request: the drafter's group key; no limit still decodes."""
+    from types import SimpleNamespace
+
+    from sgl_consensus.adapter import lead_lag_hook
+    from sgl_consensus.grouping import SiblingGrouper
+
+    def req(n=1, tag=None, max_new_tokens=16):
+        custom = {"consensus_group": tag} if tag else {}
+        return SimpleNamespace(origin_input_ids_unpadded=[1, 2, 3], sampling_params=SimpleNamespace(
+            n=n, max_new_tokens=max_new_tokens, custom_params=custom))
+
+    grouper = SiblingGrouper()
+    for r in (req(n=4), req(tag="fork-1")):
+        tag = r.sampling_params.custom_params.get("consensus_group")
+        assert lead_lag_hook._group_of(r) == grouper.assign("x", tag, r.sampling_params.n, [1, 2, 3])
+    assert lead_lag_hook._group_of(req()) is None  # a lone request is never gated
+    assert lead_lag_hook._decodes(req(max_new_tokens=None))  # SGLang: None = up to the context length
+    assert not lead_lag_hook._decodes(req(max_new_tokens=0))  # the n > 1 prefix warm-up

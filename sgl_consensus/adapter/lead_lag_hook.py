@@ -19,6 +19,7 @@ import math
 from typing import Any, Hashable
 
 from sgl_consensus.adapter.request_tracker import group_tag
+from sgl_consensus.grouping import explicit_group_key
 from sgl_consensus.lead_lag import LEAD_PARAM, LeadLagGate, RequestView, parse_lead
 
 logger = logging.getLogger(__name__)
@@ -28,14 +29,8 @@ _GATE_ATTR = "_consensus_lead_gate"
 
 
 def _group_of(req) -> Hashable | None:
-    tag = group_tag(req)
-    if tag is not None:
-        return ("tag", tag)
-    n = int(getattr(req.sampling_params, "n", 1) or 1)
-    if n > 1:
-        prompt = tuple(req.origin_input_ids_unpadded)
-        return ("n", hash(prompt), len(prompt))
-    return None
+    """The worker's own group key (``grouping.explicit_group_key``), so leader and drafts agree."""
+    return explicit_group_key(group_tag(req), int(req.sampling_params.n or 1), req.origin_input_ids_unpadded)
 
 
 def _make_lead_of(default_lead: float):
@@ -57,7 +52,9 @@ def _make_lead_of(default_lead: float):
 
 
 def _decodes(req) -> bool:
-    return (getattr(req.sampling_params, "max_new_tokens", 1) or 0) > 0
+    """False only for prefill-only requests (SGLang's ``n > 1`` warm-up); None = no limit."""
+    limit = req.sampling_params.max_new_tokens
+    return limit is None or limit > 0
 
 
 def make_gate(default_lead: float) -> LeadLagGate:

@@ -11,16 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
-from sgl_consensus.grouping import SiblingGrouper
+from sgl_consensus.grouping import GROUP_TAG, SiblingGrouper
 
 
 @dataclass
 class _Tracked:
     req: Any  # sglang Req
     committed_outputs: int  # how many output tokens the drafter has seen
-
-
-GROUP_TAG = "consensus_group"
 
 
 def group_tag(req) -> Hashable | None:
