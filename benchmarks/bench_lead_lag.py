@@ -48,7 +48,8 @@ for path in (ROOT, ROOT / "benchmarks"):
 
 from bench_multisample import _consensus_state, _flush, model_fingerprint  # noqa: E402
 
-from sgl_consensus.lead_lag import LEAD_PARAM, parse_lead  # noqa: E402
+from sgl_consensus.lead_lag import parse_lead  # noqa: E402
+from sgl_consensus.request_params import LEAD_PARAM  # noqa: E402
 from sgl_consensus.lead_lag import format_lead as _lead_label  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "lead_lag.json"

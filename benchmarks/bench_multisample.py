@@ -14,7 +14,9 @@ samples losslessly on CPU, so only the draft source differs):
   BFS / PROB, same draft budget) under our lossless verification (``CONSENSUS_DRAFTER=ngram_corpus``);
 - ``consensus``: consensus drafting across siblings;
 - ``ngram_stock`` (optional, flagged): SGLang's own NGRAM worker, which on CPU verifies sampled
-  requests greedily (skewed outputs, inflated acceptance).
+  requests greedily (skewed outputs, inflated acceptance);
+- ``consensus_tenants`` / ``consensus_strict`` (optional): consensus with each problem's paths a
+  tenant of their own / under ``CONSENSUS_ISOLATION=strict`` (what isolation costs in tau).
 
 Regimes:
 
@@ -57,7 +59,7 @@ if str(ROOT) not in sys.path:
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "multisample.json"
 ALL_ALGORITHMS = ("none", "ngram_bfs", "ngram_prob", "consensus")
-OPTIONAL_ALGORITHMS = ("ngram_stock",)
+OPTIONAL_ALGORITHMS = ("ngram_stock", "consensus_tenants", "consensus_strict")
 REGIMES = ("lockstep", "staggered")
 # algorithm -> (demo.ROWS row, --speculative-ngram-match-type)
 ALGORITHM_ROWS = {
@@ -66,6 +68,8 @@ ALGORITHM_ROWS = {
     "ngram_prob": ("ngram", "PROB"),
     "consensus": ("consensus", None),
     "ngram_stock": ("ngram_stock", "BFS"),
+    "consensus_tenants": ("consensus", None),  # each problem's paths are a tenant of their own
+    "consensus_strict": ("consensus_strict", None),  # CONSENSUS_ISOLATION=strict
 }
 NGRAM_ALGORITHMS = ("ngram_bfs", "ngram_prob")
 # Targets of the issue (item 6).
@@ -308,7 +312,8 @@ def benchmark(ns) -> dict:
                     _flush(engine)
                     before = _consensus_state(engine) if budget else None
                     load_before = os.getloadavg()[0]
-                    results, summary = run_paths(rec, algorithm, prompts, n, params, bar.update)
+                    results, summary = run_paths(rec, algorithm, prompts, n, params, bar.update,
+                                                 tenant_per_prompt=algorithm == "consensus_tenants")
                     after = _consensus_state(engine) if budget else None
                     single, majority = _accuracy(results, answers)
                     lengths = [r.tokens for r in results]
@@ -458,7 +463,8 @@ def plots(data: dict, stem: Path) -> list[Path]:
     runs = data["runs"]
     algos = [a for a in ALL_ALGORITHMS + OPTIONAL_ALGORITHMS if any(r["algorithm"] == a for r in runs)]
     styles = {"none": ("tab:gray", "o"), "ngram_bfs": ("tab:blue", "s"), "ngram_prob": ("tab:cyan", "D"),
-              "consensus": ("tab:red", "^"), "ngram_stock": ("tab:olive", "x")}
+              "consensus": ("tab:red", "^"), "ngram_stock": ("tab:olive", "x"),
+              "consensus_tenants": ("tab:orange", "v"), "consensus_strict": ("tab:purple", "P")}
     temps = sorted({r["temperature"] for r in runs})
     n_ticks = sorted({r["n"] for r in runs})
     b_ticks = sorted({r["budget"] for r in runs if r["budget"]}) or [TARGET["budget"]]

@@ -32,6 +32,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lead", default="0",
                         help="lead-lag: tokens the first branch of each fork runs ahead of its siblings "
                              "(0 = all start together; 'inf' = it finishes first)")
+    parser.add_argument("--tenant", default=None,
+                        help="tenant of this program's requests (custom_params consensus_tenant): drafts "
+                             "never carry text between tenants")
 
 
 def add_workload_arguments(parser: argparse.ArgumentParser, temperature: float) -> None:
@@ -55,6 +58,15 @@ def parse_and_check(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error(str(exc))
     if ns.lead and ns.plain_endpoint:
         parser.error("--lead needs the consensus endpoint (drop --plain-endpoint)")
+    if ns.tenant is not None:
+        from sgl_consensus.request_params import TENANT_PARAM, RequestParamError, parse_params
+
+        try:
+            parse_params({TENANT_PARAM: ns.tenant})
+        except RequestParamError as exc:
+            parser.error(f"--tenant: {exc}")
+        if ns.plain_endpoint:
+            parser.error("--tenant needs the consensus endpoint (drop --plain-endpoint)")
     return ns
 
 
@@ -75,7 +87,7 @@ def backend(ns: argparse.Namespace):
     from sgl_consensus.frontend import ConsensusRuntimeEndpoint
 
     def endpoint_cls(url: str):
-        return RuntimeEndpoint(url) if ns.plain_endpoint else ConsensusRuntimeEndpoint(url, lead=ns.lead)
+        return RuntimeEndpoint(url) if ns.plain_endpoint else ConsensusRuntimeEndpoint(url, lead=ns.lead, tenant=ns.tenant)
     if not ns.cpu:
         if not ns.url:
             raise SystemExit("pass --url URL of a running server, or --cpu to start one here")

@@ -21,15 +21,30 @@ def _with_cpu_defaults(server_args: list[str]) -> list[str]:
     return args
 
 
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The value of ``flag`` in an argument list (``--flag V`` or ``--flag=V``; the last one wins)."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
 def cmd_serve(ns: argparse.Namespace) -> int:
     server_args = [a for a in ns.server_args if a != "--"]
     if not any(a.split("=", 1)[0] == "--model-path" for a in server_args):
         print("sgl-consensus serve: pass SGLang's arguments after '--', at least --model-path", file=sys.stderr)
         return 2
-    from sgl_consensus.settings import SettingsError, load_settings
+    from sgl_consensus.settings import SettingsError, check_draft_width, load_settings
 
     try:
         load_settings()  # fail before SGLang starts, with the variable and value named
+        width = _flag_value(server_args, "--speculative-num-draft-tokens")
+        algorithm = _flag_value(server_args, "--speculative-algorithm")
+        if width is not None and str(algorithm).upper() == "CONSENSUS":
+            check_draft_width(width)
     except SettingsError as exc:
         print(f"sgl-consensus serve: {exc}", file=sys.stderr)
         return 2

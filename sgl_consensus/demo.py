@@ -16,7 +16,7 @@ from typing import Any
 
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "tiny-reasoner"
 ALGORITHMS = ("none", "ngram", "consensus")
-OPTIONAL_ALGORITHMS = ("ngram_stock",)
+OPTIONAL_ALGORITHMS = ("ngram_stock", "consensus_strict")
 EVAL_SEED_START = 1_000_000_000  # held-out problems: training seeds start at 0
 
 
@@ -61,6 +61,7 @@ ROWS: dict[str, tuple[str | None, dict[str, str]]] = {
     "none": (None, {}),
     "ngram": ("CONSENSUS", {"CONSENSUS_DRAFTER": "ngram_corpus"}),
     "consensus": ("CONSENSUS", {"CONSENSUS_DRAFTER": "consensus"}),
+    "consensus_strict": ("CONSENSUS", {"CONSENSUS_DRAFTER": "consensus", "CONSENSUS_ISOLATION": "strict"}),
     "ngram_stock": ("NGRAM", {}),
 }
 

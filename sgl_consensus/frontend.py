@@ -25,8 +25,14 @@ torchvision_fix.apply()  # CPU machines with a CUDA torchvision build; a no-op e
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint  # noqa: E402
 from sglang.lang.ir import SglSamplingParams  # noqa: E402
 
-from sgl_consensus.grouping import GROUP_TAG  # noqa: E402
-from sgl_consensus.lead_lag import LEAD_PARAM, format_lead, parse_lead  # noqa: E402
+from sgl_consensus.lead_lag import format_lead, parse_lead  # noqa: E402
+from sgl_consensus.request_params import (  # noqa: E402
+    GROUP_TAG,
+    LEAD_PARAM,
+    TENANT_PARAM,
+    RequestParamError,
+    parse_params,
+)
 
 
 def fork_group_tag(executor) -> str | None:
@@ -40,24 +46,20 @@ def fork_group_tag(executor) -> str | None:
 
 
 class _TaggedSamplingParams(SglSamplingParams):
-    """SglSamplingParams whose ``to_srt_kwargs()`` also carries the fork's group tag (and lead)."""
+    """SglSamplingParams whose ``to_srt_kwargs()`` also carries the consensus fields (fork tag,
+    lead, tenant)."""
 
-    consensus_tag: str = ""
-    consensus_lead: float = 0
+    consensus_fields: dict | None = None
 
     def to_srt_kwargs(self) -> dict:
         kwargs = super().to_srt_kwargs()
-        custom = {GROUP_TAG: self.consensus_tag}
-        if self.consensus_lead:
-            custom[LEAD_PARAM] = format_lead(self.consensus_lead)
-        kwargs["custom_params"] = custom
+        kwargs["custom_params"] = {**(kwargs.get("custom_params") or {}), **(self.consensus_fields or {})}
         return kwargs
 
 
-def _tag_params(params: SglSamplingParams, tag: str, lead: float) -> _TaggedSamplingParams:
+def _tag_params(params: SglSamplingParams, fields: dict) -> _TaggedSamplingParams:
     tagged = _TaggedSamplingParams(**{f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
-    tagged.consensus_tag = tag
-    tagged.consensus_lead = lead
+    tagged.consensus_fields = fields
     return tagged
 
 
@@ -65,17 +67,28 @@ class ConsensusRuntimeEndpoint(RuntimeEndpoint):
     """``RuntimeEndpoint`` whose fork branches are drafted for each other by the consensus worker.
 
     ``lead``: tokens the first branch of each fork runs ahead of its siblings (0 = all start
-    together, the default; ``"inf"`` = the first branch finishes first). Other arguments are
-    ``RuntimeEndpoint``'s.
+    together, the default; ``"inf"`` = the first branch finishes first). ``tenant``: whom this
+    program's requests belong to (``custom_params["consensus_tenant"]``): drafts never carry text
+    between tenants. Other arguments are ``RuntimeEndpoint``'s.
     """
 
-    def __init__(self, *args, lead: int | float | str = 0, **kwargs) -> None:
+    def __init__(self, *args, lead: int | float | str = 0, tenant: str | None = None, **kwargs) -> None:
         self.lead = parse_lead(lead, "ConsensusRuntimeEndpoint(lead=...)")  # before any connection
+        try:
+            parse_params({TENANT_PARAM: tenant})
+        except RequestParamError as exc:
+            raise ValueError(f"ConsensusRuntimeEndpoint(tenant=...): {exc}") from None
+        self.tenant = tenant
         super().__init__(*args, **kwargs)
 
     def _tagged(self, s, sampling_params):
+        fields = {} if self.tenant is None else {TENANT_PARAM: self.tenant}
         tag = fork_group_tag(s)
-        return sampling_params if tag is None else _tag_params(sampling_params, tag, self.lead)
+        if tag is not None:
+            fields[GROUP_TAG] = tag
+            if self.lead:
+                fields[LEAD_PARAM] = format_lead(self.lead)
+        return _tag_params(sampling_params, fields) if fields else sampling_params
 
     def generate(self, s, sampling_params):
         return super().generate(s, self._tagged(s, sampling_params))

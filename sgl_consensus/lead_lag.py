@@ -19,8 +19,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterable, Sequence
 
-LEAD_PARAM = "consensus_lead"  # per-request lead in tokens, ``sampling_params.custom_params``
-
 
 def parse_lead(value: Any, what: str = "lead") -> float:
     """A lead in tokens: an int >= 0, or ``"inf"``/``math.inf`` (the leader finishes first).

@@ -27,7 +27,27 @@ def register() -> None:
     _register_algorithm()
     _register_internal_state_hook()
     _register_lead_lag_hook()
+    _register_admission_hook()
+    _install_settings_excepthook()
     _registered = True
+
+
+def _install_settings_excepthook() -> None:
+    """A bad consensus knob that stops ``sglang.launch_server`` at start is one line, not a traceback
+    through SGLang's argument resolution. Every other exception keeps the previous hook."""
+    import sys
+
+    from sgl_consensus.settings import SettingsError
+
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback) -> None:
+        if isinstance(value, SettingsError):
+            print(f"sgl-consensus: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, traceback)
+
+    sys.excepthook = hook
 
 
 INTERNAL_STATE_TARGET = (
@@ -60,6 +80,15 @@ def _register_lead_lag_hook() -> None:
     from sgl_consensus.adapter.lead_lag_hook import TARGET, hold_followers
 
     HookRegistry.register(TARGET, hold_followers, HookType.AROUND)
+
+
+def _register_admission_hook() -> None:
+    """AROUND hook on the tokenizer manager: bad requests are refused before the scheduler sees them."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    from sgl_consensus.adapter.admission import TARGET, admit
+
+    HookRegistry.register(TARGET, admit, HookType.AROUND)
 
 
 def _register_algorithm() -> None:

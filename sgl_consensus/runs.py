@@ -67,12 +67,18 @@ def run_paths(
     paths_per_prompt: int,
     sampling_params: dict,
     progress: Callable[[], None] = lambda: None,
+    tenant_per_prompt: bool = False,
 ) -> tuple[list[PathResult], RunSummary]:
-    """Run ``paths_per_prompt`` sampled paths for each prompt, all at once; tag siblings as a group."""
+    """Run ``paths_per_prompt`` sampled paths for each prompt, all at once; tag siblings as a group.
+
+    ``tenant_per_prompt``: each prompt's paths belong to a tenant of their own (multi-tenant
+    traffic: nothing drafts across prompts)."""
     requests = []
     for group, prompt in enumerate(prompts):
         params = dict(sampling_params)
         params["custom_params"] = {"consensus_group": f"p{group}"}
+        if tenant_per_prompt:
+            params["custom_params"]["consensus_tenant"] = f"tenant-{group}"
         requests += [(group, prompt, params)] * paths_per_prompt
     start = time.perf_counter()
     results = engine.run(_run_paths(engine, requests, progress))

@@ -17,6 +17,10 @@ which reach every process SGLang spawns:
   followers of a tagged or ``n > 1`` group wait until their leader has this many output tokens
   (``inf``: until it finished). Default 0 = off; a request's ``custom_params["consensus_lead"]``
   overrides it.
+- ``CONSENSUS_ISOLATION``: what drafts may carry between requests. ``tenant`` (default): nothing
+  crosses tenants (``custom_params["consensus_tenant"]``; requests without one share the default
+  tenant). ``strict``: nothing crosses declared sibling groups (tags, ``n > 1``): no global corpus,
+  no prefix clustering of untagged requests, and a tag never revives a group that has ended.
 
 Environment variables override the file. Unknown ``CONSENSUS_*`` names and bad values raise
 :class:`SettingsError` naming the variable and the value, at server start.
@@ -26,13 +30,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from sgl_consensus.drafting import DraftConfig
-from sgl_consensus.grouping import GroupingConfig
+from sgl_consensus.grouping import ISOLATION_MODES, GroupingConfig
 from sgl_consensus.lead_lag import parse_lead
 
 PREFIX = "CONSENSUS_"
@@ -45,6 +51,22 @@ class SettingsError(ValueError):
     """A bad consensus knob; the message names the variable (or file key) and the value."""
 
 
+MIN_DRAFT_TOKENS, MAX_DRAFT_TOKENS = 2, 64
+
+
+def check_draft_width(width: Any, flag: str = "--speculative-num-draft-tokens") -> int:
+    """The documented range of the draft width (tree nodes, root included): below 2 there is
+    nothing to draft; above 64 a verify step costs more than any draft can win back."""
+    try:
+        number = int(width) if isinstance(width, str) else width
+    except ValueError:
+        number = None
+    if not isinstance(number, int) or isinstance(number, bool) or not MIN_DRAFT_TOKENS <= number <= MAX_DRAFT_TOKENS:
+        raise SettingsError(f"{flag} must be an integer in [{MIN_DRAFT_TOKENS}, {MAX_DRAFT_TOKENS}] for "
+                            f"--speculative-algorithm consensus, got {width!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     drafter: str = "consensus"
@@ -52,6 +74,7 @@ class WorkerSettings:
     draft: Mapping[str, Any] = field(default_factory=dict)  # DraftConfig fields, num_draft_tokens excluded
     log_interval_s: float = 30.0
     lead_tokens: float = 0  # lead-lag policy: 0 = off, math.inf = the leader finishes first
+    isolation: str = "tenant"  # see ISOLATION_MODES and the module docstring
 
     def draft_config(self, num_draft_tokens: int) -> DraftConfig:
         return DraftConfig.from_mapping({**self.draft, "num_draft_tokens": num_draft_tokens})
@@ -70,9 +93,12 @@ def _parse_bool(name: str, value: Any) -> bool:
 
 def _parse_float(name: str, value: Any) -> float:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise SettingsError(f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -84,9 +110,13 @@ def _read_file(path: str) -> dict[str, Any]:
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} must hold a JSON object")
-    unknown = set(data) - {"drafter", "grouping", "draft", "log_interval_s", "lead_tokens"}
+    unknown = set(data) - {"drafter", "grouping", "draft", "log_interval_s", "lead_tokens", "isolation"}
     if unknown:
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} has unknown keys {sorted(unknown)}")
+    for section in ("grouping", "draft"):
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise SettingsError(f"CONSENSUS_CONFIG={path!r}: {section!r} must be a JSON object, "
+                                f"got {type(data[section]).__name__} {data[section]!r}")
     return data
 
 
@@ -108,6 +138,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             raw["log_interval_s"] = value
         elif key == "lead":
             raw["lead_tokens"] = value
+        elif key == "isolation":
+            raw["isolation"] = value
         else:
             raise SettingsError(f"unknown setting {name}={value!r}; see sgl_consensus.settings for the list")
     return raw
@@ -115,13 +147,13 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _grouping(values: Mapping[str, Any]) -> GroupingConfig:
     fields = {f.name for f in dataclasses.fields(GroupingConfig)}
-    unknown = set(values) - fields
+    unknown = {str(k) for k in values} - fields
     if unknown:
         raise SettingsError(f"unknown grouping setting(s) {sorted(unknown)}; valid: {sorted(fields)}")
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         name = f"CONSENSUS_GROUPING_{key.upper()}"
-        if key == "enabled":
+        if key in ("enabled", "prefix_clusters", "revive_tags"):
             kwargs[key] = _parse_bool(name, value)
         elif key == "min_common_prefix":
             try:
@@ -133,34 +165,64 @@ def _grouping(values: Mapping[str, Any]) -> GroupingConfig:
     try:
         return GroupingConfig(**kwargs)
     except ValueError as exc:
-        raise SettingsError(str(exc)) from None
+        found = re.search(r"GroupingConfig\.(\w+)", str(exc))
+        name = f"CONSENSUS_GROUPING_{found.group(1).upper()}" if found else "grouping setting"
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _draft_error(exc: Exception, sources: Mapping[str, str], values: Mapping[str, Any]) -> SettingsError:
+    """A DraftConfig error, with the variable (or file key) that set the field named first."""
+    found = re.search(r"DraftConfig(?: has no field '|\.)(\w+)", str(exc))
+    field_name = found.group(1).lower() if found else None
+    if field_name in sources:
+        return SettingsError(f"{sources[field_name]}={values[field_name]!r}: {exc}")
+    return SettingsError(f"bad draft setting: {exc}")
+
+
+def _isolation(value: Any) -> str:
+    mode = str(value).strip().lower()
+    if mode not in ISOLATION_MODES:
+        raise SettingsError(f"CONSENSUS_ISOLATION must be one of {list(ISOLATION_MODES)}, got {value!r}")
+    return mode
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
     """Read and validate the knobs; raises :class:`SettingsError` on anything wrong."""
     env = os.environ if env is None else env
     merged: dict[str, Any] = {"grouping": {}, "draft": {}}
+    draft_sources: dict[str, str] = {}  # draft field -> where its value came from, for error messages
     if env.get("CONSENSUS_CONFIG"):
         from_file = _read_file(env["CONSENSUS_CONFIG"])
         merged.update({k: v for k, v in from_file.items() if k not in ("grouping", "draft")})
         merged["grouping"].update(from_file.get("grouping") or {})
         merged["draft"].update(from_file.get("draft") or {})
+        draft_sources.update({str(k).lower(): f"CONSENSUS_CONFIG draft.{k}" for k in from_file.get("draft") or {}})
     overrides = _env_overrides(env)
-    merged["grouping"].update(overrides.pop("grouping"))
-    merged["draft"].update(overrides.pop("draft"))
-    merged.update(overrides)
+    merged["grouping"].update(overrides["grouping"])
+    merged["draft"].update(overrides["draft"])
+    draft_sources.update({str(k).lower(): f"CONSENSUS_DRAFT_{str(k).upper()}" for k in overrides["draft"]})
+    merged.update({k: v for k, v in overrides.items() if k not in ("grouping", "draft")})
 
     drafter = str(merged.get("drafter", "consensus")).strip().lower()
     if drafter not in DRAFTERS:
         raise SettingsError(f"CONSENSUS_DRAFTER must be one of {list(DRAFTERS)}, got {merged['drafter']!r}")
+    isolation = _isolation(merged.get("isolation", "tenant"))
     draft = {str(k).lower(): v for k, v in merged["draft"].items()}
     if "num_draft_tokens" in draft:
         raise SettingsError("the draft size is SGLang's --speculative-num-draft-tokens; "
-                            "remove CONSENSUS_DRAFT_NUM_DRAFT_TOKENS")
+                            f"remove {draft_sources['num_draft_tokens']}")
     try:
-        DraftConfig.from_mapping(draft)  # validate now, with the default size
+        config = DraftConfig.from_mapping(draft)  # validate now, with the default size
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"bad draft setting: {exc} (env CONSENSUS_DRAFT_<FIELD>)") from None
+        raise _draft_error(exc, draft_sources, draft) from None
+    grouping = _grouping(merged["grouping"])
+    if isolation == "strict":
+        # Nothing may cross declared sibling groups: no global corpus, no prefix clusters.
+        if "use_global" in draft and config.use_global:
+            raise SettingsError(f"{draft_sources['use_global']}={draft['use_global']!r} contradicts "
+                                "CONSENSUS_ISOLATION=strict (no global corpus under strict isolation)")
+        draft["use_global"] = False
+        grouping = dataclasses.replace(grouping, prefix_clusters=False, revive_tags=False)
     interval = _parse_float("CONSENSUS_LOG_INTERVAL", merged.get("log_interval_s", 30.0))
     if interval < 0:
         raise SettingsError(f"CONSENSUS_LOG_INTERVAL must be >= 0, got {interval}")
@@ -168,5 +230,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         lead = parse_lead(merged.get("lead_tokens", 0), "CONSENSUS_LEAD")
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
-    return WorkerSettings(drafter=drafter, grouping=_grouping(merged["grouping"]), draft=draft,
-                          log_interval_s=interval, lead_tokens=lead)
+    return WorkerSettings(drafter=drafter, grouping=grouping, draft=draft, log_interval_s=interval,
+                          lead_tokens=lead, isolation=isolation)

@@ -97,17 +97,17 @@ def test_hook_reads_sglang_requests_as_the_worker_groups_them():
     from types import SimpleNamespace
 
     from sgl_consensus.adapter import lead_lag_hook
+    from sgl_consensus.adapter.request_tracker import consensus_params
     from sgl_consensus.grouping import SiblingGrouper
 
-    def req(n=1, tag=None, max_new_tokens=16):
-        custom = {"consensus_group": tag} if tag else {}
+    def req(custom=None, max_new_tokens=16):
         return SimpleNamespace(origin_input_ids_unpadded=[1, 2, 3], sampling_params=SimpleNamespace(
-            n=n, max_new_tokens=max_new_tokens, custom_params=custom))
+            n=1, max_new_tokens=max_new_tokens, custom_params=custom))
 
     grouper = SiblingGrouper()
-    for r in (req(n=4), req(tag="fork-1")):
-        tag = r.sampling_params.custom_params.get("consensus_group")
-        assert lead_lag_hook._group_of(r) == grouper.assign("x", tag, r.sampling_params.n, [1, 2, 3])
+    for r in (req({"consensus_origin": "abc"}), req({"consensus_group": "fork-1", "consensus_tenant": "t"})):
+        assert lead_lag_hook._group_of(r) == grouper.assign("x", consensus_params(r), [1, 2, 3]) is not None
     assert lead_lag_hook._group_of(req()) is None  # a lone request is never gated
+    assert lead_lag_hook._group_of(req("not a dict")) is None  # malformed fields never raise in the scheduler
     assert lead_lag_hook._decodes(req(max_new_tokens=None))  # SGLang: None = up to the context length
     assert not lead_lag_hook._decodes(req(max_new_tokens=0))  # the n > 1 prefix warm-up

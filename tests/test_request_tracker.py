@@ -15,8 +15,8 @@ class RecordingDrafter(ConsensusDrafter):
         super().__init__(DraftConfig(num_draft_tokens=4))
         self.seen: dict[str, list[int]] = {}
 
-    def add(self, rid, group, prompt_ids):
-        super().add(rid, group, prompt_ids)
+    def add(self, rid, group, prompt_ids, tenant=None):
+        super().add(rid, group, prompt_ids, tenant)
         self.seen[rid] = list(prompt_ids)
 
     def extend(self, rid, token_ids, logprobs=None):

@@ -14,15 +14,12 @@ requests. The lead is ``custom_params["consensus_lead"]`` of the request, else t
 
 from __future__ import annotations
 
-import logging
 import math
-from typing import Any, Hashable
+from typing import Hashable
 
-from sgl_consensus.adapter.request_tracker import group_tag
+from sgl_consensus.adapter.request_tracker import consensus_params
 from sgl_consensus.grouping import explicit_group_key
-from sgl_consensus.lead_lag import LEAD_PARAM, LeadLagGate, RequestView, parse_lead
-
-logger = logging.getLogger(__name__)
+from sgl_consensus.lead_lag import LeadLagGate, RequestView
 
 TARGET = "sglang.srt.managers.scheduler.Scheduler.get_new_batch_prefill"
 _GATE_ATTR = "_consensus_lead_gate"
@@ -30,23 +27,13 @@ _GATE_ATTR = "_consensus_lead_gate"
 
 def _group_of(req) -> Hashable | None:
     """The worker's own group key (``grouping.explicit_group_key``), so leader and drafts agree."""
-    return explicit_group_key(group_tag(req), int(req.sampling_params.n or 1), req.origin_input_ids_unpadded)
+    return explicit_group_key(consensus_params(req))
 
 
 def _make_lead_of(default_lead: float):
-    warned: set[Any] = set()
-
     def lead_of(req) -> float:
-        params = getattr(req.sampling_params, "custom_params", None) or {}
-        if LEAD_PARAM not in params:
-            return default_lead
-        try:
-            return parse_lead(params[LEAD_PARAM], f"custom_params[{LEAD_PARAM!r}]")
-        except ValueError as exc:
-            if str(exc) not in warned:  # the request still runs, un-gated; say why once
-                warned.add(str(exc))
-                logger.warning("%s; this request runs without a lead", exc)
-            return 0
+        lead = consensus_params(req).lead  # validated at the door
+        return default_lead if lead is None else lead
 
     return lead_of
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
-from sgl_consensus.grouping import GROUP_TAG, SiblingGrouper
+from sgl_consensus.grouping import SiblingGrouper
+from sgl_consensus.request_params import ConsensusParams, read_params
 
 
 @dataclass
@@ -20,11 +21,9 @@ class _Tracked:
     committed_outputs: int  # how many output tokens the drafter has seen
 
 
-def group_tag(req) -> Hashable | None:
-    """The explicit group tag of a request, ``sampling_params.custom_params['consensus_group']``."""
-    params = getattr(req.sampling_params, "custom_params", None) or {}
-    tag = params.get(GROUP_TAG)
-    return tag if tag is None or isinstance(tag, (str, int)) else str(tag)
+def consensus_params(req) -> ConsensusParams:
+    """The request's consensus fields (validated at the door; never raises here)."""
+    return read_params(getattr(req.sampling_params, "custom_params", None))
 
 
 class RequestTracker:
@@ -68,8 +67,9 @@ class RequestTracker:
             tracked = None
         if tracked is None:
             prompt = list(req.origin_input_ids_unpadded)
-            group = self.grouper.assign(req.rid, group_tag(req), int(req.sampling_params.n or 1), prompt)
-            self.drafter.add(req.rid, group, prompt)
+            params = consensus_params(req)
+            group = self.grouper.assign(req.rid, params, prompt)
+            self.drafter.add(req.rid, group, prompt, tenant=params.tenant)
             tracked = self._tracked[req.rid] = _Tracked(req, 0)
         seen = tracked.committed_outputs
         if seen < total:

@@ -41,14 +41,17 @@ class ConsensusSpecAlgo(CustomSpecAlgo):
         from sglang.srt.arg_groups.overrides import resolving_view
         from sglang.srt.arg_groups.speculative_hook import _handle_ngram
 
-        from sgl_consensus.settings import load_settings
+        from sgl_consensus.settings import SettingsError, check_draft_width, load_settings
 
         load_settings()
         cfg = resolving_view(server_args)
         if getattr(cfg, "pp_size", 1) > 1:
-            raise ValueError("--speculative-algorithm consensus does not support pipeline parallelism (--pp-size > 1)")
+            raise SettingsError("--speculative-algorithm consensus does not support pipeline parallelism (--pp-size > 1)")
         if getattr(cfg, "enable_dp_attention", False):
-            raise ValueError("--speculative-algorithm consensus does not support --enable-dp-attention")
+            raise SettingsError("--speculative-algorithm consensus does not support --enable-dp-attention")
         # NGRAM's own resolution: draft width default, topk = BFS breadth, no mixed chunk,
         # overlap off on CPU.
         _handle_ngram(server_args)
+        check_draft_width(resolving_view(server_args).speculative_num_draft_tokens)
+
+

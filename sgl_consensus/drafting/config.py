@@ -69,6 +69,10 @@ class DraftConfig:
     global_max_depth: int | None = None
     # Finished groups waiting to be merged beyond this many are dropped (oldest first).
     max_pending_merges: int = 4
+    # Each tenant has its own global corpus (drafts never carry one tenant's text to another);
+    # beyond this many tenants the least recently active tenant's corpus is dropped. Memory is at
+    # most this times global_max_nodes trie nodes.
+    max_tenant_corpora: int = 8
     # A group whose members have all finished lingers (by key, up to this many groups, least recently
     # emptied dropped first) so that siblings arriving later (staggered starts, lead-lag followers,
     # more branches than running slots) still draft from the finished paths' full trie. An emptied
@@ -111,6 +115,7 @@ class DraftConfig:
         _require(self.global_min_count >= 1, "global_min_count", self.global_min_count, "must be >= 1")
         _require(self.linger_groups >= 0, "linger_groups", self.linger_groups, "must be >= 0")
         _require(self.max_pending_merges >= 0, "max_pending_merges", self.max_pending_merges, "must be >= 0")
+        _require(self.max_tenant_corpora >= 1, "max_tenant_corpora", self.max_tenant_corpora, "must be >= 1")
 
     @property
     def draft_depth(self) -> int:

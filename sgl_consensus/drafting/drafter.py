@@ -32,10 +32,12 @@ _MERGE_BATCH = 256
 
 
 class _Request:
-    __slots__ = ("group", "slot", "active", "tail", "length")
+    __slots__ = ("group", "corpus", "slot", "active", "tail", "length")
 
-    def __init__(self, group: GroupIndex, slot: int, active: list, tail: list[int], length: int) -> None:
+    def __init__(self, group: GroupIndex, corpus: GlobalCorpus, slot: int, active: list, tail: list[int],
+                 length: int) -> None:
         self.group = group
+        self.corpus = corpus  # its tenant's global corpus
         self.slot = slot
         self.active = active
         self.tail = tail  # last tokens (at least trie_depth of them once that many exist)
@@ -55,13 +57,12 @@ class ConsensusDrafter:
         self._requests: dict[Hashable, _Request] = {}
         self._groups: dict[Hashable, GroupIndex] = {}
         self._lingering: OrderedDict[Hashable, GroupIndex] = OrderedDict()  # emptied groups, oldest first
-        self._global = GlobalCorpus(
-            config.global_max_nodes, config.max_pending_merges, config.global_min_count, config.global_trie_depth
-        )
+        # One global corpus per tenant, least recently used dropped first: finished groups feed only
+        # later requests of their own tenant.
+        self._corpora: OrderedDict[Hashable, GlobalCorpus] = OrderedDict()
         self._counters = _zero_counters()
         self._mask_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._last_sources: list[tuple[int, int, int]] = []
-        self._merge_credit = 0
         # Hot-path copies of derived settings.
         self._max_match = config.max_match_len
         self._min_match = config.min_match_len
@@ -70,29 +71,52 @@ class ConsensusDrafter:
         self._use_global = config.use_global
 
     # ------------------------------------------------------------------ lifecycle
-    def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Sequence[int] | np.ndarray) -> None:
-        """Start tracking request `rid`; `group` names its siblings (None: no siblings)."""
+    def add(
+        self, rid: Hashable, group: Hashable | None, prompt_ids: Sequence[int] | np.ndarray,
+        tenant: Hashable | None = None,
+    ) -> None:
+        """Start tracking request `rid`; `group` names its siblings (None: no siblings).
+
+        `tenant` (None = the default tenant) bounds what the request drafts from: its group (keyed
+        by tenant and group, so equal group names of two tenants never meet) and its tenant's
+        global corpus.
+        """
         _check_hashable(rid, "rid")
         if rid in self._requests:
             raise ValueError(f"request {rid!r} was already added; remove it first")
         if group is not None:
             _check_hashable(group, f"group of request {rid!r}")
+        _check_hashable(tenant, f"tenant of request {rid!r}")
         prompt = validation.token_list(rid, prompt_ids, "prompt_ids")
         if not prompt:
             raise ValueError(f"request {rid!r}: prompt_ids is empty; a request needs at least one token")
-        key = group if (group is not None and self.config.use_siblings) else (_SOLO, rid)
+        corpus = self._corpus_of(tenant)
+        key = (tenant, group) if (group is not None and self.config.use_siblings) else (_SOLO, rid)
         index = self._groups.get(key)
         if index is None:
             index = self._lingering.pop(key, None)  # a late sibling revives its finished group
             if index is None:
                 index = GroupIndex(key)
             else:
-                self._global.settle(index.trie)  # its merge into the global corpus must not see new writes
+                corpus.settle(index.trie)  # its merge into the global corpus must not see new writes
             self._groups[key] = index
         active = index.write_prompt(prompt, self._depth, self.config.group_max_nodes)
         index.live.add(rid)
         index.ever += 1
-        self._requests[rid] = _Request(index, index.new_slot(), active, prompt[-self._depth:], len(prompt))
+        self._requests[rid] = _Request(index, corpus, index.new_slot(), active, prompt[-self._depth:], len(prompt))
+
+    def _corpus_of(self, tenant: Hashable | None) -> GlobalCorpus:
+        corpus = self._corpora.get(tenant)
+        if corpus is None:
+            config = self.config
+            corpus = self._corpora[tenant] = GlobalCorpus(
+                config.global_max_nodes, config.max_pending_merges, config.global_min_count, config.global_trie_depth
+            )
+            while len(self._corpora) > config.max_tenant_corpora:
+                self._corpora.popitem(last=False)  # live requests keep theirs until they end
+        else:
+            self._corpora.move_to_end(tenant)
+        return corpus
 
     def extend(self, rid: Hashable, token_ids: Sequence[int] | np.ndarray, logprobs: Any = None) -> None:
         """Record tokens committed to `rid` since the last call (with their sampling logprobs, if known)."""
@@ -111,13 +135,15 @@ class ConsensusDrafter:
             del tail[:-depth]
         request.length += len(tokens)
         self._counters["tokens_extended"] += len(tokens)
-        if self._global.pending:
-            # Finished groups merge into the global corpus at a pace set by new writes, in batches
-            # of _MERGE_BATCH visits (tiny increments would cost more in call overhead than work).
-            self._merge_credit += self.config.merge_visits_per_token * len(tokens)
-            if self._merge_credit >= _MERGE_BATCH:
-                self._global.pump(self._merge_credit)
-                self._merge_credit = 0
+        corpus = request.corpus
+        if corpus.pending:
+            # Finished groups merge into their tenant's global corpus at a pace set by that tenant's
+            # new writes, in batches of _MERGE_BATCH visits (tiny increments would cost more in
+            # call overhead than work).
+            corpus.merge_credit += self.config.merge_visits_per_token * len(tokens)
+            if corpus.merge_credit >= _MERGE_BATCH:
+                corpus.pump(corpus.merge_credit)
+                corpus.merge_credit = 0
 
     def remove(self, rid: Hashable) -> None:
         """Forget `rid`. Its n-grams keep serving its group until the group's last member leaves,
@@ -130,7 +156,7 @@ class ConsensusDrafter:
         if not group.live:
             del self._groups[group.key]
             if self.config.use_global:
-                self._global.absorb(group.trie, group.ever)  # at once: later groups need it now
+                request.corpus.absorb(group.trie, group.ever)  # at once: later groups need it now
             solo = isinstance(group.key, tuple) and group.key[:1] == (_SOLO,)
             if not solo and self.config.linger_groups:  # a solo request's key is never reused
                 self._lingering[group.key] = group
@@ -142,9 +168,8 @@ class ConsensusDrafter:
         self._requests.clear()
         self._groups.clear()
         self._lingering.clear()
-        self._global.reset()
+        self._corpora.clear()
         self._counters = _zero_counters()
-        self._merge_credit = 0
 
     # ------------------------------------------------------------------ drafting
     def propose(
@@ -250,7 +275,7 @@ class ConsensusDrafter:
                 sources.append((group_trie, node, depth, other_weight, config.own_weight, request.slot))
         if self._use_global and (not sources or sources[0][2] < self._global_below):
             weight = config.global_weight
-            for generation, node, depth in self._global.match(request.tail, self._max_match, self._global_min_match):
+            for generation, node, depth in request.corpus.match(request.tail, self._max_match, self._global_min_match):
                 sources.append((generation, node, depth, weight, weight, None))
             if len(sources) > 1:
                 sources.sort(key=_source_rank, reverse=True)
@@ -266,10 +291,11 @@ class ConsensusDrafter:
             "group_trie_nodes_max": max((group.nodes for group in self._groups.values()), default=0),
             "lingering_groups": len(self._lingering),
             "lingering_trie_nodes": sum(group.nodes for group in self._lingering.values()),
-            "global_trie_nodes": self._global.nodes,
-            "global_pending_merges": self._global.pending,
-            "global_groups_absorbed": self._global.groups_absorbed,
-            "global_groups_dropped": self._global.groups_dropped,
+            "tenant_corpora": len(self._corpora),
+            "global_trie_nodes": sum(corpus.nodes for corpus in self._corpora.values()),
+            "global_pending_merges": sum(corpus.pending for corpus in self._corpora.values()),
+            "global_groups_absorbed": sum(corpus.groups_absorbed for corpus in self._corpora.values()),
+            "global_groups_dropped": sum(corpus.groups_dropped for corpus in self._corpora.values()),
         }
         result.update(self._counters)
         return result

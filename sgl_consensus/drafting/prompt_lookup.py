@@ -58,7 +58,7 @@ class PromptLookupDrafter:
         self._propose_calls = 0
         self._last_sources: list[tuple[int, int, int]] = []
 
-    def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Sequence[int]) -> None:
+    def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Sequence[int], tenant: Hashable | None = None) -> None:
         if rid in self._requests:
             raise ValueError(f"request {rid!r} was already added")
         ids = token_list(rid, prompt_ids, "prompt_ids")

@@ -93,6 +93,7 @@ class GlobalCorpus:
         self.previous: Trie | None = None
         self.groups_absorbed = 0
         self.groups_dropped = 0
+        self.merge_credit = 0  # trie visits paid for by writes, not yet spent on pending merges
         self._pending: deque[tuple[Trie, Trie, int, list]] = deque()
 
     @property

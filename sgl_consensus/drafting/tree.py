@@ -75,7 +75,7 @@ def score_children(
                 label = GLOBAL
             else:
                 writer = writers[child]
-                if writer == owner or writer == PROMPT:
+                if writer == owner or writer == PROMPT or writer == -3 - owner:  # trie.is_own, inlined
                     if not own_enabled:
                         continue
                     contribution *= own_scale
@@ -134,7 +134,7 @@ def _score_single(
             label = GLOBAL
         else:
             writer = writers[child]
-            if writer == owner or writer == PROMPT:
+            if writer == owner or writer == PROMPT or writer == -3 - owner:  # trie.is_own, inlined
                 if not own_enabled:
                     continue
                 score *= own_scale
@@ -210,7 +210,7 @@ def _expand_single(
             label = GLOBAL
         else:
             writer = source_trie.owner[child]
-            if writer == owner or writer == PROMPT:
+            if writer == owner or writer == PROMPT or writer == -3 - owner:  # trie.is_own, inlined
                 if not own_enabled:
                     continue
                 score *= own_weight / other_weight if other_weight > 0.0 else 0.0

@@ -5,8 +5,9 @@ Nodes are integer ids into parallel flat lists (struct-of-arrays), node 0 being 
 - `count[u]`: how many times the n-gram spelled by the root->u path was written;
 - `prob_sum[u]` / `prob_count[u]`: sum and number of the model probabilities recorded for u's last
   token when it was written (exp of the logprob it was sampled with); 0 / 0 if none were given;
-- `owner[u]`: slot of the only request that wrote the n-gram, `MIXED` once two writers did,
-  `PROMPT` for n-grams of the shared prompt (lets a request tell its own history from its siblings');
+- `owner[u]`: who wrote the n-gram (lets a request tell its own history from its siblings'): the
+  slot (>= 0) of the only request that wrote it; `PROMPT` if only the group's prompt did;
+  `prompt_and(slot)` (<= -3) if the prompt and one request did; `MIXED` once two requests did;
 - `child_total[u]`: sum of u's children's counts (the denominator of next-token frequencies);
 - `kids[u]`: dict token -> child id, or None for a leaf.
 
@@ -31,6 +32,27 @@ from collections.abc import Sequence
 MIXED = -1
 PROMPT = -2
 ROOT = 0
+
+
+def prompt_and(slot: int) -> int:
+    """Owner code of an n-gram written by the prompt and by request `slot` alone."""
+    return -3 - slot
+
+
+def combine_owners(current: int, writer: int) -> int:
+    """Owner code after `writer` (a slot or PROMPT) writes an n-gram owned by `current`."""
+    if current == writer or current == MIXED:
+        return current
+    if writer == PROMPT:
+        return prompt_and(current) if current >= 0 else current
+    if current == PROMPT or current == prompt_and(writer):
+        return prompt_and(writer)
+    return MIXED
+
+
+def is_own(writers: int, slot: int) -> bool:
+    """True if only `slot` and/or the prompt wrote the n-gram (no sibling evidence in it)."""
+    return writers == slot or writers == PROMPT or writers == -3 - slot
 
 
 class Trie:
@@ -90,7 +112,7 @@ def advance(trie: Trie, active: list[int], token: int, prob: float | None, owner
                 trie.prob_sum[child] += prob
                 trie.prob_count[child] += 1
             if owners[child] != owner:
-                owners[child] = MIXED
+                owners[child] = combine_owners(owners[child], owner)
         child_total[node] += 1
         append(child)
     if len(new_active) > depth:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
 import urllib.request
 
 import psutil
@@ -89,3 +90,116 @@ def test_dead_scheduler_raises_readable_error(engines, tiny_llama):
             engine.generate("the answer is", {"temperature": 0, "max_new_tokens": 4})
     finally:
         engine.shutdown()
+
+
+# --- hostile clients: bad requests are refused at the door, the server stays up ----------------
+
+def _post_status(url: str, payload: dict) -> tuple[int, str]:
+    """Status and body text (a JSON object, or server-sent events when streaming)."""
+    req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def _greedy_ids(url: str) -> list[int]:
+    return _post(url + "/generate", {"text": PROMPT, "sampling_params": {
+        "temperature": 0, "max_new_tokens": 16, "ignore_eos": True}})["output_ids"]
+
+
+@pytest.mark.parametrize("payload, needle", [
+    ({"text": PROMPT, "sampling_params": {"custom_params": "consensus_group"}}, "custom_params must be a JSON object"),
+    ({"text": PROMPT, "sampling_params": {"custom_params": [1, 2]}}, "custom_params must be a JSON object"),
+    ({"text": PROMPT, "sampling_params": {"custom_params": {"consensus_group": True}}}, "consensus_group"),
+    ({"text": PROMPT, "sampling_params": {"custom_params": {"consensus_lead": "soon"}}}, "consensus_lead"),
+    ({"text": PROMPT, "sampling_params": {"custom_params": {"consensus_tenant": ""}}}, "consensus_tenant"),
+    ({"text": PROMPT, "sampling_params": {"custom_params": {"consensus_origin": "x"}}}, "set by the server only"),
+    ({"text": PROMPT, "sampling_params": {"n": 2, "custom_params": "g"}}, "custom_params must be a JSON object"),
+    ({"text": "", "sampling_params": {}}, "the prompt is empty"),
+    ({"input_ids": [1, 2, 10 ** 9], "sampling_params": {}}, r"input_ids\[2\] = 1000000000"),
+    ({"input_ids": [1, -3], "sampling_params": {}}, r"input_ids\[1\] = -3"),
+])
+def test_malformed_requests_get_a_clear_400_and_the_server_stays_up(consensus_server, payload, needle):
+    import re
+
+    before = _greedy_ids(consensus_server)
+    payload["sampling_params"] = {"max_new_tokens": 4, **payload["sampling_params"]}
+    status, body = _post_status(consensus_server + "/generate", payload)
+    assert status == 400 and re.search(needle, body), (status, body)
+    assert _greedy_ids(consensus_server) == before
+
+
+def test_fuzzed_requests_never_take_the_server_down(consensus_server):
+    """Random JSON in custom_params and in sampling parameters (hypothesis, fixed seed): every
+    request is answered, the server stays healthy, and greedy output does not change."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    before = _greedy_ids(consensus_server)
+    leaf = st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats(allow_nan=False) | st.text(max_size=12)
+    value = st.recursive(leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                         max_size=3), max_leaves=6)
+    custom_keys = st.sampled_from(["consensus_group", "consensus_tenant", "consensus_lead", "consensus_origin",
+                                   "consensus_other", "logit_processor_arg"])
+    custom = value | st.dictionaries(custom_keys, value | st.text(min_size=1, max_size=8), max_size=3)
+    sampling_keys = ["temperature", "top_p", "top_k", "min_p", "n", "stop", "stop_token_ids", "ignore_eos",
+                     "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "regex",
+                     "min_new_tokens", "no_stop_trim", "skip_special_tokens"]
+    optional = {key: st.integers(-2, 3) if key == "n" else value for key in sampling_keys}
+    optional["custom_params"] = custom
+    sampling = st.fixed_dictionaries({"max_new_tokens": st.integers(0, 6)}, optional=optional)
+    answered: list[int] = []
+
+    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(sampling=sampling, stream=st.booleans())
+    def probe(sampling, stream):
+        status, _ = _post_status(consensus_server + "/generate", {"text": PROMPT, "sampling_params": sampling,
+                                                                  "stream": stream})
+        answered.append(status)
+        assert status in (200, 400), (status, sampling)
+        with urllib.request.urlopen(consensus_server + "/health", timeout=30) as resp:
+            assert resp.status == 200, sampling
+
+    probe()
+    assert answered.count(200) >= 5 and answered.count(400) >= 5  # both paths were exercised
+    assert _greedy_ids(consensus_server) == before
+
+
+def test_bad_draft_width_is_a_one_line_error_in_under_5_s(tiny_llama):
+    import subprocess
+    import sys
+    import time
+
+    for width in ("0", "200", "abc"):
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "sgl_consensus.cli", "serve", "--device", "cpu", "--",
+                               "--model-path", str(tiny_llama), "--speculative-algorithm", "consensus",
+                               "--speculative-num-draft-tokens", width], capture_output=True, text=True, timeout=60)
+        assert time.monotonic() - start < 5
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"sgl-consensus serve: --speculative-num-draft-tokens must be an integer in [2, 64] for "
+            f"--speculative-algorithm consensus, got '{width}'"]
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"CONSENSUS_LOG_INTERVAL": "nan"}, "CONSENSUS_LOG_INTERVAL must be a finite number"),
+    ({"CONSENSUS_ISOLATION": "open"}, "CONSENSUS_ISOLATION"),
+])
+def test_bad_knobs_stop_the_cli_at_once(tiny_llama, env, needle):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "sgl_consensus.cli", "serve", "--device", "cpu", "--",
+                           "--model-path", str(tiny_llama), "--speculative-algorithm", "consensus"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_engine_refuses_a_bad_draft_width(tiny_llama):
+    from sgl_consensus.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=r"--speculative-num-draft-tokens must be an integer in \[2, 64\]"):
+        start_engine(**engine_kwargs(tiny_llama, "consensus", speculative_num_draft_tokens=0))
