@@ -160,7 +160,9 @@ class OursAdapter:
             new_logprobs = [None] * len(rids)
         for rid, tokens, lps in zip(rids, new_tokens, new_logprobs):
             extend(rid, tokens, lps)
-        return self.drafter.propose(rids)
+        proposal = self.drafter.propose(rids)
+        self.drafter.maintain()  # what the worker runs after the verify launch (timed with the step)
+        return proposal
 
     def finish(self, rid, tokens, logprobs, prompt, output):
         self.drafter.extend(rid, tokens, logprobs if self.use_logprobs else None)

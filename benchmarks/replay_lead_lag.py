@@ -96,6 +96,7 @@ def replay_group(drafter: ConsensusDrafter, group: str, prompt: list[int], sampl
                 budgets = [split[1] if furthest - pos[j] >= margin else split[0] for j in running]
                 target_tokens += sum(budgets)
             tokens, masks = drafter.propose(rids, budgets)
+            drafter.maintain()
             conts = [samples[j][pos[j]: pos[j] + 64] for j in running]  # longer than any tree path
             for j, acc in zip(running, accepted_lengths(tokens, masks, conts)):
                 advance = min(acc + 1, len(samples[j]) - pos[j])

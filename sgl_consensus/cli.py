@@ -2,6 +2,7 @@
 
     sgl-consensus serve --device cpu -- --model-path M --speculative-algorithm consensus
     sgl-consensus demo            # self-consistency on CPU: no speculation vs NGRAM vs consensus
+    sgl-consensus gpu-check       # on a CUDA machine: exactness and speed of the worker there
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "speculation and with speculative decoding, and prints a comparison.")
     add_demo_arguments(demo)
     demo.set_defaults(func=cmd_demo)
+
+    from sgl_consensus import gpu_check
+
+    check = sub.add_parser("gpu-check", help="check correctness and speed of the worker on a CUDA GPU",
+                           description=gpu_check.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    gpu_check.add_arguments(check)
+    check.set_defaults(func=gpu_check.run)
     return parser
 
 

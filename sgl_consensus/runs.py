@@ -48,8 +48,10 @@ def _verify_steps(meta: dict[str, Any], tokens: int) -> int:
     return int(ct) if ct is not None else tokens
 
 
-async def _run_paths(engine, requests: Sequence[tuple[int, str, dict]], on_done: Callable[[], None]):
-    async def one(group: int, prompt: str, params: dict) -> PathResult:
+async def _run_paths(engine, requests: Sequence[tuple[int, str, dict, float]], on_done: Callable[[], None]):
+    async def one(group: int, prompt: str, params: dict, delay_s: float) -> PathResult:
+        if delay_s:
+            await asyncio.sleep(delay_s)
         out = await engine.async_generate(prompt, params)
         ids = list(out.get("output_ids") or [])
         meta = out["meta_info"]
@@ -68,18 +70,23 @@ def run_paths(
     sampling_params: dict,
     progress: Callable[[], None] = lambda: None,
     tenant_per_prompt: bool = False,
+    second_wave_delay_s: float = 0.0,
 ) -> tuple[list[PathResult], RunSummary]:
     """Run ``paths_per_prompt`` sampled paths for each prompt, all at once; tag siblings as a group.
 
     ``tenant_per_prompt``: each prompt's paths belong to a tenant of their own (multi-tenant
-    traffic: nothing drafts across prompts)."""
+    traffic: nothing drafts across prompts). ``second_wave_delay_s``: the second half of every
+    prompt's paths is submitted that much later (with fewer running slots than paths, they start
+    when earlier siblings finish: the staggered regime)."""
     requests = []
     for group, prompt in enumerate(prompts):
         params = dict(sampling_params)
         params["custom_params"] = {"consensus_group": f"p{group}"}
         if tenant_per_prompt:
             params["custom_params"]["consensus_tenant"] = f"tenant-{group}"
-        requests += [(group, prompt, params)] * paths_per_prompt
+        first_wave = (paths_per_prompt + 1) // 2 if second_wave_delay_s else paths_per_prompt
+        requests += [(group, prompt, params, 0.0 if i < first_wave else second_wave_delay_s)
+                     for i in range(paths_per_prompt)]
     start = time.perf_counter()
     results = engine.run(_run_paths(engine, requests, progress))
     wall = time.perf_counter() - start

@@ -44,7 +44,7 @@ from sgl_consensus.lead_lag import parse_lead
 PREFIX = "CONSENSUS_"
 DRAFTERS = ("consensus", "prompt_lookup", "ngram_corpus")
 # Variables of this prefix that are not worker knobs.
-_OTHER_VARS = {"CONSENSUS_CPU", "CONSENSUS_CACHE", "CONSENSUS_VENV", "CONSENSUS_CONFIG"}
+_OTHER_VARS = {"CONSENSUS_CPU", "CONSENSUS_CACHE", "CONSENSUS_VENV", "CONSENSUS_CONFIG", "CONSENSUS_CPU_OVERLAP"}
 
 
 class SettingsError(ValueError):

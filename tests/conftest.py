@@ -10,8 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# CPU activation must precede any SGLang import in this process and reach every spawned one.
+# On a CPU-only machine, CPU activation must precede any SGLang import in this process and reach
+# every spawned one. Where CUDA is available the suite runs SGLang as users do (no activation).
 from sgl_consensus import cpu  # noqa: E402
+from sgl_consensus.testing.devices import cuda_available  # noqa: E402
 
-cpu.activate()
+if not cuda_available():
+    cpu.activate()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

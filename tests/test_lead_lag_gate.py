@@ -109,5 +109,5 @@ def test_hook_reads_sglang_requests_as_the_worker_groups_them():
         assert lead_lag_hook._group_of(r) == grouper.assign("x", consensus_params(r), [1, 2, 3]) is not None
     assert lead_lag_hook._group_of(req()) is None  # a lone request is never gated
     assert lead_lag_hook._group_of(req("not a dict")) is None  # malformed fields never raise in the scheduler
-    assert lead_lag_hook._decodes(req(max_new_tokens=None))  # SGLang: None = up to the context length
-    assert not lead_lag_hook._decodes(req(max_new_tokens=0))  # the n > 1 prefix warm-up
+    assert lead_lag_hook.decodes(req(max_new_tokens=None))  # SGLang: None = up to the context length
+    assert not lead_lag_hook.decodes(req(max_new_tokens=0))  # the n > 1 prefix warm-up

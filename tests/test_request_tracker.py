@@ -1,11 +1,16 @@
-"""RequestTracker keeps the drafter in step with scheduler requests (plain stand-in objects)."""
+"""RequestTracker keeps the drafter in step with scheduler requests (plain stand-in objects).
+
+The overlap cases use the layout SGLang's FutureMap relays to the next step: the previous step's
+accepted tokens as one row of ``stride`` tokens per request (flattened) plus ``accept_lens``; and
+SGLang's KV length ``seq_len`` (committed tokens minus the one the next step feeds in).
+"""
 
 from __future__ import annotations
 
 from array import array
 from types import SimpleNamespace
 
-from sgl_consensus.adapter.request_tracker import RequestTracker
+from sgl_consensus.adapter.request_tracker import RequestTracker, pending_rows
 from sgl_consensus.drafting import ConsensusDrafter, DraftConfig
 from sgl_consensus.grouping import SiblingGrouper
 
@@ -24,37 +29,83 @@ class RecordingDrafter(ConsensusDrafter):
         self.seen[rid] += list(token_ids)
 
 
-def _req(rid, prompt, tag=None, n=1):
-    return SimpleNamespace(rid=rid, origin_input_ids_unpadded=array("q", prompt), output_ids=array("q"),
+def _req(rid, prompt, tag=None, n=1, max_new_tokens=16):
+    ids = array("q", prompt)
+    return SimpleNamespace(rid=rid, origin_input_ids_unpadded=ids, origin_input_ids=ids, output_ids=array("q"),
                            finished_reason=None, finished=lambda: False,
-                           sampling_params=SimpleNamespace(n=n, custom_params={"consensus_group": tag} if tag else None))
+                           sampling_params=SimpleNamespace(n=n, max_new_tokens=max_new_tokens,
+                                                           custom_params={"consensus_group": tag} if tag else None))
 
 
 def test_sync_extends_only_new_tokens_including_pending():
     drafter = RecordingDrafter()
     tracker = RequestTracker(drafter, SiblingGrouper())
     a = _req("a", [1, 2, 3], tag="g")
-    assert tracker.sync([a]) == ["a"]
+    assert tracker.sync([a]) == (["a"], [3])
     a.output_ids.extend([4, 5])
-    tracker.sync([a], pending=[[6]])          # overlap: 6 accepted, not yet in output_ids
-    a.output_ids.extend([6, 7])               # now output_ids caught up (6) and moved on (7)
+    assert tracker.sync([a], pending=[[6]])[1] == [6]      # overlap: 6 accepted, not yet in output_ids
+    a.output_ids.extend([6, 7])                            # now output_ids caught up (6) and moved on (7)
     tracker.sync([a], pending=[[]])
     assert drafter.seen["a"] == [1, 2, 3, 4, 5, 6, 7]
 
 
-def test_finished_requests_are_removed_and_rewinds_restart():
+def test_overlap_splice_in_future_map_layout():
+    """Committed = SGLang's seq_len + 1 - prompt length; pending fills only what output_ids lacks."""
+    drafter = RecordingDrafter()
+    tracker = RequestTracker(drafter, SiblingGrouper())
+    a, b = _req("a", [1, 2, 3], tag="g"), _req("b", [1, 2, 3], tag="g")
+    stride = 4
+    tracker.admit([a, b])  # prompts indexed at prefill
+    # first decode step after the prefill: output_ids still empty, the prefill's token is relayed
+    relay = pending_rows([10, 0, 0, 0, 20, 0, 0, 0], [1, 1], stride)
+    assert tracker.sync([a, b], seq_lens=[3, 3], pending=relay) == (["a", "b"], [10, 20])
+    # a accepted 3 tokens, b 1; output_ids now holds the first step's tokens only
+    a.output_ids.extend([10])
+    b.output_ids.extend([20])
+    relay = pending_rows([11, 12, 13, 0, 21, 0, 0, 0], [3, 1], stride)
+    assert tracker.sync([a, b], seq_lens=[6, 4], pending=relay)[1] == [13, 21]
+    # a batch after a prefill step: output_ids caught up, the relayed row is stale (already there)
+    a.output_ids.extend([11, 12, 13])
+    b.output_ids.extend([21])
+    assert tracker.sync([a, b], seq_lens=[6, 4], pending=relay)[1] == [13, 21]
+    assert drafter.seen["a"] == [1, 2, 3, 10, 11, 12, 13] and drafter.seen["b"] == [1, 2, 3, 20, 21]
+    assert tracker.root_resyncs == 0
+
+
+def test_a_drafter_that_lost_a_token_is_resynced():
+    drafter = RecordingDrafter()
+    tracker = RequestTracker(drafter, SiblingGrouper())
+    a = _req("a", [1, 2, 3])
+    tracker.sync([a])
+    a.output_ids.extend([4, 5])
+    tracker._tracked["a"].committed_outputs = 2  # pretend the drafter saw 4, 5 (it did not)
+    assert tracker.sync([a])[1] == [5]
+    assert tracker.root_resyncs == 1 and drafter.last_token("a") == 5
+    assert drafter.seen["a"] == [1, 2, 3, 4, 5]
+
+
+def test_finished_requests_are_released_after_they_leave_and_rewinds_restart():
     drafter = RecordingDrafter()
     tracker = RequestTracker(drafter, SiblingGrouper())
     a, b = _req("a", [1, 2], tag="g"), _req("b", [1, 2], tag="g")
     tracker.sync([a, b])
+    tracker.release_departed([a, b])
     a.output_ids.extend([9, 9, 9])
     tracker.sync([a, b])
     a.output_ids = array("q", [9])            # retracted and re-prefilled: outputs rewound
     tracker.sync([a, b])
     assert drafter.seen["a"] == [1, 2, 9]
+    tracker.release_departed([a])              # b left the batch but is not finished: kept
+    assert len(tracker) == 2
     b.finished = lambda: True
-    tracker.sync([a])                          # b left the batch and is finished: freed
+    tracker.release_departed([a])              # now it is: freed
     assert len(tracker) == 1 and drafter.stats()["live_requests"] == 1
     a.finished = lambda: True
     tracker.prune_finished()
     assert len(tracker) == 0 and drafter.stats()["live_requests"] == 0 and drafter.stats()["live_groups"] == 0
+
+
+def test_prefill_only_requests_are_never_indexed():
+    tracker = RequestTracker(RecordingDrafter(), SiblingGrouper())
+    tracker.admit([_req("warm-up", [1, 2], max_new_tokens=0), _req("real", [1, 2], max_new_tokens=None)])
+    assert len(tracker) == 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Hashable
 
-from sgl_consensus.adapter.request_tracker import consensus_params
+from sgl_consensus.adapter.request_tracker import consensus_params, decodes
 from sgl_consensus.grouping import explicit_group_key
 from sgl_consensus.lead_lag import LeadLagGate, RequestView
 
@@ -38,19 +38,13 @@ def _make_lead_of(default_lead: float):
     return lead_of
 
 
-def _decodes(req) -> bool:
-    """False only for prefill-only requests (SGLang's ``n > 1`` warm-up); None = no limit."""
-    limit = req.sampling_params.max_new_tokens
-    return limit is None or limit > 0
-
-
 def make_gate(default_lead: float) -> LeadLagGate:
     return LeadLagGate(RequestView(
         group_of=_group_of,
         lead_of=_make_lead_of(default_lead),
         progress_of=lambda req: len(req.output_ids),
         is_done=lambda req: req.finished(),
-        decodes=_decodes,
+        decodes=decodes,
     ))
 
 

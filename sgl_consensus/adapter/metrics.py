@@ -23,6 +23,7 @@ class DraftMetrics:
     steps: int = 0
     request_steps: int = 0
     draft_seconds: float = 0.0
+    root_resyncs: int = 0  # drafter views rebuilt because node 0 disagreed with SGLang's last token
     nodes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCE_KEYS, 0))
     _last_log: float = field(default_factory=time.monotonic)
 
@@ -48,6 +49,7 @@ class DraftMetrics:
             "request_steps": self.request_steps,
             "draft_ms_per_step": 1000 * self.draft_seconds / max(self.steps, 1),
             "draft_ms_per_request_step": 1000 * self.draft_seconds / max(self.request_steps, 1),
+            "root_resyncs": self.root_resyncs,
             "sibling_fraction": self.nodes["draft_nodes_sibling"] / max(drafted, 1),
             "global_fraction": self.nodes["draft_nodes_global"] / max(drafted, 1),
             "own_fraction": self.nodes["draft_nodes_own"] / max(drafted, 1),

@@ -1,9 +1,18 @@
 """Keeps a drafter's view of requests in step with SGLang's scheduler.
 
-SGLang has no "request added / finished" callback for speculative workers, so the tracker diffs each
-decode batch against what the drafter already holds: new requests are added with their prompt, new
-committed tokens are extended, and tracked requests that the scheduler has finished or aborted are
-removed. A request that merely sits out a step (e.g. retracted for memory) stays tracked.
+SGLang has no "request added / finished" callback for speculative workers, so the tracker follows
+the batches: a request's prompt is indexed when its prefill is launched (``admit``), new committed
+tokens are extended at each draft step (``sync``), and requests that left the decode batch are
+checked for being finished after the verify launch (``release_departed``). A request that merely
+sits out a step (e.g. retracted for memory) stays tracked.
+
+What is committed is decided by SGLang's own sequence length, never by counting tokens we were
+shown: at a decode step the batch's ``seq_lens[i]`` tokens are in the KV cache and the next input
+(node 0 of the tree) is the last committed token, so a request has ``seq_len + 1 - prompt length``
+committed output tokens. Under overlap scheduling ``req.output_ids`` lags one step; the missing tail
+is taken from the previous step's accepted tokens (``pending``, in the layout SGLang's FutureMap
+relays: one row of ``stride`` tokens per request, ``accept_lens`` of them valid). A pending row that
+is stale (its tokens already in ``output_ids``) is then simply not used.
 """
 
 from __future__ import annotations
@@ -26,20 +35,51 @@ def consensus_params(req) -> ConsensusParams:
     return read_params(getattr(req.sampling_params, "custom_params", None))
 
 
+def pending_rows(accept_tokens: Sequence[int], accept_lens: Sequence[int], stride: int) -> list[list[int]]:
+    """Per request, the tokens accepted by the previous step: FutureMap's relay layout (one row of
+    ``stride`` tokens per request, flattened; ``accept_lens[i]`` of row i are valid)."""
+    return [list(accept_tokens[i * stride: i * stride + n]) for i, n in enumerate(accept_lens)]
+
+
 class RequestTracker:
     def __init__(self, drafter, grouper: SiblingGrouper) -> None:
         self.drafter = drafter
         self.grouper = grouper
         self._tracked: dict[Hashable, _Tracked] = {}
+        self._away: set[Hashable] = set()  # tracked, but not in the last decode batch
+        self._last_batch: set[Hashable] = set()
+        self.root_resyncs = 0  # drafter tail disagreed with SGLang's last committed token
 
-    def sync(self, reqs: Sequence[Any], pending: list[list[int]] | None = None) -> list[Hashable]:
-        """Bring the drafter up to date with ``reqs``; returns their rids in batch order."""
-        self._drop_finished(reqs)
-        rids = []
-        for i, req in enumerate(reqs):
-            self._sync_one(req, pending[i] if pending is not None else [])
-            rids.append(req.rid)
-        return rids
+    # -- lifecycle --------------------------------------------------------------------------
+    def admit(self, reqs: Sequence[Any]) -> None:
+        """Index new requests' prompts (called right after their prefill is launched). Requests of
+        the last decode batch that have finished since are released first, so that a new request
+        never joins a group whose members have all ended (e.g. a reused tag under strict isolation)."""
+        self.release_departed(())
+        for req in reqs:
+            if req.rid not in self._tracked and decodes(req):
+                self._add(req)
+
+    def release_departed(self, batch_reqs: Sequence[Any]) -> None:
+        """After a decode step: requests that left the batch are freed once SGLang says they finished.
+
+        Only requests away from the batch are looked at (a set difference, not a poll of all)."""
+        current = {req.rid for req in batch_reqs}
+        self._away |= self._last_batch - current
+        self._away -= current
+        self._last_batch = current
+        for rid in list(self._away):
+            tracked = self._tracked.get(rid)
+            if tracked is None:
+                self._away.discard(rid)
+            elif tracked.req.finished():
+                self._remove(rid)
+
+    def prune_finished(self) -> None:
+        """Free every tracked request the scheduler has finished or aborted (for reports)."""
+        for rid, tracked in list(self._tracked.items()):
+            if tracked.req.finished():
+                self._remove(rid)
 
     def reset(self) -> None:
         if self.drafter is not None:
@@ -47,47 +87,80 @@ class RequestTracker:
         for rid in list(self._tracked):
             self.grouper.release(rid)
         self._tracked.clear()
+        self._away.clear()
+        self._last_batch.clear()
 
     def __len__(self) -> int:
         return len(self._tracked)
 
-    def _sync_one(self, req, pending: list[int]) -> None:
-        """Extend the drafter with the request's committed tokens it has not seen yet.
+    # -- per decode step --------------------------------------------------------------------
+    def sync(
+        self, reqs: Sequence[Any], seq_lens: Sequence[int] | None = None, pending: list[list[int]] | None = None
+    ) -> tuple[list[Hashable], list[int]]:
+        """Bring the drafter up to date with ``reqs``: their rids and last committed tokens (the
+        roots of their draft trees), in batch order.
 
-        Committed = ``req.output_ids`` followed by ``pending`` (accepted last step, not yet in
-        ``output_ids`` under overlap scheduling). Only the new tail is sliced: no per-step copy of
-        the whole output, so long sequences cost O(new tokens) per step.
-        """
+        ``seq_lens``: SGLang's committed KV lengths of the batch (None: trust ``output_ids`` plus
+        ``pending``, which is exact without overlap scheduling)."""
+        rids, roots = [], []
+        for i, req in enumerate(reqs):
+            roots.append(self._sync_one(req, None if seq_lens is None else int(seq_lens[i]),
+                                        pending[i] if pending is not None else ()))
+            rids.append(req.rid)
+        return rids, roots
+
+    def _sync_one(self, req, seq_len: int | None, pending: Sequence[int]) -> int:
         outputs = req.output_ids
-        total = len(outputs) + len(pending)
+        committed = len(outputs) + len(pending) if seq_len is None else seq_len + 1 - len(req.origin_input_ids)
+        if committed > len(outputs) + len(pending):
+            raise RuntimeError(f"request {req.rid!r}: SGLang reports {committed} committed output tokens, "
+                               f"but only {len(outputs)} + {len(pending)} pending are known")
         tracked = self._tracked.get(req.rid)
-        if tracked is not None and total < tracked.committed_outputs:
-            # outputs rewound (retraction / re-prefill): start the request over
-            self._remove(req.rid)
+        if tracked is not None and committed < tracked.committed_outputs:
+            self._remove(req.rid)  # outputs rewound (retraction / re-prefill): start over
             tracked = None
         if tracked is None:
-            prompt = list(req.origin_input_ids_unpadded)
-            params = consensus_params(req)
-            group = self.grouper.assign(req.rid, params, prompt)
-            self.drafter.add(req.rid, group, prompt, tenant=params.tenant)
-            tracked = self._tracked[req.rid] = _Tracked(req, 0)
+            tracked = self._add(req)
         seen = tracked.committed_outputs
-        if seen < total:
-            new = list(outputs[seen:]) + list(pending) if seen <= len(outputs) else list(pending[seen - len(outputs):])
-            self.drafter.extend(req.rid, new)
-            tracked.committed_outputs = total
+        if seen < committed:
+            self.drafter.extend(req.rid, _committed_slice(outputs, pending, seen, committed))
+            tracked.committed_outputs = committed
+        root = _committed_slice(outputs, pending, committed - 1, committed)[0] if committed else \
+            int(req.origin_input_ids_unpadded[-1])
+        if self.drafter.last_token(req.rid) != root:
+            # The drafter missed or doubled a token: rebuild its view from SGLang's.
+            self.root_resyncs += 1
+            self._remove(req.rid)
+            tracked = self._add(req)
+            if committed:
+                self.drafter.extend(req.rid, _committed_slice(outputs, pending, 0, committed))
+            tracked.committed_outputs = committed
+        return root
 
-    def prune_finished(self) -> None:
-        """Remove every tracked request the scheduler has finished or aborted."""
-        self._drop_finished(())
-
-    def _drop_finished(self, reqs: Sequence[Any]) -> None:
-        in_batch = {req.rid for req in reqs}
-        for rid, tracked in list(self._tracked.items()):
-            if rid not in in_batch and tracked.req.finished():
-                self._remove(rid)
+    def _add(self, req) -> _Tracked:
+        prompt = req.origin_input_ids_unpadded
+        params = consensus_params(req)
+        group = self.grouper.assign(req.rid, params, prompt)
+        self.drafter.add(req.rid, group, list(prompt), tenant=params.tenant)
+        tracked = self._tracked[req.rid] = _Tracked(req, 0)
+        return tracked
 
     def _remove(self, rid: Hashable) -> None:
         self._tracked.pop(rid, None)
+        self._away.discard(rid)
         self.grouper.release(rid)
         self.drafter.remove(rid)
+
+
+def _committed_slice(outputs, pending: Sequence[int], start: int, stop: int) -> list[int]:
+    """Tokens ``start:stop`` of the committed output ``outputs + pending`` (no copy of the rest)."""
+    head = list(outputs[start:min(stop, len(outputs))]) if start < len(outputs) else []
+    if stop > len(outputs):
+        head += list(pending[max(start - len(outputs), 0): stop - len(outputs)])
+    return head
+
+
+def decodes(req) -> bool:
+    """False for prefill-only requests (SGLang's ``n > 1`` warm-up); None = no limit."""
+    limit = req.sampling_params.max_new_tokens
+    return limit is None or limit > 0

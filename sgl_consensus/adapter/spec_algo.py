@@ -9,7 +9,34 @@ with NGRAM's answers.
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from sglang.srt.speculative.spec_registry import CustomSpecAlgo
+
+CPU_OVERLAP_ENV = "CONSENSUS_CPU_OVERLAP"
+
+
+def cpu_overlap_requested() -> bool:
+    """SGLang turns overlap scheduling off for speculative decoding on CPU; the consensus worker
+    runs it there too (it has no device streams to overlap, but it exercises the overlap path:
+    results one step late, accepted tokens relayed through the FutureMap). Tests use it."""
+    from sgl_consensus import cpu
+
+    return cpu.is_active() and os.environ.get(CPU_OVERLAP_ENV) == "1"
+
+
+@contextlib.contextmanager
+def _cpu_overlap_kept(keep: bool):
+    from sglang.srt.arg_groups import speculative_hook
+
+    original = speculative_hook._disable_overlap_schedule_for_cpu
+    if keep:
+        speculative_hook._disable_overlap_schedule_for_cpu = lambda server_args: None
+    try:
+        yield
+    finally:
+        speculative_hook._disable_overlap_schedule_for_cpu = original
 
 
 class ConsensusSpecAlgo(CustomSpecAlgo):
@@ -47,11 +74,16 @@ class ConsensusSpecAlgo(CustomSpecAlgo):
         cfg = resolving_view(server_args)
         if getattr(cfg, "pp_size", 1) > 1:
             raise SettingsError("--speculative-algorithm consensus does not support pipeline parallelism (--pp-size > 1)")
+        for flag in ("enable_deterministic_inference", "enable_watermark"):
+            if getattr(cfg, flag, False):
+                raise SettingsError(f"--speculative-algorithm consensus does not support --{flag.replace('_', '-')} "
+                                    "(its exact verification has no per-request seeds or watermarks)")
         if getattr(cfg, "enable_dp_attention", False):
             raise SettingsError("--speculative-algorithm consensus does not support --enable-dp-attention")
         # NGRAM's own resolution: draft width default, topk = BFS breadth, no mixed chunk,
-        # overlap off on CPU.
-        _handle_ngram(server_args)
+        # overlap off on CPU (kept on with CONSENSUS_CPU_OVERLAP=1: tests of the overlap path).
+        with _cpu_overlap_kept(cpu_overlap_requested()):
+            _handle_ngram(server_args)
         check_draft_width(resolving_view(server_args).speculative_num_draft_tokens)
 
 

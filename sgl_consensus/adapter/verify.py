@@ -1,12 +1,15 @@
-"""Verification glue: lossless sampled verification for the consensus worker on CPU.
+"""Verification glue: exact sampled verification wherever SGLang's own would not be.
 
-``NGRAMWorker.forward_batch_generation`` calls SGLang's ``eagle_sample``, which on CPU verifies
-every request greedily. While the consensus worker runs a step on CPU, :func:`lossless_verify`
-stands in for it: all-greedy batches still go to SGLang's own function; batches with sampled
-requests get SGLang's logit adjustments (penalties, logit bias, grammar mask), one target sample
-per draft node from the exact plain-decoding distribution, and SGLang's own tree walk
-(``verify_tree_greedy_func``) over those samples. Greedy requests in a mixed batch have
-``top_k = 1`` and so are walked on their argmax.
+``NGRAMWorker.forward_batch_generation`` calls SGLang's ``eagle_sample``. It is not exact for
+sampled requests in two cases: on CPU it verifies every request greedily, and on CUDA its tree
+sampling renormalises top-k, then top-p separately and ignores min_p, unlike plain decoding (which
+applies top-k, top-p and min_p to the original distribution at once). For those batches
+(:func:`needs_exact_verification`) the worker runs the step inside :func:`exact_verification`,
+where :func:`lossless_verify` stands in: all-greedy batches still go to SGLang's own function;
+batches with sampled requests get SGLang's logit adjustments (penalties, logit bias, grammar
+mask), one target sample per draft node from the exact plain-decoding distribution (plain torch,
+any device), and SGLang's own tree walk (``verify_tree_greedy_func``) over those samples. Greedy
+requests in a mixed batch have ``top_k = 1`` and so are walked on their argmax.
 """
 
 from __future__ import annotations
@@ -40,10 +43,8 @@ def lossless_verify(verify_input, batch, logits_output, grammar_mask=None, **kwa
     if batch.forward_mode.is_idle() or info.is_all_greedy:
         return _sglang_eagle_sample(verify_input, batch, logits_output, grammar_mask, **kwargs)
     watermark = kwargs.get("watermark_state")
-    if watermark is not None and info.has_watermark_candidates:
-        raise NotImplementedError("watermarked sampling is not supported by sgl-consensus' CPU verification")
-    if info.sampling_seed is not None:
-        raise NotImplementedError("per-request sampling seeds are not supported by sgl-consensus' CPU verification")
+    # Refused at start (spec_algo.handle_server_args): --enable-watermark, --enable-deterministic-inference.
+    assert not (watermark is not None and info.has_watermark_candidates) and info.sampling_seed is None
 
     bs, n = len(batch.seq_lens), verify_input.draft_token_num
     logits = logits_output.next_token_logits
@@ -69,9 +70,16 @@ def lossless_verify(verify_input, batch, logits_output, grammar_mask=None, **kwa
     return predict, num_correct + 1, accept_index
 
 
+def needs_exact_verification(info, on_cpu: bool) -> bool:
+    """Whether SGLang's verify would not be exact for this batch (host-side flags only: no sync)."""
+    if info is None or info.is_all_greedy:
+        return False
+    return on_cpu or info.need_min_p_sampling or (info.need_top_k_sampling and info.need_top_p_sampling)
+
+
 @contextlib.contextmanager
-def cpu_lossless_verification():
-    """Within this block, NGRAM's verify step (as inherited by our worker) samples losslessly."""
+def exact_verification():
+    """Within this block, NGRAM's verify step (as inherited by our worker) samples exactly."""
     ngram_worker.eagle_sample = lossless_verify
     try:
         yield

@@ -67,6 +67,9 @@ class DraftConfig:
     global_skip_depth: int | None = None
     # Depth of the global corpus trie; None = the group tries' depth (max_match_len + draft depth).
     global_max_depth: int | None = None
+    # Only a prompt's last this many tokens are written into the tries (the n-grams near the end of
+    # a prompt are the ones outputs repeat; bounds the work of a new request). None = all of it.
+    prompt_index_tokens: int | None = 1024
     # Finished groups waiting to be merged beyond this many are dropped (oldest first).
     max_pending_merges: int = 4
     # Each tenant has its own global corpus (drafts never carry one tenant's text to another);
@@ -115,6 +118,8 @@ class DraftConfig:
         _require(self.global_min_count >= 1, "global_min_count", self.global_min_count, "must be >= 1")
         _require(self.linger_groups >= 0, "linger_groups", self.linger_groups, "must be >= 0")
         _require(self.max_pending_merges >= 0, "max_pending_merges", self.max_pending_merges, "must be >= 0")
+        if self.prompt_index_tokens is not None:
+            _require(self.prompt_index_tokens >= 1, "prompt_index_tokens", self.prompt_index_tokens, "must be >= 1")
         _require(self.max_tenant_corpora >= 1, "max_tenant_corpora", self.max_tenant_corpora, "must be >= 1")
 
     @property

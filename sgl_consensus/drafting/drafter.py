@@ -10,7 +10,9 @@ its last `trie_depth` tokens. Costs, per request:
   the tree costs O(n log n + n x branching). Nothing depends on the sequence length or on the
   number of siblings (their evidence is already aggregated in the trie counts).
 Output layout is SGLang NGRAM's: node 0 is the last committed token, nodes in BFS order (parents
-first), padding = token 0 child of the root, mask[i, j] iff j is i or an ancestor of i.
+first), mask[i, j] iff j is i or an ancestor of i. Padding rows (a tree smaller than the width) are
+token 0 with no ancestor: detached, so no verify walk reaches them. (SGLang's own NGRAM pads with
+token-0 children of the root; two such siblings make its CUDA tree sampling count token 0 twice.)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .sources import GlobalCorpus, GroupIndex
 from .tree import GLOBAL, OWN, SIBLING, build_tree
 
 _SOLO = object()  # group-key marker of a request drafting without siblings
+PADDING = 0  # token of padding rows; they are detached (no ancestor), so the token is never compared
 _MASK_CACHE_SIZE = 4096
 _MERGE_BATCH = 256
 
@@ -60,6 +63,7 @@ class ConsensusDrafter:
         # One global corpus per tenant, least recently used dropped first: finished groups feed only
         # later requests of their own tenant.
         self._corpora: OrderedDict[Hashable, GlobalCorpus] = OrderedDict()
+        self._merge_due: set[GlobalCorpus] = set()  # corpora whose paid-for merges `maintain` runs
         self._counters = _zero_counters()
         self._mask_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._last_sources: list[tuple[int, int, int]] = []
@@ -87,7 +91,8 @@ class ConsensusDrafter:
         if group is not None:
             _check_hashable(group, f"group of request {rid!r}")
         _check_hashable(tenant, f"tenant of request {rid!r}")
-        prompt = validation.token_list(rid, prompt_ids, "prompt_ids")
+        keep = self.config.prompt_index_tokens
+        prompt = validation.token_list(rid, prompt_ids if keep is None else prompt_ids[-keep:], "prompt_ids")
         if not prompt:
             raise ValueError(f"request {rid!r}: prompt_ids is empty; a request needs at least one token")
         corpus = self._corpus_of(tenant)
@@ -138,12 +143,19 @@ class ConsensusDrafter:
         corpus = request.corpus
         if corpus.pending:
             # Finished groups merge into their tenant's global corpus at a pace set by that tenant's
-            # new writes, in batches of _MERGE_BATCH visits (tiny increments would cost more in
-            # call overhead than work).
+            # new writes; the work itself runs in `maintain` (off the drafting path).
             corpus.merge_credit += self.config.merge_visits_per_token * len(tokens)
             if corpus.merge_credit >= _MERGE_BATCH:
-                corpus.pump(corpus.merge_credit)
-                corpus.merge_credit = 0
+                self._merge_due.add(corpus)
+
+    def maintain(self) -> None:
+        """Background work: run the global-corpus merges paid for by recent writes, in batches of
+        _MERGE_BATCH visits or more (tiny increments would cost more in call overhead than work).
+        The worker calls it after launching a verify, while the device computes."""
+        for corpus in self._merge_due:
+            corpus.pump(corpus.merge_credit)
+            corpus.merge_credit = 0
+        self._merge_due.clear()
 
     def remove(self, rid: Hashable) -> None:
         """Forget `rid`. Its n-grams keep serving its group until the group's last member leaves,
@@ -169,6 +181,7 @@ class ConsensusDrafter:
         self._groups.clear()
         self._lingering.clear()
         self._corpora.clear()
+        self._merge_due.clear()
         self._counters = _zero_counters()
 
     # ------------------------------------------------------------------ drafting
@@ -222,7 +235,7 @@ class ConsensusDrafter:
             flat_tokens += tokens
             missing = n - len(tokens)
             if missing:
-                flat_tokens += [0] * missing  # padding: token 0, child of the root
+                flat_tokens += [PADDING] * missing  # detached rows (see _ancestor_mask)
                 padding += missing
             row = [0, 0, 0]
             for label in labels[1:]:
@@ -303,6 +316,10 @@ class ConsensusDrafter:
     def __len__(self) -> int:
         return len(self._requests)
 
+    def last_token(self, rid: Hashable) -> int:
+        """The last token recorded for `rid` (its prompt's, if no output yet): the next tree's root."""
+        return self._get(rid).tail[-1]
+
     def __contains__(self, rid: object) -> bool:
         return rid in self._requests
 
@@ -320,14 +337,14 @@ def _source_rank(source: tuple) -> tuple[int, float]:
 
 
 def _ancestor_mask(parents: list[int], n: int) -> np.ndarray:
-    """mask[i, j] iff j is i or an ancestor of i; padding rows (beyond the tree) hang off the root."""
+    """mask[i, j] iff j is i or an ancestor of i. Padding rows (beyond the tree) are *detached*:
+    no ancestor, so no tree walk can reach them (see `PADDING`)."""
     mask = np.zeros((n, n), dtype=np.bool_)
     for i, parent in enumerate(parents):
         if parent >= 0:
             mask[i] = mask[parent]
         mask[i, i] = True
     for i in range(len(parents), n):
-        mask[i, 0] = True
         mask[i, i] = True
     mask.setflags(write=False)
     return mask

@@ -35,9 +35,8 @@ def chain_tree(last_token: int, chain: Sequence[int], num_draft_tokens: int) -> 
     depth = len(chain)
     # chain nodes: lower-triangular (every earlier chain node is an ancestor)
     mask[: depth + 1, : depth + 1] = np.tril(np.ones((depth + 1, depth + 1), dtype=np.bool_))
-    # padding nodes: children of the root
+    # padding nodes: detached (no ancestor), so no verify walk reaches them
     for i in range(depth + 1, n):
-        mask[i, 0] = True
         mask[i, i] = True
     return tokens, mask
 
@@ -92,6 +91,9 @@ class PromptLookupDrafter:
     def last_proposal_sources(self) -> list[tuple[int, int, int]]:
         """Per request of the last `propose`: draft nodes from (siblings, global, own history) = (0, 0, k)."""
         return list(self._last_sources)
+
+    def last_token(self, rid: Hashable) -> int:
+        return self._history(rid).tokens[-1]
 
     def remove(self, rid: Hashable) -> None:
         if self._requests.pop(rid, None) is None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sgl_consensus.cpu import ENGINE_DEFAULTS
 from sgl_consensus.engine import environment, start_engine
+from sgl_consensus.testing.devices import engine_defaults
 
 NUM_DRAFT_TOKENS = 4
 # A small KV pool: tiny models need little, and several SGLang processes share 24 GiB with others.
@@ -14,7 +14,7 @@ MAX_TOTAL_TOKENS = 16384
 
 def engine_kwargs(model_path: Path, algorithm: str | None, **extra) -> dict:
     kwargs = dict(
-        ENGINE_DEFAULTS,
+        engine_defaults(),
         model_path=str(model_path),
         max_total_tokens=MAX_TOTAL_TOKENS,
         max_running_requests=16,

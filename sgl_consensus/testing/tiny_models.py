@@ -110,6 +110,13 @@ def _model_config(spec: TinyModelSpec, vocab_size: int, tokenizer) -> "object":
     raise ValueError(f"TinyModelSpec.arch must be 'llama' or 'qwen2', got {spec.arch!r}")
 
 
+def device_spec(**fields) -> TinyModelSpec:
+    """A TinyModelSpec with the shapes this device's attention serves (see ``testing.devices``)."""
+    from sgl_consensus.testing.devices import tiny_model_overrides
+
+    return TinyModelSpec(**{**tiny_model_overrides(), **fields})
+
+
 def build_tiny_model(spec: TinyModelSpec = TinyModelSpec(), cache_dir: Path | None = None) -> Path:
     """Return the folder of a tiny checkpoint for ``spec``, building it on first use."""
     out = (cache_dir or default_cache_dir()) / spec.cache_key()

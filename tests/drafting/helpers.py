@@ -33,6 +33,9 @@ def assert_valid_tree(tokens: np.ndarray, mask: np.ndarray, last_token: int) -> 
     depths = [0]
     for i in range(1, n):
         p = parents[i]
+        if is_padding(tokens, mask, i):
+            depths.append(0)
+            continue
         assert 0 <= p < i, f"node {i} has no parent before it"
         assert mask[i, i]
         assert not mask[i, i + 1:].any(), f"node {i} sees a later node"
@@ -42,7 +45,8 @@ def assert_valid_tree(tokens: np.ndarray, mask: np.ndarray, last_token: int) -> 
         depths.append(depths[p] + 1)
     real = n
     while real > 1 and is_padding(tokens, mask, real - 1):
-        real -= 1  # trailing padding (token 0 under the root) may follow deeper nodes
+        real -= 1  # trailing padding (detached rows) follows the tree
+    assert not any(is_padding(tokens, mask, i) for i in range(1, real)), "padding inside the tree"
     assert depths[:real] == sorted(depths[:real]), "nodes are not in BFS (depth) order"
     # Siblings carry distinct tokens (padding aside): a duplicate would waste a draft slot.
     seen = set()
@@ -54,7 +58,8 @@ def assert_valid_tree(tokens: np.ndarray, mask: np.ndarray, last_token: int) -> 
 
 
 def is_padding(tokens: np.ndarray, mask: np.ndarray, i: int) -> bool:
-    return int(tokens[i]) == 0 and mask[i].sum() == 2 and mask[i, 0]
+    """A detached row: token 0, no ancestor (no verify walk can reach it)."""
+    return int(tokens[i]) == 0 and mask[i].sum() == 1 and mask[i, i]
 
 
 def paths(tokens: np.ndarray, mask: np.ndarray) -> list[list[int]]:
@@ -94,6 +99,7 @@ def replay_ahead(drafter: ConsensusDrafter, problems: list[dict], n: int) -> flo
         while pos < len(target):
             drafter.extend((pi, 0), new)
             tokens, mask = drafter.propose([(pi, 0)])
+            drafter.maintain()
             acc = accepted(tokens[0], mask[0], target[pos: pos + n])
             advance = min(acc + 1, len(target) - pos)
             new = target[pos: pos + advance]

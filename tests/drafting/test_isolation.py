@@ -14,6 +14,7 @@ def _finish_group(d: ConsensusDrafter, tenant, group="g", members=3) -> None:
     # settle the queued global merges (they are paid by later writes of the same tenant)
     d.add("pump", None, [9], tenant=tenant)
     d.extend("pump", [8] * 400)
+    d.maintain()  # the worker runs it after each verify launch
     d.remove("pump")
 
 

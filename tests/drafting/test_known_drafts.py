@@ -112,6 +112,7 @@ def test_global_corpus_serves_later_groups_but_not_when_disabled():
         d.remove("b")
         d.add("new", "fresh", [42, 5])
         d.extend("new", [6])  # pays for the merge of the finished group
+        d.maintain()  # the worker runs it after each verify launch
         tokens, mask = d.propose(["new"])
         assert accepted(tokens[0], mask[0], [7, 8, 9, 0]) >= min(expected, 3)
         assert (d.stats()["draft_nodes_global"] > 0) == use_global
@@ -150,6 +151,7 @@ def test_global_and_sibling_evidence_merge_when_the_sibling_match_is_short():
     d.extend("sib", [7, 30, 31])  # a sibling: "7 -> 30 31" (a 1-token match for "me")
     d.add("me", "g", [42])
     d.extend("me", [6, 7])  # pays for the merge; "6 7" occurred only in the old group
+    d.maintain()  # the worker runs it after each verify launch
     tokens, mask = d.propose(["me"])
     drafted = paths(tokens[0], mask[0])
     assert [8, 9, 10] in drafted, "the longer global match must be used"
@@ -174,6 +176,7 @@ def test_prompt_only_ngrams_stay_out_of_the_global_corpus():
         d.remove(rid)
     d.add("new", None, [99, 70])
     d.extend("new", [71])  # pays for the merge
+    d.maintain()  # the worker runs it after each verify launch
     tokens, mask = d.propose(["new"])
     assert accepted(tokens[0], mask[0], [72, 73]) == 0, "a problem statement is not a reasoning template"
     d.extend("new", [5, 6])

@@ -19,6 +19,7 @@ def test_stats_return_to_zero_after_thousands_of_requests():
             d.extend(other, [rng.randrange(50) for _ in range(rng.randint(1, 4))])
         if rid % 5 == 0:
             d.propose(rng.sample(live, min(len(live), 8)))
+        d.maintain()
         while len(live) > 16:
             d.remove(live.pop(rng.randrange(len(live))))
         stats = d.stats()

@@ -5,17 +5,18 @@ from pathlib import Path
 import pytest
 
 from sgl_consensus.testing.engines import EnginePool
-from sgl_consensus.testing.tiny_models import TinyModelSpec, build_tiny_model
+from sgl_consensus.testing.devices import device
+from sgl_consensus.testing.tiny_models import build_tiny_model, device_spec
 
 
 @pytest.fixture(scope="session")
 def tiny_llama() -> Path:
-    return build_tiny_model(TinyModelSpec(arch="llama"))
+    return build_tiny_model(device_spec(arch="llama"))
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen2() -> Path:
-    return build_tiny_model(TinyModelSpec(arch="qwen2", seed=1))
+    return build_tiny_model(device_spec(arch="qwen2", seed=1))
 
 
 @pytest.fixture(scope="session")
@@ -33,5 +34,5 @@ def consensus_server(engines, tiny_llama):
     engines.close()  # 2 cores: avoid two SGLang instances at once where we can
     args = ["--speculative-algorithm", "consensus", "--speculative-num-draft-tokens", "4",
             "--max-running-requests", "16", "--log-level", "warning"]
-    with launch_server(tiny_llama, args) as server:
+    with launch_server(tiny_llama, args, device=device()) as server:
         yield server.url

@@ -62,3 +62,17 @@ def test_speculation_accepts_drafts_on_repetitive_text(engines, tiny_qwen2, algo
     meta = out["meta_info"]
     assert meta["spec_verify_ct"] > 0
     assert meta["spec_accept_length"] > 1.0, meta
+
+
+def test_overlap_scheduling_keeps_greedy_outputs_exact(engines, reference, tiny_llama):
+    """Overlap scheduling (on by default on CUDA): results arrive one step late, the accepted tokens
+    are relayed through SGLang's FutureMap, and node 0 of every tree must still be the last
+    committed token. Run here on CPU with the overlap path kept on."""
+    engine = engines.get(tiny_llama, "consensus", env={"CONSENSUS_CPU_OVERLAP": "1"})
+    assert not engine.get_server_info()["disable_overlap_schedule"], "overlap scheduling did not stay on"
+    for batching in BATCHINGS:
+        assert _generate_all(engine, batching) == reference["llama"][batching], batching
+    outs = engine.generate(PROMPTS[3], {**GREEDY, "n": 3})  # n > 1 siblings under overlap
+    assert all(o["output_ids"] == reference["llama"]["all"][3] for o in outs)
+    state = engine.get_server_info()["internal_states"][0]["consensus"]
+    assert state["root_resyncs"] == 0 and state["draft_nodes_sibling"] > 0
