@@ -73,7 +73,8 @@ def _lead(text: str) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from sgl_consensus.demo import BUNDLED_MODEL, EVAL_SEED_START
+    from sgl_consensus.demo import EVAL_SEED_START
+    from sgl_consensus.models import BUNDLED_MODEL
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, default=BUNDLED_MODEL)

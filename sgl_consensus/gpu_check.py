@@ -142,7 +142,7 @@ def _kernel_checks(device: str) -> dict:
 
 
 def _engine_kwargs(ns: argparse.Namespace, variant: str) -> dict:
-    from sgl_consensus.demo import BUNDLED_MODEL
+    from sgl_consensus.models import BUNDLED_MODEL
     from sgl_consensus.testing.devices import engine_defaults
 
     spec = VARIANTS[variant]

@@ -102,4 +102,5 @@ def run_paths(
         verify_steps_per_token=steps / max(tokens, 1),
         tokens_per_s=tokens / max(wall, 1e-9),
     )
+
     return results, summary

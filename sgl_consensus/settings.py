@@ -17,10 +17,17 @@ which reach every process SGLang spawns:
   followers of a tagged or ``n > 1`` group wait until their leader has this many output tokens
   (``inf``: until it finished). Default 0 = off; a request's ``custom_params["consensus_lead"]``
   overrides it.
+- ``CONSENSUS_ADAPTIVE``: ``on`` (default): the verify width of each step is chosen from the
+  evidence and the measured step cost (``sgl_consensus.adaptive``), down to 1 (no drafts); ``off``:
+  always ``--speculative-num-draft-tokens``; ``cycle``: the allowed widths in turn, one per step
+  (a diagnostic: exactness under any width sequence).
+- ``CONSENSUS_ADAPTIVE_WIDTHS``: the widths allowed, comma-separated, each in [1, draft tokens]
+  (default: 1, 2, 4, ... up to ``--speculative-num-draft-tokens``, and that number).
 - ``CONSENSUS_ISOLATION``: what drafts may carry between requests. ``tenant`` (default): nothing
   crosses tenants (``custom_params["consensus_tenant"]``; requests without one share the default
   tenant). ``strict``: nothing crosses declared sibling groups (tags, ``n > 1``): no global corpus,
-  no prefix clustering of untagged requests, and a tag never revives a group that has ended.
+  no prefix clustering of untagged requests, a tag never revives a group that has ended, and a
+  fixed verify width (the adaptive width is chosen per batch from all requests' drafts).
 
 Environment variables override the file. Unknown ``CONSENSUS_*`` names and bad values raise
 :class:`SettingsError` naming the variable and the value, at server start.
@@ -43,6 +50,7 @@ from sgl_consensus.lead_lag import parse_lead
 
 PREFIX = "CONSENSUS_"
 DRAFTERS = ("consensus", "prompt_lookup", "ngram_corpus")
+ADAPTIVE_MODES = ("on", "off", "cycle")
 # Variables of this prefix that are not worker knobs.
 _OTHER_VARS = {"CONSENSUS_CPU", "CONSENSUS_CACHE", "CONSENSUS_VENV", "CONSENSUS_CONFIG", "CONSENSUS_CPU_OVERLAP"}
 
@@ -75,6 +83,19 @@ class WorkerSettings:
     log_interval_s: float = 30.0
     lead_tokens: float = 0  # lead-lag policy: 0 = off, math.inf = the leader finishes first
     isolation: str = "tenant"  # see ISOLATION_MODES and the module docstring
+    adaptive: str = "on"  # see ADAPTIVE_MODES
+    adaptive_widths: tuple[int, ...] | None = None  # None: powers of two up to the draft width
+
+    def widths(self, num_draft_tokens: int) -> tuple[int, ...]:
+        """The verify widths this worker may use (validated against the draft width)."""
+        from sgl_consensus.adaptive import width_set
+
+        if self.adaptive == "off":
+            return (num_draft_tokens,)
+        try:
+            return width_set(num_draft_tokens, self.adaptive_widths)
+        except ValueError as exc:
+            raise SettingsError(f"CONSENSUS_ADAPTIVE_WIDTHS: {exc}") from None
 
     def draft_config(self, num_draft_tokens: int) -> DraftConfig:
         return DraftConfig.from_mapping({**self.draft, "num_draft_tokens": num_draft_tokens})
@@ -110,7 +131,8 @@ def _read_file(path: str) -> dict[str, Any]:
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} must hold a JSON object")
-    unknown = set(data) - {"drafter", "grouping", "draft", "log_interval_s", "lead_tokens", "isolation"}
+    unknown = set(data) - {"drafter", "grouping", "draft", "log_interval_s", "lead_tokens", "isolation", "adaptive",
+                           "adaptive_widths"}
     if unknown:
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} has unknown keys {sorted(unknown)}")
     for section in ("grouping", "draft"):
@@ -140,6 +162,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             raw["lead_tokens"] = value
         elif key == "isolation":
             raw["isolation"] = value
+        elif key == "adaptive":
+            raw["adaptive"] = value
+        elif key == "adaptive_widths":
+            raw["adaptive_widths"] = value
         else:
             raise SettingsError(f"unknown setting {name}={value!r}; see sgl_consensus.settings for the list")
     return raw
@@ -177,6 +203,27 @@ def _draft_error(exc: Exception, sources: Mapping[str, str], values: Mapping[str
     if field_name in sources:
         return SettingsError(f"{sources[field_name]}={values[field_name]!r}: {exc}")
     return SettingsError(f"bad draft setting: {exc}")
+
+
+def _adaptive(value: Any) -> str:
+    mode = str(value).strip().lower()
+    if mode not in ADAPTIVE_MODES:
+        raise SettingsError(f"CONSENSUS_ADAPTIVE must be one of {list(ADAPTIVE_MODES)}, got {value!r}")
+    return mode
+
+
+def _widths(value: Any) -> tuple[int, ...] | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        widths = tuple(sorted({int(str(item).strip()) for item in items}))
+    except (TypeError, ValueError):
+        widths = ()
+    if not widths or widths[0] < 1 or widths[-1] > MAX_DRAFT_TOKENS:
+        raise SettingsError(f"CONSENSUS_ADAPTIVE_WIDTHS must be integers in [1, {MAX_DRAFT_TOKENS}], "
+                            f"comma-separated, got {value!r}")
+    return widths
 
 
 def _isolation(value: Any) -> str:
@@ -230,5 +277,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
         lead = parse_lead(merged.get("lead_tokens", 0), "CONSENSUS_LEAD")
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+    adaptive = _adaptive(merged.get("adaptive", "off" if isolation == "strict" else "on"))
+    if isolation == "strict" and adaptive != "off":
+        # The width is one choice per batch, learned from every request's outcomes: with it, a
+        # request's verify steps would depend on other requests' drafts.
+        raise SettingsError(f"CONSENSUS_ADAPTIVE={adaptive} contradicts CONSENSUS_ISOLATION=strict (the width is "
+                            "chosen per batch from all requests' drafts; strict isolation verifies a fixed width)")
     return WorkerSettings(drafter=drafter, grouping=grouping, draft=draft, log_interval_s=interval,
-                          lead_tokens=lead, isolation=isolation)
+                          lead_tokens=lead, isolation=isolation, adaptive=adaptive,
+                          adaptive_widths=_widths(merged.get("adaptive_widths")))

@@ -19,6 +19,7 @@ class RecordingDrafter(ConsensusDrafter):
     def __init__(self):
         super().__init__(DraftConfig(num_draft_tokens=4))
         self.seen: dict[str, list[int]] = {}
+        self.logprobs: dict[str, list] = {}
 
     def add(self, rid, group, prompt_ids, tenant=None):
         super().add(rid, group, prompt_ids, tenant)
@@ -27,6 +28,7 @@ class RecordingDrafter(ConsensusDrafter):
     def extend(self, rid, token_ids, logprobs=None):
         super().extend(rid, token_ids, logprobs)
         self.seen[rid] += list(token_ids)
+        self.logprobs.setdefault(rid, []).extend(logprobs if logprobs is not None else [None] * len(token_ids))
 
 
 def _req(rid, prompt, tag=None, n=1, max_new_tokens=16):
@@ -47,6 +49,23 @@ def test_sync_extends_only_new_tokens_including_pending():
     a.output_ids.extend([6, 7])                            # now output_ids caught up (6) and moved on (7)
     tracker.sync([a], pending=[[]])
     assert drafter.seen["a"] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_verify_logprobs_go_with_the_newest_tokens():
+    """The last verify's logprobs cover the tokens it committed: the newest ones. Older new tokens
+    (the prefill's first token) go in by frequency alone; a mismatch drops the probabilities."""
+    drafter = RecordingDrafter()
+    tracker = RequestTracker(drafter, SiblingGrouper())
+    a = _req("a", [1, 2, 3], tag="g")
+    tracker.sync([a])
+    a.output_ids.extend([4, 5, 6])
+    tracker.sync([a], logprobs={"a": [-0.1, -0.2]})        # 4 came from the prefill, 5 and 6 from a verify
+    assert drafter.logprobs["a"] == [None, -0.1, -0.2]
+    a.output_ids.extend([7])
+    tracker.sync([a], logprobs={"a": [-0.1, -0.2]})        # more logprobs than tokens: not trusted
+    assert drafter.logprobs["a"][-1] is None
+    assert tracker.tokens_with_probs == 2
+    assert abs(tracker.prob_sum - (2.718281828 ** -0.1 + 2.718281828 ** -0.2)) < 1e-6
 
 
 def test_overlap_splice_in_future_map_layout():

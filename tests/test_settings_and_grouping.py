@@ -129,6 +129,9 @@ def test_strict_isolation_turns_off_prefix_clusters_and_the_global_corpus():
     assert g.assign("e", _params(group="t"), shared) != live  # an ended one is never revived
     with pytest.raises(SettingsError, match="CONSENSUS_DRAFT_USE_GLOBAL.*strict"):
         load_settings({"CONSENSUS_ISOLATION": "strict", "CONSENSUS_DRAFT_USE_GLOBAL": "1"})
+    assert s.adaptive == "off" and s.widths(8) == (8,)  # a per-batch width would depend on others' drafts
+    with pytest.raises(SettingsError, match="CONSENSUS_ADAPTIVE=on contradicts CONSENSUS_ISOLATION=strict"):
+        load_settings({"CONSENSUS_ISOLATION": "strict", "CONSENSUS_ADAPTIVE": "on"})
 
 
 def test_grouping_disabled():

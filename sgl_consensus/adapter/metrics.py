@@ -24,22 +24,31 @@ class DraftMetrics:
     request_steps: int = 0
     draft_seconds: float = 0.0
     root_resyncs: int = 0  # drafter views rebuilt because node 0 disagreed with SGLang's last token
+    tokens_with_probs: int = 0  # committed tokens the drafter got with the target's probability
+    mean_committed_prob: float = 0.0  # their mean probability under the target
+    verified_nodes: int = 0  # tree nodes verified (width x batch), root included
+    model_nodes: int = 0  # model-informed draft nodes (the target's earlier predictions)
     nodes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCE_KEYS, 0))
     _last_log: float = field(default_factory=time.monotonic)
 
     def record_step(self, batch_size: int, seconds: float,
-                    sources: list[tuple[int, int, int]] | None = None, tree_nodes: int = 0) -> None:
-        """One draft step; ``sources`` = per request (sibling, global, own) node counts, if known."""
+                    sources: list[tuple[int, int, int]] | None = None, tree_nodes: int = 0,
+                    model_nodes: list[int] | None = None) -> None:
+        """One draft step; ``sources`` = per request (sibling, global, own) node counts, if known;
+        ``model_nodes`` = per request model-informed nodes (counted apart from the sources)."""
         self.steps += 1
         self.request_steps += batch_size
         self.draft_seconds += seconds
+        self.verified_nodes += batch_size * tree_nodes
         if sources is not None:
             nodes = self.nodes
-            for sibling, global_, own in sources:
+            model = model_nodes or [0] * len(sources)
+            for (sibling, global_, own), from_model in zip(sources, model):
                 nodes["draft_nodes_sibling"] += sibling
                 nodes["draft_nodes_global"] += global_
                 nodes["draft_nodes_own"] += own
-                nodes["padding_nodes"] += tree_nodes - 1 - sibling - global_ - own
+                nodes["padding_nodes"] += tree_nodes - 1 - sibling - global_ - own - from_model
+            self.model_nodes += sum(model)
         self._maybe_log()
 
     def snapshot(self) -> dict[str, float]:
@@ -50,6 +59,10 @@ class DraftMetrics:
             "draft_ms_per_step": 1000 * self.draft_seconds / max(self.steps, 1),
             "draft_ms_per_request_step": 1000 * self.draft_seconds / max(self.request_steps, 1),
             "root_resyncs": self.root_resyncs,
+            "tokens_with_probs": self.tokens_with_probs,
+            "draft_nodes_model": self.model_nodes,
+            "mean_committed_prob": self.mean_committed_prob,
+            "mean_width": self.verified_nodes / max(self.request_steps, 1),
             "sibling_fraction": self.nodes["draft_nodes_sibling"] / max(drafted, 1),
             "global_fraction": self.nodes["draft_nodes_global"] / max(drafted, 1),
             "own_fraction": self.nodes["draft_nodes_own"] / max(drafted, 1),

@@ -17,6 +17,8 @@ is stale (its tokens already in ``output_ids``) is then simply not used.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
@@ -28,6 +30,7 @@ from sgl_consensus.request_params import ConsensusParams, read_params
 class _Tracked:
     req: Any  # sglang Req
     committed_outputs: int  # how many output tokens the drafter has seen
+    tenant: Hashable | None = None  # custom_params["consensus_tenant"] (None: the default tenant)
 
 
 def consensus_params(req) -> ConsensusParams:
@@ -49,6 +52,9 @@ class RequestTracker:
         self._away: set[Hashable] = set()  # tracked, but not in the last decode batch
         self._last_batch: set[Hashable] = set()
         self.root_resyncs = 0  # drafter tail disagreed with SGLang's last committed token
+        self.last_new_tokens: dict[Hashable, list[int]] = {}  # per request, what the last sync added
+        self.tokens_with_probs = 0  # committed tokens handed to the drafter with the target's probability
+        self.prob_sum = 0.0  # the sum of those probabilities (their mean is a check on the gather)
 
     # -- lifecycle --------------------------------------------------------------------------
     def admit(self, reqs: Sequence[Any]) -> None:
@@ -95,21 +101,25 @@ class RequestTracker:
 
     # -- per decode step --------------------------------------------------------------------
     def sync(
-        self, reqs: Sequence[Any], seq_lens: Sequence[int] | None = None, pending: list[list[int]] | None = None
+        self, reqs: Sequence[Any], seq_lens: Sequence[int] | None = None, pending: list[list[int]] | None = None,
+        logprobs: dict[Hashable, list[float]] | None = None,
     ) -> tuple[list[Hashable], list[int]]:
         """Bring the drafter up to date with ``reqs``: their rids and last committed tokens (the
         roots of their draft trees), in batch order.
 
         ``seq_lens``: SGLang's committed KV lengths of the batch (None: trust ``output_ids`` plus
-        ``pending``, which is exact without overlap scheduling)."""
+        ``pending``, which is exact without overlap scheduling). ``logprobs``: per request, the
+        target's logprobs of the tokens its last verify committed (the newest committed tokens)."""
         rids, roots = [], []
+        self.last_new_tokens = {}
         for i, req in enumerate(reqs):
             roots.append(self._sync_one(req, None if seq_lens is None else int(seq_lens[i]),
-                                        pending[i] if pending is not None else ()))
+                                        pending[i] if pending is not None else (),
+                                        logprobs.get(req.rid) if logprobs else None))
             rids.append(req.rid)
         return rids, roots
 
-    def _sync_one(self, req, seq_len: int | None, pending: Sequence[int]) -> int:
+    def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], logprobs: list[float] | None) -> int:
         outputs = req.output_ids
         committed = len(outputs) + len(pending) if seq_len is None else seq_len + 1 - len(req.origin_input_ids)
         if committed > len(outputs) + len(pending):
@@ -123,7 +133,9 @@ class RequestTracker:
             tracked = self._add(req)
         seen = tracked.committed_outputs
         if seen < committed:
-            self.drafter.extend(req.rid, _committed_slice(outputs, pending, seen, committed))
+            new = _committed_slice(outputs, pending, seen, committed)
+            self._extend(req.rid, new, logprobs)
+            self.last_new_tokens[req.rid] = new
             tracked.committed_outputs = committed
         root = _committed_slice(outputs, pending, committed - 1, committed)[0] if committed else \
             int(req.origin_input_ids_unpadded[-1])
@@ -137,12 +149,26 @@ class RequestTracker:
             tracked.committed_outputs = committed
         return root
 
+    def _extend(self, rid: Hashable, new: list[int], logprobs: list[float] | None) -> None:
+        """Extend with probabilities where known: the last verify's logprobs cover the newest tokens."""
+        known = len(logprobs) if logprobs and len(logprobs) <= len(new) else 0
+        if known < len(new):
+            self.drafter.extend(rid, new[: len(new) - known])
+        if known:
+            self.drafter.extend(rid, new[len(new) - known:], logprobs)
+            self.tokens_with_probs += known
+            self.prob_sum += sum(math.exp(x) for x in logprobs)
+
+    def tenants(self, rids: Sequence[Hashable]) -> list[Hashable | None]:
+        """The tenant of each (synced) request."""
+        return [self._tracked[rid].tenant for rid in rids]
+
     def _add(self, req) -> _Tracked:
         prompt = req.origin_input_ids_unpadded
         params = consensus_params(req)
         group = self.grouper.assign(req.rid, params, prompt)
         self.drafter.add(req.rid, group, list(prompt), tenant=params.tenant)
-        tracked = self._tracked[req.rid] = _Tracked(req, 0)
+        tracked = self._tracked[req.rid] = _Tracked(req, 0, params.tenant)
         return tracked
 
     def _remove(self, rid: Hashable) -> None:

@@ -70,7 +70,7 @@ class ConsensusSpecAlgo(CustomSpecAlgo):
 
         from sgl_consensus.settings import SettingsError, check_draft_width, load_settings
 
-        load_settings()
+        settings = load_settings()
         cfg = resolving_view(server_args)
         if getattr(cfg, "pp_size", 1) > 1:
             raise SettingsError("--speculative-algorithm consensus does not support pipeline parallelism (--pp-size > 1)")
@@ -84,6 +84,7 @@ class ConsensusSpecAlgo(CustomSpecAlgo):
         # overlap off on CPU (kept on with CONSENSUS_CPU_OVERLAP=1: tests of the overlap path).
         with _cpu_overlap_kept(cpu_overlap_requested()):
             _handle_ngram(server_args)
-        check_draft_width(resolving_view(server_args).speculative_num_draft_tokens)
+        width = check_draft_width(resolving_view(server_args).speculative_num_draft_tokens)
+        settings.widths(width)  # the allowed widths fit the draft width
 
 

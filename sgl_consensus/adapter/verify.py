@@ -70,6 +70,57 @@ def lossless_verify(verify_input, batch, logits_output, grammar_mask=None, **kwa
     return predict, num_correct + 1, accept_index
 
 
+def committed_logprobs(logits: torch.Tensor, predict: torch.Tensor, accept_index: torch.Tensor,
+                       temperatures: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each token a verify step committed, under the temperature-scaled target
+    distribution it was drawn from (the logits SGLang's sampler saw, divided by the request's
+    temperature; top-k/top-p truncation left out): a gather over the verify's own logits, no
+    forward. ``accept_index`` is ``(bs, depth)`` with -1 past each request's accepted path; the
+    result has the same shape, NaN there. Device-side only: no host sync."""
+    bs = accept_index.shape[0]
+    nodes = accept_index.long().clamp(min=0).reshape(-1)
+    rows = logits.index_select(0, nodes).float()
+    rows = rows / temperatures.reshape(bs, 1).float().repeat_interleave(accept_index.shape[1], dim=0)
+    tokens = predict.long().index_select(0, nodes).unsqueeze(1)
+    logprobs = (rows.gather(1, tokens).squeeze(1) - torch.logsumexp(rows, dim=1)).reshape(accept_index.shape)
+    return logprobs.masked_fill(accept_index < 0, float("nan"))
+
+
+def top_successors(logits: torch.Tensor, temperatures: torch.Tensor, width: int, k: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per verified node, the target's ``k`` most likely next tokens and their probabilities under
+    the temperature-scaled distribution: ``(bs * width, k)`` each (device-side, no sync)."""
+    rows = logits.float() / temperatures.reshape(-1, 1).float().repeat_interleave(width, dim=0)
+    top, tokens = torch.topk(rows, k, dim=1)
+    return tokens, torch.exp(top - torch.logsumexp(rows, dim=1, keepdim=True))
+
+
+@contextlib.contextmanager
+def recording_committed_logprobs(sink: list, successors_k: int = 0):
+    """Within this block, every verify step NGRAM runs (stock or exact) also appends
+    ``(logprobs, accept_lens, successors)`` of its committed tokens to ``sink`` (device tensors);
+    ``successors``: :func:`top_successors` of every node when ``successors_k`` > 0, else None."""
+    sample = ngram_worker.eagle_sample
+
+    def recorded(verify_input, batch, logits_output, grammar_mask=None, **kwargs):
+        logits = logits_output.next_token_logits
+        temperatures = batch.sampling_info.temperatures
+        # Before sampling: SGLang's sampler may adjust the logits in place (penalties, bias, grammar).
+        successors = (top_successors(logits, temperatures, verify_input.draft_token_num, successors_k)
+                      if successors_k else None)
+        predict, accept_lens, accept_index = sample(verify_input, batch, logits_output, grammar_mask, **kwargs)
+        if accept_index.numel():
+            logprobs = committed_logprobs(logits_output.next_token_logits, predict, accept_index, temperatures)
+            sink.append((logprobs, accept_lens, successors))
+        return predict, accept_lens, accept_index
+
+    ngram_worker.eagle_sample = recorded
+    try:
+        yield
+    finally:
+        ngram_worker.eagle_sample = sample
+
+
 def needs_exact_verification(info, on_cpu: bool) -> bool:
     """Whether SGLang's verify would not be exact for this batch (host-side flags only: no sync)."""
     if info is None or info.is_all_greedy:

@@ -22,16 +22,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 import torch
 from sglang.srt.speculative import ngram_worker
 from sglang.srt.speculative.ngram_worker import NGRAMWorker
 
+from sgl_consensus.adaptive import TenantWidthPolicies
 from sgl_consensus.adapter.exact_trees import detach_duplicate_siblings
 from sgl_consensus.adapter.metrics import DraftMetrics
 from sgl_consensus.adapter.request_tracker import RequestTracker, pending_rows
-from sgl_consensus.adapter.verify import exact_verification, needs_exact_verification
+from sgl_consensus.adapter.verify import (
+    exact_verification,
+    needs_exact_verification,
+    recording_committed_logprobs,
+)
 from sgl_consensus.grouping import SiblingGrouper
 from sgl_consensus.settings import WorkerSettings, load_settings
 
@@ -89,19 +95,182 @@ class ConsensusWorker(NGRAMWorker):
         )
         self.metrics = DraftMetrics(self.settings.log_interval_s)
         self._on_cpu = str(self.device).startswith("cpu")
-        logger.info("consensus worker: drafter=%s, grouping=%s, isolation=%s, %d draft tokens",
+        # Width per step: drafters that rank their candidates (the consensus drafter) get a width
+        # chosen every step; the comparison drafters verify at the full width.
+        self._max_width = self.draft_token_num
+        drafter = self.tracker.drafter
+        ranked = drafter is not None and hasattr(drafter, "propose_candidates")
+        self.widths = self.settings.widths(self._max_width) if ranked else (self._max_width,)
+        self.policy = self._new_policy() if ranked else None
+        self._staged: tuple[np.ndarray, np.ndarray] | None = None  # this step's trees, drafted up front
+        self._last_proposal: tuple[list[Hashable], list, list, int] | None = None  # rids, tenants, candidates, width
+        self._last_step: tuple[float, list, int, int] | None = None  # start, tenants, width, keys
+        # The target's probability of every committed token feeds the drafter's edge weights
+        # (alpha * p + (1 - alpha) * freq): recorded at each verify, handed over at the next sync.
+        self._records_probs = ranked and drafter.config.alpha > 0
+        # Model-informed nodes: the target's top successors at every verified node, for the drafter.
+        self._successors_k = drafter.config.model_topk if ranked and drafter.config.model_weight > 0 else 0
+        self._verify_sink: list = []
+        self._verified: tuple | None = None  # rids, logprobs, accept_lens, successors, node tokens, node counts
+        logger.info("consensus worker: drafter=%s, grouping=%s, isolation=%s, %d draft tokens, widths %s",
                     self.settings.drafter, self.settings.grouping.enabled, self.settings.isolation,
-                    self.draft_token_num)
+                    self.draft_token_num, list(self.widths))
+
+    def _new_policy(self) -> TenantWidthPolicies:
+        return TenantWidthPolicies(self.widths, cycle=self.settings.adaptive == "cycle")
+
+    def alloc_memory_pool(self, **kwargs):
+        super().alloc_memory_pool(**kwargs)
+        # Per verify width, views of NGRAM's preallocated buffers shaped for that width.
+        self._width_buffers = {w: self._buffer_views(w) for w in self.widths}
+
+    def _buffer_views(self, width: int) -> dict[str, list]:
+        sizes = range(self.max_batch_size + 1)
+        rows = lambda buf: [buf.view(-1)[: bs * width].view(bs, width) for bs in sizes]  # noqa: E731
+        return {
+            "draft_tokens_batch": [self.draft_tokens[: bs * width] for bs in sizes],
+            "tree_mask_batch": [self.tree_mask[: bs * width * width] for bs in sizes],
+            "positions_batch": [self.positions[: bs * width] for bs in sizes],
+            "retrieve_indexes_batch": rows(self.retrieve_indexes),
+            "retrieve_next_token_batch": rows(self.retrieve_next_token),
+            "retrieve_next_sibling_batch": rows(self.retrieve_next_sibling),
+        }
 
     def forward_batch_generation(self, batch, *args, **kwargs):
         self._step_report = None
         exact = needs_exact_verification(batch.sampling_info, self._on_cpu)
-        with exact_verification() if exact else contextlib.nullcontext():
+        ranked_decode = self.policy is not None and batch.forward_mode.is_decode() and len(batch.reqs) > 0
+        width = self._draft(batch) if ranked_decode else self._max_width
+        if not ranked_decode:
+            self._last_step = None  # a prefill in between: the next step's period is not a verify's cost
+        record = (self._records_probs or self._successors_k) and ranked_decode
+        recording = recording_committed_logprobs(self._verify_sink, self._successors_k) if record else \
+            contextlib.nullcontext()
+        with exact_verification() if exact else contextlib.nullcontext(), self._at_width(width), recording:
             result = super().forward_batch_generation(batch, *args, **kwargs)
+        if self._verify_sink:
+            logprobs, accept_lens, successors = self._verify_sink.pop()
+            self._verify_sink.clear()
+            rids, _, candidates, _ = self._last_proposal
+            self._verified = (rids, logprobs, accept_lens, successors, self._staged_tokens,
+                              [min(width, len(c)) for c in candidates])
+        if width != self._max_width:
+            self._relay_at_max_width(result, width)
         if not batch.forward_mode.is_decode() and self.tracker.drafter is not None:
             self.tracker.admit(batch.reqs)  # the prefill is launched: index the prompts meanwhile
         self._attach_step_report(result)
         return result
+
+    # -- one decode step: index update -> width choice -> propose ----------------------------
+    def _draft(self, batch) -> int:
+        start = time.perf_counter()
+        seq_lens = self._seq_lens(batch)
+        if self._last_step is not None:
+            last_start, last_tenants, last_width, last_keys = self._last_step
+            self.policy.record_cost(last_tenants, last_width, last_keys, start - last_start)
+        verified = self._verified
+        self._verified = None
+        rids, roots = self.tracker.sync(batch.reqs, seq_lens, self._pending_accepted_tokens(batch),
+                                        self._committed_logprobs(verified))
+        self._observe_successors(verified)
+        self._record_outcomes()
+        drafter = self.tracker.drafter
+        candidates = drafter.propose_candidates(rids)
+        keys = sum(seq_lens)
+        tenants = self.tracker.tenants(rids)
+        width = self.policy.choose(tenants, [c.scores[1:] for c in candidates], keys)
+        tokens, mask = drafter.layout(candidates, width)
+        tokens[:, 0] = roots  # node 0 is the verify input: always SGLang's last committed token
+        self._staged = (tokens.reshape(-1), mask.reshape(-1))
+        self._staged_tokens = tokens
+        self._last_proposal = (rids, tenants, candidates, width)
+        self._last_step = (start, tenants, width, keys)
+        seconds = time.perf_counter() - start
+        sources = drafter.last_proposal_sources()
+        self.metrics.record_step(len(rids), seconds, sources, width, drafter.last_proposal_model_nodes())
+        self.metrics.root_resyncs = self.tracker.root_resyncs
+        self.metrics.tokens_with_probs = self.tracker.tokens_with_probs
+        self.metrics.mean_committed_prob = self.tracker.prob_sum / max(self.tracker.tokens_with_probs, 1)
+        self._step_report = {
+            "consensus_draft_ms": [round(1000 * seconds, 3)] * len(rids),
+            "consensus_draft_nodes": [list(row) for row in sources],
+            "consensus_width": [width] * len(rids),
+        }
+        return width
+
+    def _committed_logprobs(self, verified: tuple | None) -> dict[Hashable, list[float]]:
+        """The last verify's committed-token logprobs per request (one small host copy, after the
+        pending-token copy has already waited for that step)."""
+        if verified is None or not self._records_probs:
+            return {}
+        rids, logprobs, accept_lens = verified[:3]
+        rows, lens = logprobs.cpu().tolist(), accept_lens.cpu().tolist()
+        # NaN (logits SGLang had to sanitise): that request's tokens go in by frequency alone.
+        return {rid: row[:n] for rid, row, n in zip(rids, rows, lens) if not any(x != x for x in row[:n])}
+
+    def _observe_successors(self, verified: tuple | None) -> None:
+        """The target's top successors at each real node of the last verify, to the drafter."""
+        if verified is None or verified[3] is None:
+            return
+        rids, _, _, (top_tokens, top_probs), node_tokens, counts = verified
+        width = node_tokens.shape[1]
+        top_tokens, top_probs = top_tokens.cpu().view(len(rids), width, -1).tolist(), \
+            top_probs.cpu().view(len(rids), width, -1).tolist()
+        drafter = self.tracker.drafter
+        for b, (rid, count) in enumerate(zip(rids, counts)):
+            if rid in drafter:
+                drafter.observe_successors(rid, node_tokens[b, :count].tolist(), top_tokens[b][:count],
+                                           top_probs[b][:count])
+
+    def _record_outcomes(self) -> None:
+        """Which of the last step's draft nodes were accepted, from the tokens it committed (the
+        verify walks the tree by token, so the committed tokens retrace the accepted path)."""
+        if self._last_proposal is None:
+            return
+        rids, tenants, candidates, width = self._last_proposal
+        self._last_proposal = None
+        outcomes: dict[Hashable, tuple[list[float], list[bool]]] = {}
+        committed = self.tracker.last_new_tokens
+        for rid, tenant, cands in zip(rids, tenants, candidates):
+            new = committed.get(rid)
+            if not new:
+                continue
+            accepted = accepted_nodes(cands.tokens, cands.parents, min(width, len(cands)), new)
+            scores, hits = outcomes.setdefault(tenant, ([], []))
+            for i in range(1, min(width, len(cands))):
+                scores.append(cands.scores[i])
+                hits.append(i in accepted)
+        for tenant, (scores, hits) in outcomes.items():
+            self.policy.record_outcome(tenant, scores, hits)
+
+    @contextlib.contextmanager
+    def _at_width(self, width: int):
+        """NGRAM's step code reads the width and its buffers from the worker: set them for this step."""
+        if width == self._max_width:
+            yield
+            return
+        saved = {name: getattr(self, name) for name in self._width_buffers[width]}
+        for name, views in self._width_buffers[width].items():
+            setattr(self, name, views)
+        self.draft_token_num = self.speculative_num_draft_tokens = width
+        try:
+            yield
+        finally:
+            for name, views in saved.items():
+                setattr(self, name, views)
+            self.draft_token_num = self.speculative_num_draft_tokens = self._max_width
+
+    def _relay_at_max_width(self, result, width: int) -> None:
+        """The next step receives the accepted tokens through SGLang's FutureMap, whose rows have
+        the full width: pad this step's rows (the scheduler's own copy keeps this step's stride)."""
+        relay = result.next_draft_input
+        if relay is None or relay.accept_tokens is None:
+            return
+        rows = relay.accept_tokens.reshape(-1, width)
+        padded = rows.new_zeros((rows.shape[0], self._max_width))
+        padded[:, :width] = rows
+        relay.accept_tokens = padded.reshape(-1)
+        relay.draft_token_num = self._max_width
 
     def _attach_step_report(self, result) -> None:
         """Per-request draft info into SGLang's ``customized_info``: it reaches each request's
@@ -116,15 +285,19 @@ class ConsensusWorker(NGRAMWorker):
 
     # -- NGRAMWorker hooks -------------------------------------------------------------------
     def _prepare_draft_tokens(self, batch) -> tuple[np.ndarray, np.ndarray]:
+        if self._staged is not None:
+            staged, self._staged = self._staged, None
+            return staged
         start = time.perf_counter()
         if self._use_ngram_corpus:
             tokens, mask = super()._prepare_draft_tokens(batch)
             tokens, mask = detach_duplicate_siblings(tokens, mask, self.draft_token_num)
-            self.metrics.record_step(len(batch.reqs), time.perf_counter() - start, None)
+            self.metrics.record_step(len(batch.reqs), time.perf_counter() - start, None, self.draft_token_num)
+            self._step_report = {"consensus_width": [self.draft_token_num] * len(batch.reqs)}
             return tokens, mask
         drafter = self.tracker.drafter
         rids, roots = self.tracker.sync(batch.reqs, self._seq_lens(batch), self._pending_accepted_tokens(batch))
-        tokens, mask = drafter.propose(rids)
+        tokens, mask = drafter.propose(rids)  # a drafter without ranked candidates: the full width
         tokens[:, 0] = roots  # node 0 is the verify input: always SGLang's last committed token
         seconds = time.perf_counter() - start
         sources = drafter.last_proposal_sources()
@@ -133,6 +306,7 @@ class ConsensusWorker(NGRAMWorker):
         self._step_report = {
             "consensus_draft_ms": [round(1000 * seconds, 3)] * len(rids),
             "consensus_draft_nodes": [list(row) for row in sources],
+            "consensus_width": [self.draft_token_num] * len(rids),
         }
         return tokens.reshape(-1), mask.reshape(-1)
 
@@ -152,11 +326,16 @@ class ConsensusWorker(NGRAMWorker):
                  "live_prefix_clusters": self.tracker.grouper.live_clusters(), **self.metrics.snapshot()}
         if self.tracker.drafter is not None:
             state["drafter_stats"] = self.tracker.drafter.stats()
+        if self.policy is not None:
+            state["adaptive"] = {"mode": self.settings.adaptive, **self.policy.report()}
         return state
 
     def clear_cache_pool(self):
         super().clear_cache_pool()
         self.tracker.reset()
+        if self.policy is not None:  # a flush forgets what was learned, as the corpora do
+            self.policy = self._new_policy()
+        self._last_proposal = self._last_step = self._verified = None
 
     # -- helpers -----------------------------------------------------------------------------
     def _uses_pending(self, batch) -> bool:
@@ -181,3 +360,17 @@ class ConsensusWorker(NGRAMWorker):
         values = host.tolist()
         bs = len(batch.reqs)
         return pending_rows(values[: bs * stride], values[bs * stride:], stride)
+
+
+def accepted_nodes(tokens: Sequence[int], parents: Sequence[int], count: int, committed: Sequence[int]) -> set[int]:
+    """Nodes of a best-first tree prefix (``count`` nodes) that the committed tokens walk through."""
+    children: dict[tuple[int, int], int] = {}
+    for i in range(1, count):
+        children.setdefault((parents[i], tokens[i]), i)
+    node, accepted = 0, set()
+    for token in committed:
+        node = children.get((node, token), -1)
+        if node < 0:
+            break
+        accepted.add(node)
+    return accepted

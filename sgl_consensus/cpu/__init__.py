@@ -28,6 +28,9 @@ BOOT_DIR = Path(__file__).resolve().parent / "_boot"
 ENGINE_DEFAULTS = {
     "device": "cpu",
     "attention_backend": "torch_native",
+    # bf16 checkpoints (e.g. the converted SmolLM2) run several times slower on CPUs without bf16
+    # units; float32 is what every CPU computes fastest.
+    "dtype": "float32",
     "mem_fraction_static": 0.85,
     "max_total_tokens": 65536,
 }

@@ -52,22 +52,35 @@ class TreeVerifyTorchNativeAttnBackend(TorchNativeAttnBackend):
             )
         return self._verify_tree(q, layer, forward_batch)
 
-    def _verify_tree(self, q, layer, forward_batch) -> torch.Tensor:
+    def _verify_plan(self, forward_batch) -> tuple[list[int], list[int], list[torch.Tensor | None]]:
+        """Per forward batch (shared by all layers): pool rows, sequence lengths and per-request
+        attention masks (None for a root-only tree, which attends to everything, like decode)."""
         spec_info = forward_batch.spec_info
+        cached = getattr(forward_batch, "_consensus_verify_plan", None)
+        if cached is not None and cached[0] is spec_info.custom_mask:
+            return cached[1]
         num_draft = int(spec_info.draft_token_num)
+        seq_lens = forward_batch.seq_lens_cpu.tolist() if forward_batch.seq_lens_cpu is not None \
+            else forward_batch.seq_lens.tolist()
+        masks: list[torch.Tensor | None] = []
+        offset = 0
+        for i in range(len(seq_lens)):
+            mask, offset = verify_attention_mask(spec_info.custom_mask, seq_lens, num_draft, i, offset)
+            masks.append(None if num_draft == 1 else mask.unsqueeze(0).unsqueeze(0))
+        plan = (forward_batch.req_pool_indices.tolist(), seq_lens, masks)
+        forward_batch._consensus_verify_plan = (spec_info.custom_mask, plan)
+        return plan
+
+    def _verify_tree(self, q, layer, forward_batch) -> torch.Tensor:
+        num_draft = int(forward_batch.spec_info.draft_token_num)
         heads, head_dim, v_dim = layer.tp_q_head_num, layer.qk_head_dim, layer.v_head_dim
         query = q.view(-1, heads, head_dim)
         out = q.new_empty((query.shape[0], heads * v_dim)).view(-1, heads, v_dim)
         k_cache = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
         v_cache = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
         req_to_token = self.req_to_token_pool.req_to_token
-        seq_lens = forward_batch.seq_lens_cpu.tolist() if forward_batch.seq_lens_cpu is not None \
-            else forward_batch.seq_lens.tolist()
-        pool_rows = forward_batch.req_pool_indices.tolist()
-        custom_mask = spec_info.custom_mask
-        offset = 0
-        for i, (row, seq_len) in enumerate(zip(pool_rows, seq_lens)):
-            mask, offset = verify_attention_mask(custom_mask, seq_lens, num_draft, i, offset)
+        pool_rows, seq_lens, masks = self._verify_plan(forward_batch)
+        for i, (row, seq_len, mask) in enumerate(zip(pool_rows, seq_lens, masks)):
             slots = req_to_token[row, : seq_len + num_draft]
             keys = k_cache[slots].movedim(0, 1).to(query.dtype)  # [kv_heads, len, dim]
             values = v_cache[slots].movedim(0, 1).to(query.dtype)
@@ -76,7 +89,7 @@ class TreeVerifyTorchNativeAttnBackend(TorchNativeAttnBackend):
                 q_i.unsqueeze(0),
                 keys.unsqueeze(0),
                 values.unsqueeze(0),
-                attn_mask=mask.unsqueeze(0).unsqueeze(0),
+                attn_mask=mask,
                 scale=layer.scaling,
                 enable_gqa=layer.tp_q_head_num != layer.tp_k_head_num,
             )

@@ -46,6 +46,13 @@ class DraftConfig:
     prior_count: float = 0.2
     # Pseudo-length shrinking matches on short contexts (match length m -> m / (m + depth_prior)).
     depth_prior: float = 1.0
+    # Model-informed nodes (drafting/successors.py): the target's top successors of a token from
+    # earlier verifies fill the tree where the siblings are silent, scored parent score x successor
+    # probability x model_weight. 0 = off. model_topk successors are kept per token, for at most
+    # model_max_entries tokens per request.
+    model_weight: float = 0.0
+    model_topk: int = 2
+    model_max_entries: int = 4096
     # Draft nodes whose path score (estimated acceptance probability) falls below this are not proposed.
     min_path_score: float = 0.0
     # Memory caps, in trie nodes (~150 bytes each): per sibling group and for the global corpus.
@@ -98,6 +105,9 @@ class DraftConfig:
         _require(self.max_match_len <= 64, "max_match_len", self.max_match_len, "must be <= 64")
         _require(self.global_min_match_len >= 1, "global_min_match_len", self.global_min_match_len, "must be >= 1")
         _require(self.max_branch >= 1, "max_branch", self.max_branch, "must be >= 1")
+        _require(0.0 <= self.model_weight <= 1.0, "model_weight", self.model_weight, "must be in [0, 1]")
+        _require(1 <= self.model_topk <= 16, "model_topk", self.model_topk, "must be in [1, 16]")
+        _require(self.model_max_entries >= 1, "model_max_entries", self.model_max_entries, "must be >= 1")
         if self.max_draft_depth is not None:
             _require(self.max_draft_depth >= 1, "max_draft_depth", self.max_draft_depth, "must be >= 1")
         _require(0 <= self.fuzzy_max_edits <= 3, "fuzzy_max_edits", self.fuzzy_max_edits, "must be in [0, 3]")

@@ -26,7 +26,8 @@ import numpy as np
 from . import trie, validation
 from .config import DraftConfig
 from .sources import GlobalCorpus, GroupIndex
-from .tree import GLOBAL, OWN, SIBLING, build_tree
+from .successors import SuccessorTable, add_model_nodes
+from .tree import GLOBAL, MODEL, OWN, SIBLING, Candidates, build_tree
 
 _SOLO = object()  # group-key marker of a request drafting without siblings
 PADDING = 0  # token of padding rows; they are detached (no ancestor), so the token is never compared
@@ -35,7 +36,7 @@ _MERGE_BATCH = 256
 
 
 class _Request:
-    __slots__ = ("group", "corpus", "slot", "active", "tail", "length")
+    __slots__ = ("group", "corpus", "slot", "active", "tail", "length", "successors")
 
     def __init__(self, group: GroupIndex, corpus: GlobalCorpus, slot: int, active: list, tail: list[int],
                  length: int) -> None:
@@ -45,6 +46,7 @@ class _Request:
         self.active = active
         self.tail = tail  # last tokens (at least trie_depth of them once that many exist)
         self.length = length
+        self.successors: SuccessorTable | None = None  # the target's earlier predictions (model nodes)
 
 
 class ConsensusDrafter:
@@ -67,6 +69,7 @@ class ConsensusDrafter:
         self._counters = _zero_counters()
         self._mask_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._last_sources: list[tuple[int, int, int]] = []
+        self._last_model_nodes: list[int] = []
         # Hot-path copies of derived settings.
         self._max_match = config.max_match_len
         self._min_match = config.min_match_len
@@ -157,6 +160,18 @@ class ConsensusDrafter:
             corpus.merge_credit = 0
         self._merge_due.clear()
 
+    def observe_successors(self, rid: Hashable, inputs: Sequence[int], successors: Sequence[Sequence[int]],
+                           probabilities: Sequence[Sequence[float]]) -> None:
+        """The target's top next tokens after each of `inputs` (the input tokens of `rid`'s last
+        verified draft nodes) and their probabilities: kept for model-informed nodes
+        (`DraftConfig.model_weight`; ignored when it is 0)."""
+        if self.config.model_weight <= 0:
+            return
+        request = self._get(rid)
+        if request.successors is None:
+            request.successors = SuccessorTable(self.config.model_max_entries)
+        request.successors.update(inputs, successors, probabilities)
+
     def remove(self, rid: Hashable) -> None:
         """Forget `rid`. Its n-grams keep serving its group until the group's last member leaves,
         and after that while the group lingers (`DraftConfig.linger_groups`)."""
@@ -186,77 +201,105 @@ class ConsensusDrafter:
 
     # ------------------------------------------------------------------ drafting
     def propose(
-        self, rids: Sequence[Hashable], budgets: Sequence[int] | None = None
+        self, rids: Sequence[Hashable], budgets: Sequence[int] | None = None, width: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Draft trees for `rids`: tokens int64 [bs, n] and ancestor mask bool [bs, n, n].
+        """Draft trees for `rids`: tokens int64 [bs, w] and ancestor mask bool [bs, w, w].
 
-        `budgets` (optional, one per request, each in [1, n]): at most that many tree nodes (root
-        included) for the request; the rest of its row is padding. SGLang verifies a fixed width
-        per batch, so a smaller budget saves no verify work there: this serves studies of
-        per-request budget splits (see benchmarks/replay_lead_lag.py).
+        `width` (default `num_draft_tokens`): tree nodes per request, root included; each request
+        gets its best `width`-node tree. `budgets` (optional, one per request, each in [1, width]):
+        at most that many nodes for the request, the rest of its row padding (studies of
+        per-request budget splits, see benchmarks/replay_lead_lag.py; SGLang verifies one width
+        per batch, so a smaller budget saves no verify work there).
         """
+        width = self._check_width(width)
+        return self.layout(self.propose_candidates(rids), width, budgets)
+
+    def propose_candidates(self, rids: Sequence[Hashable]) -> list[Candidates]:
+        """Per request, its best draft nodes (up to `num_draft_tokens`, root included), best first,
+        with their scores: any prefix is the best tree of that size (`layout` turns one into rows)."""
         config = self.config
         n = config.num_draft_tokens
-        batch = len(rids)
         requests = [self._get(rid) for rid in rids]
+        sources_of = self._sources
+        args = (config.draft_depth, config.alpha, config.prior_count, config.depth_prior, config.max_branch,
+                config.min_path_score, config.use_own_history, config.use_siblings)
+        candidates = [build_tree(request.tail[-1], sources_of(request), n, *args) for request in requests]
+        weight = config.model_weight
+        if weight > 0:  # the target's own earlier predictions fill what the evidence left open
+            candidates = [c if r.successors is None else add_model_nodes(c, r.successors, n, weight, config.min_path_score)
+                          for c, r in zip(candidates, requests)]
+        return candidates
+
+    def layout(
+        self, candidates: Sequence[Candidates], width: int, budgets: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of `width` nodes from each request's best candidates: BFS order, ancestor masks,
+        detached padding. Also records each row's draft-node sources (`last_proposal_sources`)."""
+        width = self._check_width(width)
+        batch = len(candidates)
         if budgets is not None:
             budgets = list(budgets)
-            if len(budgets) != batch or any(not isinstance(b, (int, np.integer)) or not 1 <= b <= n for b in budgets):
-                raise ValueError(f"budgets must hold {batch} integers in [1, {n}], got {budgets!r}")
+            if len(budgets) != batch or any(not isinstance(b, (int, np.integer)) or not 1 <= b <= width
+                                            for b in budgets):
+                raise ValueError(f"budgets must hold {batch} integers in [1, {width}], got {budgets!r}")
         flat_tokens: list[int] = []
-        mask = np.empty((batch, n, n), dtype=np.bool_)
+        mask = np.empty((batch, width, width), dtype=np.bool_)
         mask_cache = self._mask_cache
-        counts = [0, 0, 0]
+        counts = [0, 0, 0, 0]
         per_request: list[tuple[int, int, int]] = []
+        model_nodes: list[int] = []
         padding = 0
-        sources_of = self._sources
-        root_args = (
-            config.draft_depth,
-            config.alpha,
-            config.prior_count,
-            config.depth_prior,
-            config.max_branch,
-            config.min_path_score,
-            config.use_own_history,
-            config.use_siblings,
-        )
-        for b, request in enumerate(requests):
-            size = n if budgets is None else int(budgets[b])
-            tokens, parents, labels = build_tree(request.tail[-1], sources_of(request), size, *root_args)
+        for b, cands in enumerate(candidates):
+            size = width if budgets is None else int(budgets[b])
+            tokens, parents, labels = cands.bfs(size)
             # Tree shapes repeat (chains, stars, ...): their masks are built once and cached.
-            shape = tuple(parents)
+            shape = (width, *parents)
             row_mask = mask_cache.get(shape)
             if row_mask is None:
-                row_mask = _ancestor_mask(parents, n)
+                row_mask = _ancestor_mask(parents, width)
                 if len(mask_cache) >= _MASK_CACHE_SIZE:
                     mask_cache.clear()
                 mask_cache[shape] = row_mask
             mask[b] = row_mask
             flat_tokens += tokens
-            missing = n - len(tokens)
+            missing = width - len(tokens)
             if missing:
                 flat_tokens += [PADDING] * missing  # detached rows (see _ancestor_mask)
                 padding += missing
-            row = [0, 0, 0]
+            row = [0, 0, 0, 0]
             for label in labels[1:]:
                 row[label] += 1
             per_request.append((row[SIBLING], row[GLOBAL], row[OWN]))
-            counts[0] += row[0]
-            counts[1] += row[1]
-            counts[2] += row[2]
+            model_nodes.append(row[MODEL])
+            for k in range(4):
+                counts[k] += row[k]
         self._last_sources = per_request
+        self._last_model_nodes = model_nodes
         counters = self._counters
         counters["propose_calls"] += 1
         counters["proposed_requests"] += batch
         counters["draft_nodes_sibling"] += counts[SIBLING]
         counters["draft_nodes_global"] += counts[GLOBAL]
         counters["draft_nodes_own"] += counts[OWN]
+        counters["draft_nodes_model"] += counts[MODEL]
         counters["padding_nodes"] += padding
-        return np.array(flat_tokens, dtype=np.int64).reshape(batch, n), mask
+        return np.array(flat_tokens, dtype=np.int64).reshape(batch, width), mask
+
+    def _check_width(self, width: int | None) -> int:
+        n = self.config.num_draft_tokens
+        if width is None:
+            return n
+        if not isinstance(width, (int, np.integer)) or isinstance(width, bool) or not 1 <= width <= n:
+            raise ValueError(f"width must be an integer in [1, {n}] (num_draft_tokens), got {width!r}")
+        return int(width)
 
     def last_proposal_sources(self) -> list[tuple[int, int, int]]:
         """Per request of the last `propose`: draft nodes from (siblings, global corpus, own history)."""
         return list(self._last_sources)
+
+    def last_proposal_model_nodes(self) -> list[int]:
+        """Per request of the last `propose`: model-informed draft nodes (`DraftConfig.model_weight`)."""
+        return list(self._last_model_nodes)
 
     def _sources(self, request: _Request) -> list[tuple]:
         """Matched trie nodes for the request's current suffix, one per evidence source."""
@@ -365,5 +408,6 @@ def _zero_counters() -> dict[str, int]:
         "draft_nodes_sibling": 0,
         "draft_nodes_global": 0,
         "draft_nodes_own": 0,
+        "draft_nodes_model": 0,
         "padding_nodes": 0,
     }

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from dataclasses import dataclass
 
 from .trie import PROMPT, Trie
 
 SIBLING, GLOBAL, OWN = 0, 1, 2
+MODEL = 3  # a node from the target's own earlier predictions (drafting/successors.py)
 SOURCE_NAMES = ("sibling", "global", "own")
 _WIDE = 16  # nodes with more children than this score only their most frequent ones
 
@@ -223,6 +225,42 @@ def _expand_single(
             heapq.heappush(frontier, (-score, next(tick), parent_index, token, ((child, source),), label))
 
 
+@dataclass(slots=True)
+class Candidates:
+    """One request's draft nodes in best-first order (the order the frontier popped them).
+
+    Index 0 is the root (the last committed token: parent -1, label -1, score 1). A node's parent
+    comes before it and path scores never increase along the order, so the first k nodes always
+    form a tree: the best k-node tree. ``scores[i]`` is node i's path score, the drafter's estimate
+    that it is accepted; ``labels[i]`` the source that contributed most to its last edge.
+    """
+
+    tokens: list[int]
+    parents: list[int]
+    depths: list[int]
+    labels: list[int]
+    scores: list[float]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def bfs(self, count: int) -> tuple[list[int], list[int], list[int]]:
+        """(tokens, parents, labels) of the first ``count`` nodes, reordered breadth-first (stable
+        by depth), parents before children: SGLang NGRAM's tree layout."""
+        count = min(count, len(self.tokens))
+        depths = self.depths
+        if all(depths[i] <= depths[i + 1] for i in range(count - 1)):
+            return self.tokens[:count], self.parents[:count], self.labels[:count]
+        order = sorted(range(count), key=depths.__getitem__)
+        new_index = [0] * count
+        for new, old in enumerate(order):
+            new_index[old] = new
+        parents = self.parents
+        return ([self.tokens[old] for old in order],
+                [-1 if parents[old] < 0 else new_index[parents[old]] for old in order],
+                [self.labels[old] for old in order])
+
+
 def build_tree(
     root_token: int,
     sources: list[Source],
@@ -235,17 +273,16 @@ def build_tree(
     min_score: float,
     own_enabled: bool,
     siblings_enabled: bool,
-) -> tuple[list[int], list[int], list[int]]:
-    """Best-first draft tree in BFS layout: (tokens, parent indices, source labels) of its nodes.
-
-    Node 0 is the root (parent -1, label -1); the result has at most `n` nodes (no padding).
-    """
+) -> Candidates:
+    """The best draft nodes below ``root_token``, at most ``n`` including the root, best first."""
     tokens = [root_token]
     parents = [-1]
     depths = [0]
     labels = [-1]
+    scores = [1.0]
+    result = Candidates(tokens, parents, depths, labels, scores)
     if n <= 1 or not sources:
-        return tokens, parents, labels
+        return result
     frontier: list = []
     tick = itertools.count()
     push = heapq.heappush
@@ -255,21 +292,18 @@ def build_tree(
     ):
         if score > min_score:
             push(frontier, (-score, next(tick), 0, token, pairs, label))
-    in_bfs_order = True
-    last_depth = 0
     add_token, add_parent, add_depth, add_label = tokens.append, parents.append, depths.append, labels.append
+    add_score = scores.append
     index = 0
     while frontier:
         negative_score, _, parent_index, token, pairs, label = pop(frontier)
         index += 1
         depth = depths[parent_index] + 1
-        if depth < last_depth:
-            in_bfs_order = False
-        last_depth = depth
         add_token(token)
         add_parent(parent_index)
         add_depth(depth)
         add_label(label)
+        add_score(-negative_score)
         if index + 1 >= n:
             break
         if depth >= max_depth:
@@ -298,22 +332,4 @@ def build_tree(
             child_score = path_score * score
             if child_score > min_score:
                 push(frontier, (-child_score, next(tick), index, child_token, child_pairs, child_label))
-    if in_bfs_order:
-        return tokens, parents, labels
-    return to_bfs(tokens, parents, depths, labels)
-
-
-def to_bfs(
-    tokens: list[int], parents: list[int], depths: list[int], labels: list[int]
-) -> tuple[list[int], list[int], list[int]]:
-    """Reorder nodes taken best-first into BFS order (stable by depth), parents before children."""
-    count = len(tokens)
-    order = sorted(range(count), key=depths.__getitem__)
-    new_index = [0] * count
-    for new, old in enumerate(order):
-        new_index[old] = new
-    return (
-        [tokens[old] for old in order],
-        [-1 if parents[old] < 0 else new_index[parents[old]] for old in order],
-        [labels[old] for old in order],
-    )
+    return result

@@ -86,6 +86,25 @@ def test_siblings_ahead_raise_acceptance(engines, peaky_model, grouping):
 _ACCEPT: dict[str, tuple[float, float]] = {}
 
 
+# --- live probabilities: the verify's committed-token probabilities reach the drafter ----------
+
+def test_committed_token_probabilities_reach_the_drafter(engines, peaky_model):
+    engine = engines.get(peaky_model, "consensus")
+    before = _internal(engine)
+    params = {"temperature": 1.0, "max_new_tokens": 12, "ignore_eos": True}
+    outs = engine.generate([PROMPT] * 16, params, return_logprob=True)
+    after = _internal(engine)
+    handed = after["tokens_with_probs"] - before["tokens_with_probs"]
+    produced = sum(len(o["output_ids"]) for o in outs)
+    # Every token a verify committed, except each request's first (prefill) and last verify's.
+    assert handed >= produced // 2, (handed, produced)
+    # Their mean probability agrees with SGLang's own logprobs of the same outputs (T = 1).
+    sglang_mean = np.mean([np.exp(lp) for o in outs for lp, _, _ in o["meta_info"]["output_token_logprobs"][1:]])
+    recorded_mean = (after["mean_committed_prob"] * after["tokens_with_probs"]
+                     - before["mean_committed_prob"] * before["tokens_with_probs"]) / handed
+    assert abs(recorded_mean - sglang_mean) < 0.05, (recorded_mean, sglang_mean)
+
+
 # --- lossless sampling: consensus passes, SGLang's CPU NGRAM is caught ------------------------
 
 SAMPLES = 400
@@ -126,9 +145,15 @@ def _distribution_pvalue(a, b) -> float:
     return min(tests) * len(tests)  # Bonferroni
 
 
-@pytest.mark.parametrize("algorithm", ["none", "consensus", "NGRAM"])
+ENGINES = {"none": (None, {}), "consensus": ("consensus", {}), "NGRAM": ("NGRAM", {}),
+           # the verify width changes every step (1, 2, 4 in turn), with model-informed nodes
+           "consensus_cycle": ("consensus", {"CONSENSUS_ADAPTIVE": "cycle", "CONSENSUS_DRAFT_MODEL_WEIGHT": "1.0"})}
+
+
+@pytest.mark.parametrize("algorithm", list(ENGINES))
 def test_collect_samples(engines, peaky_model, algorithm):
-    engine = engines.get(peaky_model, None if algorithm == "none" else algorithm, max_running_requests=64)
+    name, env = ENGINES[algorithm]
+    engine = engines.get(peaky_model, name, env=env, max_running_requests=64)
     for setting in SETTINGS:
         _SAMPLED[(algorithm, setting)] = samples = _sample(engine, setting)
         assert len(samples) == SAMPLES and all(len(s) == NEW_TOKENS for s in samples)
@@ -140,9 +165,10 @@ def test_collect_samples(engines, peaky_model, algorithm):
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
-@pytest.mark.parametrize("run", ["consensus", "lead_lag"])
+@pytest.mark.parametrize("run", ["consensus", "lead_lag", "consensus_cycle"])
 def test_consensus_sampling_preserves_distribution(run, setting):
-    """Consensus drafting, also under lead-lag scheduling, samples as plain decoding does."""
+    """Consensus drafting, also under lead-lag scheduling and with a width that changes every
+    step, samples as plain decoding does."""
     if (run, setting) not in _SAMPLED:
         pytest.fail("test_collect_samples did not run")
     p = _distribution_pvalue(_SAMPLED[("none", setting)], _SAMPLED[(run, setting)])
@@ -157,6 +183,25 @@ def test_tests_catch_sglang_cpu_ngram_skew(setting):
         pytest.fail("test_collect_samples did not run")
     p = _distribution_pvalue(_SAMPLED[("none", setting)], _SAMPLED[("NGRAM", setting)])
     assert p < 1e-6, f"expected SGLang's CPU NGRAM to skew samples, p = {p:.2e}"
+
+
+# --- the verify width per step -----------------------------------------------------------------
+
+def test_no_evidence_drives_the_width_to_one(engines, tiny_llama):
+    """A drafter that knows nothing proposes nothing: after the warm-up the steps verify 1 node."""
+    env = {"CONSENSUS_DRAFT_USE_SIBLINGS": "0", "CONSENSUS_DRAFT_USE_OWN_HISTORY": "0",
+           "CONSENSUS_DRAFT_USE_GLOBAL": "0"}
+    engine = engines.get(tiny_llama, "consensus", env=env)
+    out = engine.generate(PROMPT, {"temperature": 0.0, "max_new_tokens": 40, "ignore_eos": True})
+    widths = out["meta_info"]["consensus_width"]
+    assert len(widths) == out["meta_info"]["spec_verify_ct"]
+    warmup = 2 * 3  # two rounds over the widths 1, 2, 4 seed the cost model
+    later = widths[warmup:]
+    explored = sum(w != 1 for w in later)
+    assert explored <= len(later) // 32 + 1, widths  # only the periodic exploration step leaves width 1
+    report = _internal(engine)["adaptive"]
+    assert report["mode"] == "on" and report["width_histogram"]["1"] >= 20
+    assert report["cost_model_seconds"]["observations"] > 0 and len(report["calibration"]) > 0
 
 
 # --- cleanup: 1,000 requests with aborts and mixed lengths leave nothing behind --------------

@@ -64,15 +64,32 @@ def test_speculation_accepts_drafts_on_repetitive_text(engines, tiny_qwen2, algo
     assert meta["spec_accept_length"] > 1.0, meta
 
 
+@pytest.mark.parametrize("adaptive", ["cycle", "on", "on+model"])
+def test_any_width_sequence_keeps_greedy_outputs_exact(engines, reference, tiny_llama, adaptive):
+    """The verify width changes from step to step (cycle: 1, 2, 4 in turn; on: the policy's choice;
+    +model: with model-informed nodes from the target's earlier predictions)."""
+    env = {"CONSENSUS_ADAPTIVE": adaptive.split("+")[0]}
+    if adaptive.endswith("+model"):
+        env["CONSENSUS_DRAFT_MODEL_WEIGHT"] = "1.0"
+    engine = engines.get(tiny_llama, "consensus", env=env)
+    for batching in BATCHINGS:
+        assert _generate_all(engine, batching) == reference["llama"][batching], batching
+    state = engine.get_server_info()["internal_states"][0]["consensus"]
+    assert sum(1 for count in state["adaptive"]["width_histogram"].values() if count) >= 2  # several widths
+    if adaptive.endswith("+model"):
+        assert state["draft_nodes_model"] > 0
+
+
 def test_overlap_scheduling_keeps_greedy_outputs_exact(engines, reference, tiny_llama):
     """Overlap scheduling (on by default on CUDA): results arrive one step late, the accepted tokens
     are relayed through SGLang's FutureMap, and node 0 of every tree must still be the last
     committed token. Run here on CPU with the overlap path kept on."""
-    engine = engines.get(tiny_llama, "consensus", env={"CONSENSUS_CPU_OVERLAP": "1"})
+    engine = engines.get(tiny_llama, "consensus", env={"CONSENSUS_CPU_OVERLAP": "1", "CONSENSUS_ADAPTIVE": "cycle",
+                                                       "CONSENSUS_DRAFT_MODEL_WEIGHT": "1.0"})
     assert not engine.get_server_info()["disable_overlap_schedule"], "overlap scheduling did not stay on"
     for batching in BATCHINGS:
         assert _generate_all(engine, batching) == reference["llama"][batching], batching
     outs = engine.generate(PROMPTS[3], {**GREEDY, "n": 3})  # n > 1 siblings under overlap
     assert all(o["output_ids"] == reference["llama"]["all"][3] for o in outs)
     state = engine.get_server_info()["internal_states"][0]["consensus"]
-    assert state["root_resyncs"] == 0 and state["draft_nodes_sibling"] > 0
+    assert state["root_resyncs"] == 0 and state["steps"] > 0 and state["draft_nodes_model"] > 0

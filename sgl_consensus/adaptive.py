@@ -1,0 +1,279 @@
+"""Cost-aware draft width: the verify width of the whole batch, chosen every step.
+
+SGLang verifies one width per batch (``w`` tree nodes per request, root included; ``w = 1`` means no
+drafts: the step is a plain decode). A wider tree can commit more tokens per step, but a verify step
+costs more the more tokens it verifies. The policy picks, each step, the width from a small set that
+maximises expected committed tokens per second:
+
+    gain(w)  = sum over requests of (1 + sum of P(accept) of its best w - 1 draft nodes)
+    cost(w)  = predicted seconds of a verify step of this batch size at width w
+    choose     argmax_w gain(w) / cost(w)
+
+Terms:
+
+- *score*: the drafter's estimate that a draft node is accepted (its path score, in [0, 1]); the
+  drafter takes nodes best-first, so the best ``w - 1`` nodes of a request are its first ``w - 1``
+  candidates;
+- *calibration*: scores are turned into acceptance probabilities from verify outcomes. Scores fall
+  into fixed bins; each bin counts nodes proposed and nodes accepted (decayed, so the estimate
+  follows the workload), shrunk towards the raw score by ``prior_weight`` pseudo-observations (bins
+  never proposed are optimistic, so they get tried);
+- *cost model*: step seconds = a + b * batch + c * batch * (w - 1) + (d + e * (w - 1)) * keys / 1e3,
+  fitted with non-negative coefficients over the last steps' measured times (a step's time runs
+  from its start to the next step's start: scheduling, drafting and verifying). The first steps
+  cycle through the widths (warm-up), and every ``explore_every`` steps a neighbour of the best
+  width is tried, so every coefficient stays measured.
+
+Pure Python and NumPy: no SGLang import.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter, OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SCORE_BINS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0000001)
+
+
+def width_set(max_width: int, allowed: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Powers of two up to ``max_width``, plus ``max_width`` itself (or ``allowed``, validated)."""
+    if allowed is None:
+        widths = {1, max_width}
+        w = 2
+        while w < max_width:
+            widths.add(w)
+            w *= 2
+        return tuple(sorted(widths))
+    widths = sorted(set(int(w) for w in allowed))
+    if not widths or widths[0] < 1 or widths[-1] > max_width:
+        raise ValueError(f"allowed widths must lie in [1, {max_width}], got {list(allowed)}")
+    return tuple(widths)
+
+
+@dataclass
+class Calibration:
+    """Score bin -> acceptance probability, from verify outcomes (see the module docstring)."""
+
+    prior_weight: float = 4.0
+    decay: float = 0.999  # per recorded step
+    proposed: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
+    accepted: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
+    score_sum: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
+
+    @staticmethod
+    def bin_of(score: float) -> int:
+        return min(max(bisect.bisect_right(SCORE_BINS, score) - 1, 0), len(SCORE_BINS) - 2)
+
+    def probability(self, score: float) -> float:
+        b = self.bin_of(score)
+        k = self.prior_weight
+        return (self.accepted[b] + k * score) / (self.proposed[b] + k)
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """``probability`` of every entry of an array of scores."""
+        bins = np.clip(np.searchsorted(SCORE_BINS, scores, side="right") - 1, 0, len(SCORE_BINS) - 2)
+        k = self.prior_weight
+        return (self.accepted[bins] + k * scores) / (self.proposed[bins] + k)
+
+    def table(self) -> np.ndarray:
+        """Per bin: P(accept) for the bin's mean score (or its midpoint if never seen)."""
+        mids = np.array([(SCORE_BINS[i] + min(SCORE_BINS[i + 1], 1.0)) / 2 for i in range(len(SCORE_BINS) - 1)])
+        mean = np.where(self.proposed > 0, self.score_sum / np.maximum(self.proposed, 1e-12), mids)
+        k = self.prior_weight
+        return (self.accepted + k * mean) / (self.proposed + k)
+
+    def record(self, scores: Sequence[float], accepted: Sequence[bool]) -> None:
+        self.proposed *= self.decay
+        self.accepted *= self.decay
+        self.score_sum *= self.decay
+        for score, hit in zip(scores, accepted):
+            b = self.bin_of(score)
+            self.proposed[b] += 1.0
+            self.score_sum[b] += score
+            if hit:
+                self.accepted[b] += 1.0
+
+    def report(self) -> list[dict]:
+        return [
+            {"score_bin": [SCORE_BINS[i], min(SCORE_BINS[i + 1], 1.0)], "proposed": round(float(self.proposed[i]), 1),
+             "accepted": round(float(self.accepted[i]), 1),
+             "mean_score": round(float(self.score_sum[i] / self.proposed[i]), 4) if self.proposed[i] else None,
+             "acceptance": round(float(self.accepted[i] / self.proposed[i]), 4) if self.proposed[i] else None}
+            for i in range(len(SCORE_BINS) - 1)
+        ]
+
+
+class CostModel:
+    """Verify-step seconds from (batch size, width, attended keys): non-negative least squares over
+    the last ``window`` steps, refitted every ``refit_every`` observations.
+
+    seconds = a + b * batch + c * batch * (width - 1) + d * keys / 1e3 + e * keys * (width - 1) / 1e3,
+    all coefficients >= 0 (a step never gets cheaper with more requests, tokens or context)."""
+
+    names = ("intercept", "per_request", "per_draft_token", "per_1k_keys", "per_1k_keys_x_draft_token")
+
+    def __init__(self, window: int = 256, refit_every: int = 8) -> None:
+        self.window = window
+        self.refit_every = refit_every
+        self._rows: list[np.ndarray] = []
+        self._seconds: list[float] = []
+        self.theta = np.zeros(5)
+        self.observations = 0
+
+    @staticmethod
+    def features(batch: int, width: int, keys: int) -> np.ndarray:
+        return np.array([1.0, batch, batch * (width - 1), keys / 1e3, keys * (width - 1) / 1e3])
+
+    def predict(self, batch: int, width: int, keys: int) -> float:
+        return float(self.features(batch, width, keys) @ self.theta)
+
+    def record(self, batch: int, width: int, keys: int, seconds: float) -> None:
+        self._rows.append(self.features(batch, width, keys))
+        self._seconds.append(seconds)
+        if len(self._rows) > self.window:
+            del self._rows[0], self._seconds[0]
+        self.observations += 1
+        if self.observations % self.refit_every == 0 or self.observations <= self.refit_every:
+            self.refit()
+
+    def refit(self) -> None:
+        from scipy.optimize import nnls
+
+        x = np.vstack(self._rows)
+        scale = np.maximum(np.abs(x).max(axis=0), 1e-9)  # comparable columns for the solver
+        solution, _ = nnls(x / scale, np.asarray(self._seconds))
+        self.theta = solution / scale
+
+
+class WidthPolicy:
+    """Chooses the batch's verify width each step; learns from each step's outcome."""
+
+    def __init__(self, widths: Sequence[int], warmup_rounds: int = 2, explore_every: int = 32,
+                 cycle: bool = False) -> None:
+        self.widths = tuple(sorted(widths))
+        self.cycle = cycle  # diagnostic: every width in turn, one per step
+        self.calibration = Calibration()
+        self.cost = CostModel()
+        self.warmup_rounds = warmup_rounds
+        self.explore_every = explore_every
+        self.steps = 0
+        self.histogram = dict.fromkeys(self.widths, 0)
+        self.last_gain: dict[int, float] = {}
+
+    def expected_tokens(self, scores: Sequence[Sequence[float]],
+                        calibrations: Sequence[Calibration] | None = None) -> dict[int, float]:
+        """Expected committed tokens of the batch at each width (bonus tokens included): per
+        request 1 + the calibrated acceptance probabilities of its best ``w - 1`` nodes
+        (``calibrations``: one per request, default this policy's)."""
+        longest = self.widths[-1] - 1
+        matrix = np.zeros((len(scores), max(longest, 1)))
+        for row, request in enumerate(scores):
+            taken = request[:longest]
+            matrix[row, : len(taken)] = taken
+        if calibrations is None:
+            probability = self.calibration.probabilities(matrix)
+        else:
+            probability = np.vstack([c.probabilities(row) for c, row in zip(calibrations, matrix)])
+        probability = probability * (matrix > 0)
+        cumulative = np.concatenate([np.zeros(1), probability.sum(axis=0).cumsum()])
+        return {w: len(scores) + float(cumulative[w - 1]) for w in self.widths}
+
+    def choose(self, scores: Sequence[Sequence[float]], keys: int = 0,
+               calibrations: Sequence[Calibration] | None = None) -> int:
+        """Width for a batch whose requests' candidate scores (best first) are ``scores``;
+        ``keys``: the batch's committed tokens (attention work grows with them)."""
+        batch = len(scores)
+        step = self.steps
+        self.steps += 1
+        if self.cycle or step < self.warmup_rounds * len(self.widths):
+            width = self.widths[step % len(self.widths)]  # seed the cost model at every width
+        else:
+            gains = self.expected_tokens(scores, calibrations)
+            self.last_gain = gains
+            rates = {w: gains[w] / max(self.cost.predict(batch, w, keys), 1e-6) for w in self.widths}
+            width = max(self.widths, key=lambda w: (rates[w], -w))
+            if self.explore_every and step % self.explore_every == 0:
+                i = self.widths.index(width)
+                neighbours = [self.widths[j] for j in (i - 1, i + 1) if 0 <= j < len(self.widths)]
+                width = neighbours[(step // self.explore_every) % len(neighbours)] if neighbours else width
+        self.histogram[width] += 1
+        return width
+
+    def record_cost(self, batch: int, width: int, keys: int, seconds: float) -> None:
+        """A verify step's measured seconds (from its start to the next step's start)."""
+        if seconds > 0 and math.isfinite(seconds):
+            self.cost.record(batch, width, keys, seconds)
+
+    def record_outcome(self, scores: Sequence[float], accepted: Sequence[bool]) -> None:
+        """Per proposed draft node of a step: its score and whether it was accepted."""
+        if scores:
+            self.calibration.record(scores, accepted)
+
+    def report(self) -> dict:
+        return {
+            "widths": list(self.widths),
+            "width_histogram": {str(w): n for w, n in self.histogram.items()},
+            "calibration": self.calibration.report(),
+            "cost_model_seconds": {**{name: float(v) for name, v in zip(CostModel.names, self.cost.theta)},
+                                   "observations": self.cost.observations},
+        }
+
+
+class TenantWidthPolicies:
+    """One :class:`WidthPolicy` per tenant, so that what one tenant's requests teach the policy
+    (its calibration, its cost observations, where its warm-up and exploration steps fall) never
+    sets the width of another tenant's steps: otherwise the width, and with it a request's step
+    count, would carry a signal of other tenants' text. Requests without a tenant share one.
+
+    A batch of one tenant is decided by that tenant's policy alone. A mixed batch (one width for
+    all) takes each request's acceptance probabilities from its own tenant's calibration and the
+    cost model and counters of the tenant with most requests in it; such co-batched requests can
+    move each other's widths, as they move each other's latency in any shared server. At most
+    ``max_tenants`` policies are kept (least recently used dropped)."""
+
+    def __init__(self, widths: Sequence[int], cycle: bool = False, max_tenants: int = 64) -> None:
+        self.widths = tuple(sorted(widths))
+        self.cycle = cycle
+        self.max_tenants = max_tenants
+        self._policies: OrderedDict[Hashable, WidthPolicy] = OrderedDict()
+
+    def policy(self, tenant: Hashable) -> WidthPolicy:
+        policy = self._policies.get(tenant)
+        if policy is None:
+            policy = self._policies[tenant] = WidthPolicy(self.widths, cycle=self.cycle)
+            while len(self._policies) > self.max_tenants:
+                self._policies.popitem(last=False)
+        else:
+            self._policies.move_to_end(tenant)
+        return policy
+
+    def choose(self, tenants: Sequence[Hashable], scores: Sequence[Sequence[float]], keys: int = 0) -> int:
+        lead = Counter(tenants).most_common(1)[0][0]
+        policy = self.policy(lead)
+        if all(t == lead for t in tenants):
+            return policy.choose(scores, keys)
+        calibrations = [self.policy(t).calibration for t in tenants]
+        return policy.choose(scores, keys, calibrations)
+
+    def record_cost(self, tenants: Sequence[Hashable], width: int, keys: int, seconds: float) -> None:
+        for tenant in set(tenants):
+            self.policy(tenant).record_cost(len(tenants), width, keys, seconds)
+
+    def record_outcome(self, tenant: Hashable, scores: Sequence[float], accepted: Sequence[bool]) -> None:
+        self.policy(tenant).record_outcome(scores, accepted)
+
+    def report(self) -> dict:
+        """The default tenant's report (or the most recent tenant's), and the tenants' histograms."""
+        if not self._policies:
+            return {"widths": list(self.widths), "tenants": 0}
+        main = self._policies.get(None) or next(reversed(self._policies.values()))
+        histogram = dict.fromkeys((str(w) for w in self.widths), 0)
+        for policy in self._policies.values():
+            for w, n in policy.histogram.items():
+                histogram[str(w)] += n
+        return {**main.report(), "width_histogram": histogram, "tenants": len(self._policies)}

@@ -1,0 +1,117 @@
+"""The width policy: calibration, cost model, and the choice they make (pure Python)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from sgl_consensus.adaptive import Calibration, CostModel, TenantWidthPolicies, WidthPolicy, width_set
+
+
+def test_width_sets():
+    assert width_set(8) == (1, 2, 4, 8)
+    assert width_set(6) == (1, 2, 4, 6)
+    assert width_set(2) == (1, 2)
+    assert width_set(8, [8, 1, 3]) == (1, 3, 8)
+    with pytest.raises(ValueError, match=r"\[1, 8\]"):
+        width_set(8, [0, 4])
+
+
+def test_calibration_learns_what_scores_are_worth():
+    cal = Calibration(decay=1.0)
+    rng = random.Random(0)
+    assert cal.probability(0.5) == pytest.approx(0.5)  # no evidence: the raw score
+    scores = [0.5] * 2000
+    cal.record(scores, [rng.random() < 0.1 for _ in scores])
+    assert cal.probability(0.55) == pytest.approx(0.1, abs=0.02)
+    assert cal.probabilities(np.array([0.55]))[0] == pytest.approx(cal.probability(0.55))
+    assert cal.probability(0.95) == pytest.approx(0.95)  # other bins untouched
+    table = cal.report()
+    assert sum(row["proposed"] for row in table) == pytest.approx(2000)
+
+
+def test_cost_model_recovers_a_linear_cost_with_non_negative_coefficients():
+    model = CostModel(refit_every=1)
+    rng = random.Random(1)
+    for _ in range(200):
+        bs, w, keys = rng.randint(1, 64), rng.choice([1, 2, 4, 8]), rng.randint(10, 5000)
+        model.record(bs, w, keys, 0.004 + 0.0002 * bs + 0.0001 * bs * (w - 1) + rng.gauss(0, 1e-5))
+    assert model.predict(32, 8, 0) == pytest.approx(0.004 + 0.0002 * 32 + 0.0001 * 32 * 7, rel=0.05)
+    assert (model.theta >= 0).all()
+
+
+def _run(policy: WidthPolicy, scores_of, cost_of, steps: int) -> list[int]:
+    chosen = []
+    for _ in range(steps):
+        scores = scores_of()
+        w = policy.choose(scores, keys=0)
+        policy.record_cost(len(scores), w, 0, cost_of(len(scores), w))
+        chosen.append(w)
+    return chosen
+
+
+def test_no_evidence_drives_the_width_to_one_within_a_few_steps():
+    policy = WidthPolicy((1, 2, 4, 8), explore_every=0)
+    chosen = _run(policy, lambda: [[] for _ in range(16)], lambda bs, w: 0.002 + 0.0001 * bs * w, 20)
+    warmup = policy.warmup_rounds * 4
+    assert chosen[warmup:] == [1] * (20 - warmup)
+
+
+def test_cheap_width_and_good_drafts_choose_the_widest_tree():
+    policy = WidthPolicy((1, 2, 4, 8), explore_every=0)
+    chosen = _run(policy, lambda: [[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]] * 8, lambda bs, w: 0.02 + 0.0001 * bs * w, 30)
+    assert chosen[-10:] == [8] * 10
+
+
+def test_expensive_width_and_weak_drafts_choose_a_small_tree():
+    policy = WidthPolicy((1, 2, 4, 8), explore_every=0)
+    chosen = _run(policy, lambda: [[0.6, 0.1, 0.05, 0.05, 0.02, 0.02, 0.01]] * 32,
+                  lambda bs, w: 0.02 + 0.0002 * bs * w, 30)
+    assert set(chosen[-10:]) == {2}  # 1.6 tokens for 1.24x the time pays; more nodes add little
+
+
+def test_when_drafting_cannot_pay_the_policy_does_not_draft():
+    policy = WidthPolicy((1, 2, 4, 8), explore_every=0)
+    chosen = _run(policy, lambda: [[0.6, 0.1, 0.05, 0.05, 0.02, 0.02, 0.01]] * 32,
+                  lambda bs, w: 0.001 + 0.001 * bs * w, 30)  # verify cost proportional to tokens
+    assert set(chosen[-10:]) == {1}
+
+
+def test_exploration_keeps_visiting_a_neighbour():
+    policy = WidthPolicy((1, 2, 4, 8), explore_every=4)
+    chosen = _run(policy, lambda: [[] for _ in range(8)], lambda bs, w: 0.002 + 0.0001 * bs * w, 40)
+    assert 2 in chosen[policy.warmup_rounds * 4:]
+
+
+def test_one_tenants_outcomes_never_set_another_tenants_width():
+    """Tenant b's widths are the same whatever tenant a's drafts did before (no cross-tenant signal)."""
+    def widths_of_b(a_accepts: bool) -> list[int]:
+        policies = TenantWidthPolicies((1, 2, 4, 8))
+        for _ in range(60):  # tenant a: confident drafts, all accepted or all rejected
+            w = policies.choose(["a"], [[0.9] * 7])
+            policies.record_cost(["a"], w, 0, 0.01 + 0.002 * w)
+            policies.record_outcome("a", [0.9] * (w - 1), [a_accepts] * (w - 1))
+        chosen = []
+        for _ in range(40):
+            w = policies.choose(["b"], [[0.5] * 7])
+            policies.record_cost(["b"], w, 0, 0.01 + 0.002 * w)
+            policies.record_outcome("b", [0.5] * (w - 1), [False] * (w - 1))
+            chosen.append(w)
+        return chosen
+
+    assert widths_of_b(True) == widths_of_b(False)
+
+
+def test_a_mixed_batch_uses_each_requests_own_calibration():
+    policies = TenantWidthPolicies((1, 2, 4, 8))
+    policies.policy("a").calibration.record([0.9] * 500, [True] * 500)
+    policies.policy("b").calibration.record([0.9] * 500, [False] * 500)
+    lead = policies.policy("a")
+    gains = lead.expected_tokens([[0.9] * 7, [0.9] * 7],
+                                 [policies.policy("a").calibration, policies.policy("b").calibration])
+    assert gains[8] == pytest.approx(2 + 7 * policies.policy("a").calibration.probability(0.9)
+                                     + 7 * policies.policy("b").calibration.probability(0.9))
+    assert policies.choose(["a", "b", "a"], [[0.9] * 7] * 3) in (1, 2, 4, 8)
+    assert policies.report()["tenants"] == 2

@@ -1,0 +1,81 @@
+"""Every SGLang internal the worker relies on exists, with the parameters and reads we expect, in the
+pinned SGLang: an upgrade that moves one fails here, in one place, instead of deep in a run."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+# (module, attribute, parameter names the project passes or overrides; None = existence only)
+FUNCTIONS = [
+    ("sglang.srt.speculative.ngram_worker", "eagle_sample",
+     ["verify_input", "batch", "logits_output", "grammar_mask"]),
+    ("sglang.srt.speculative.ngram_worker", "NgramCorpus", None),
+    ("sglang.kernels.ops.speculative.spec_tree", "verify_tree_greedy_func",
+     ["predicts", "accept_index", "accept_token_num", "candidates", "retrieve_index", "retrieve_next_token",
+      "retrieve_next_sibling", "target_predict", "topk"]),
+    ("sglang.kernels.ops.speculative.reconstruct_tree", "reconstruct_indices_from_tree_mask_func", None),
+    ("sglang.srt.sampling.penaltylib.repetition_penalty", "apply_scaling_penalties", None),
+    ("sglang.srt.arg_groups.speculative_hook", "_handle_ngram", None),
+    ("sglang.srt.speculative.spec_registry", "CustomSpecAlgo", None),
+    ("sglang.srt.speculative.spec_registry", "get_spec", None),
+    ("sglang.srt.plugins.hook_registry", "HookRegistry", None),
+    ("sglang.srt.plugins.hook_registry", "HookType", None),
+    ("sglang.srt.managers.overlap_utils", "FutureMap", None),
+]
+
+# NGRAMWorker methods the worker overrides or calls, with the parameters it passes.
+NGRAM_METHODS = {
+    "forward_batch_generation": ["self", "batch", "on_publish", "pp_proxy_tensors"],
+    "_prepare_draft_tokens": ["self", "batch"],
+    "_prepare_for_speculative_decoding": ["self", "batch"],
+    "_update_ngram_corpus": ["self", "batch"],
+    "alloc_memory_pool": None,
+    "clear_cache_pool": ["self"],
+}
+
+# What the per-step width swap relies on: NGRAM's step code reads these from the worker each step.
+NGRAM_STEP_READS = ["self.draft_tokens_batch[bs]", "self.tree_mask_batch[bs]", "self.positions_batch[bs]",
+                    "self.retrieve_indexes_batch[bs]", "self.retrieve_next_token_batch[bs]",
+                    "self.retrieve_next_sibling_batch[bs]", "self.draft_token_num"]
+
+
+@pytest.mark.parametrize("module, name, params", FUNCTIONS, ids=[f"{m}.{n}" for m, n, _ in FUNCTIONS])
+def test_sglang_symbol_exists_with_expected_parameters(module, name, params):
+    obj = getattr(importlib.import_module(module), name, None)
+    assert obj is not None, f"{module}.{name} is gone"
+    if params is not None:
+        got = list(inspect.signature(obj).parameters)
+        assert got[: len(params)] == params, f"{module}.{name}{inspect.signature(obj)}"
+
+
+@pytest.mark.parametrize("method", list(NGRAM_METHODS))
+def test_ngram_worker_methods_we_override(method):
+    from sglang.srt.speculative.ngram_worker import NGRAMWorker
+
+    function = getattr(NGRAMWorker, method, None)
+    assert function is not None, f"NGRAMWorker.{method} is gone"
+    params = NGRAM_METHODS[method]
+    if params is not None:
+        assert list(inspect.signature(function).parameters)[: len(params)] == params
+
+
+def test_ngram_step_reads_what_the_width_swap_sets():
+    from sglang.srt.speculative.ngram_worker import NGRAMWorker
+
+    source = inspect.getsource(NGRAMWorker._prepare_for_speculative_decoding)
+    missing = [read for read in NGRAM_STEP_READS if read not in source]
+    assert not missing, f"NGRAM's step no longer reads {missing}: the per-step width would not apply"
+    assert "eagle_sample(" in inspect.getsource(NGRAMWorker.forward_batch_generation)
+
+
+def test_cuda_graphs_fall_back_to_eager_at_other_widths():
+    """Steps narrower than the captured width must not replay the full-width graph."""
+    from sglang.srt.model_executor.runner import decode_cuda_graph_runner
+    from sglang.srt.speculative.ngram_info import NgramVerifyInput
+
+    assert "self.num_tokens_per_req = draft_token_num" in inspect.getsource(NgramVerifyInput.__init__)
+    assert "num_tokens_per_req != self.captured_req_width" in inspect.getsource(
+        decode_cuda_graph_runner.DecodeCudaGraphRunner.can_run_graph)
