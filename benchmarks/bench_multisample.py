@@ -164,13 +164,11 @@ class _RecordingEngine:
         return out
 
 
-def _flush(engine, attempts: int = 50) -> None:
-    """Empty the radix cache and the draft corpora (the scheduler refuses while it is not idle)."""
-    for _ in range(attempts):
-        if engine.flush_cache().success:
-            return
-        time.sleep(0.2)
-    raise RuntimeError("SGLang refused to flush its cache between runs")
+def _flush(engine) -> None:
+    """Empty the radix cache and the draft corpora (retried while the scheduler is not idle)."""
+    from sgl_consensus.testing.engines import flush
+
+    flush(engine)
 
 
 def _consensus_state(engine) -> dict | None:
@@ -482,7 +480,8 @@ def plots(data: dict, stem: Path) -> list[Path]:
     styles = {"none": ("tab:gray", "o"), "ngram_bfs": ("tab:blue", "s"), "ngram_prob": ("tab:cyan", "D"),
               "consensus": ("tab:red", "^"), "ngram_stock": ("tab:olive", "x"),
               "consensus_tenants": ("tab:orange", "v"), "consensus_strict": ("tab:purple", "P"),
-              "consensus_fixed": ("tab:brown", "v")}
+              "consensus_fixed": ("tab:brown", "v"), "consensus_model": ("tab:pink", "*")}
+    assert set(styles) >= set(ALL_ALGORITHMS + OPTIONAL_ALGORITHMS), "every algorithm needs a plot style"
     temps = sorted({r["temperature"] for r in runs})
     n_ticks = sorted({r["n"] for r in runs})
     b_ticks = sorted({r["budget"] for r in runs if r["budget"]}) or [TARGET["budget"]]

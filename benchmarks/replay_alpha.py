@@ -6,7 +6,8 @@ probability recorded for that continuation, freq: its share of the observed cont
 worker now feeds p live (a gather over the verify logits); this replays recorded sibling streams
 with their per-token logprobs (`benchmarks/make_reasoner_streams.py`) through the drafter at each
 alpha, next to SGLang's NgramCorpus (one global corpus, and one per problem) under the same replay,
-as `bench_draft_latency.py` drives them. alpha = 0 is frequency only.
+as `bench_draft_latency.py` drives them. alpha = 0 is frequency only. A `ceiling` row per stream set is
+the oracle of `bench_draft_latency.sibling_ceiling`: the tau no drafter built from sibling text can exceed.
 
 Usage: .venv/bin/python benchmarks/replay_alpha.py [--streams reasoner_streams_T07,smollm2_streams_T07]
        [--alphas 0,0.25,0.5,0.75,1] [--paths 8] [--regimes lockstep,staggered]
@@ -26,7 +27,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_draft_latency import NgramAdapter, OursAdapter, load_ngram_corpus, load_real, replay  # noqa: E402
+from bench_draft_latency import (  # noqa: E402
+    NgramAdapter,
+    OursAdapter,
+    load_ngram_corpus,
+    load_real,
+    replay,
+    sibling_ceiling,
+)
 
 from sgl_consensus.drafting.config import DraftConfig  # noqa: E402
 
@@ -44,6 +52,11 @@ def run(streams: list[str], alphas: list[float], paths: int, regimes: list[str],
         problems = [p for p in load_real(tag, prefix) if len(p.samples) >= paths][:limit]
         if not problems or problems[0].logprobs is None:
             raise SystemExit(f"{stream}: no problems with {paths} samples and logprobs")
+        # What any drafter built from sibling text could reach: an oracle that drafts the longest prefix of the
+        # true continuation found anywhere in the other paths (all finished) or the prompt.
+        rows.append({"streams": stream, "regime": "ceiling (siblings finished, oracle)", "paths": paths,
+                     "drafter": "oracle", "problems": len(problems),
+                     "tau": sibling_ceiling(problems, paths, draft_tokens), "verify_steps": None})
         for regime in regimes:
             adapters = [(f"ours alpha={a:g}", OursAdapter(DraftConfig(num_draft_tokens=draft_tokens, alpha=a)))
                         for a in alphas]
@@ -93,6 +106,9 @@ def main() -> None:
         ngram = [r["tau"] for r in rows if r["drafter"].startswith("ngram") and
                  (r["streams"], r["regime"]) == (row["streams"], row["regime"])]
         row["vs_ngram"] = row["tau"] / max(ngram) if ngram else None
+        if row["drafter"] == "oracle":
+            row["vs_ngram"] = None
+            continue
         if row["drafter"].startswith("ours") and row["tau"] > best.get(key, {}).get("tau", 0):
             best[key] = {"alpha": float(row["drafter"].split("=")[1]), "tau": row["tau"]}
     report = {"command": "python benchmarks/replay_alpha.py " + shlex.join(sys.argv[1:]),

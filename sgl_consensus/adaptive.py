@@ -20,9 +20,10 @@ Terms:
   never proposed are optimistic, so they get tried);
 - *cost model*: step seconds = a + b * batch + c * batch * (w - 1) + (d + e * (w - 1)) * keys / 1e3,
   fitted with non-negative coefficients over the last steps' measured times (a step's time runs
-  from its start to the next step's start: scheduling, drafting and verifying). The first steps
-  cycle through the widths (warm-up), and every ``explore_every`` steps a neighbour of the best
-  width is tried, so every coefficient stays measured.
+  from its start to the next step's start: scheduling, drafting and verifying). The policy starts
+  at w = 1 and learns wider widths' costs by trying them one width up at a time on a few steps
+  (``WidthPolicy``); widths not measured yet are predicted to cost in proportion to the tokens
+  they verify, so a wide, expensive step is never taken on the assumption that it is cheap.
 
 Pure Python and NumPy: no SGLang import.
 """
@@ -151,19 +152,39 @@ class CostModel:
 
 
 class WidthPolicy:
-    """Chooses the batch's verify width each step; learns from each step's outcome."""
+    """Chooses the batch's verify width each step; learns from each step's outcome.
 
-    def __init__(self, widths: Sequence[int], warmup_rounds: int = 2, explore_every: int = 32,
-                 cycle: bool = False) -> None:
+    It starts at width 1 and learns the cost of wider steps by trying them, one width up at a time:
+    every ``explore_every`` steps (``early_explore_every`` during the first ``early_steps``) the step
+    takes a neighbour of the best width, the wider one while that is not yet measured. Beyond the
+    widest width measured ``min_observations`` times, a step's cost is predicted to grow in
+    proportion to the tokens it verifies (the pessimistic case of a compute-bound device), so an
+    untried width is never chosen for being assumed cheap."""
+
+    def __init__(self, widths: Sequence[int], explore_every: int = 32, early_explore_every: int = 8,
+                 early_steps: int = 64, min_observations: int = 2, cycle: bool = False) -> None:
         self.widths = tuple(sorted(widths))
         self.cycle = cycle  # diagnostic: every width in turn, one per step
         self.calibration = Calibration()
         self.cost = CostModel()
-        self.warmup_rounds = warmup_rounds
         self.explore_every = explore_every
+        self.early_explore_every = early_explore_every
+        self.early_steps = early_steps
+        self.min_observations = min_observations
         self.steps = 0
         self.histogram = dict.fromkeys(self.widths, 0)
+        self.measured = dict.fromkeys(self.widths, 0)  # cost observations per width
         self.last_gain: dict[int, float] = {}
+
+    def predicted_cost(self, batch: int, width: int, keys: int) -> float:
+        """Seconds of a verify step (see the class docstring for widths not measured yet)."""
+        known = [w for w in self.widths if self.measured[w] >= self.min_observations]
+        if not known:
+            return float(width)
+        reference = max(known)
+        if width <= reference:
+            return max(self.cost.predict(batch, width, keys), 1e-6)
+        return max(self.cost.predict(batch, reference, keys), 1e-6) * width / reference
 
     def expected_tokens(self, scores: Sequence[Sequence[float]],
                         calibrations: Sequence[Calibration] | None = None) -> dict[int, float]:
@@ -190,24 +211,35 @@ class WidthPolicy:
         batch = len(scores)
         step = self.steps
         self.steps += 1
-        if self.cycle or step < self.warmup_rounds * len(self.widths):
-            width = self.widths[step % len(self.widths)]  # seed the cost model at every width
+        if self.cycle:
+            width = self.widths[step % len(self.widths)]
         else:
             gains = self.expected_tokens(scores, calibrations)
             self.last_gain = gains
-            rates = {w: gains[w] / max(self.cost.predict(batch, w, keys), 1e-6) for w in self.widths}
+            rates = {w: gains[w] / self.predicted_cost(batch, w, keys) for w in self.widths}
             width = max(self.widths, key=lambda w: (rates[w], -w))
-            if self.explore_every and step % self.explore_every == 0:
-                i = self.widths.index(width)
-                neighbours = [self.widths[j] for j in (i - 1, i + 1) if 0 <= j < len(self.widths)]
-                width = neighbours[(step // self.explore_every) % len(neighbours)] if neighbours else width
+            period = self.early_explore_every if step < self.early_steps else self.explore_every
+            if period and step % period == period - 1:
+                width = self._neighbour(width, step // period)
         self.histogram[width] += 1
         return width
+
+    def _neighbour(self, width: int, turn: int) -> int:
+        """The width an exploring step takes instead of ``width``: the next wider one while it is
+        not measured yet, else the narrower and the wider in turn."""
+        i = self.widths.index(width)
+        wider = self.widths[i + 1] if i + 1 < len(self.widths) else None
+        narrower = self.widths[i - 1] if i > 0 else None
+        if wider is not None and self.measured[wider] < self.min_observations:
+            return wider
+        options = [w for w in (narrower, wider) if w is not None]
+        return options[turn % len(options)] if options else width
 
     def record_cost(self, batch: int, width: int, keys: int, seconds: float) -> None:
         """A verify step's measured seconds (from its start to the next step's start)."""
         if seconds > 0 and math.isfinite(seconds):
             self.cost.record(batch, width, keys, seconds)
+            self.measured[width] += 1
 
     def record_outcome(self, scores: Sequence[float], accepted: Sequence[bool]) -> None:
         """Per proposed draft node of a step: its score and whether it was accepted."""
@@ -218,6 +250,7 @@ class WidthPolicy:
         return {
             "widths": list(self.widths),
             "width_histogram": {str(w): n for w, n in self.histogram.items()},
+            "cost_observations_per_width": {str(w): n for w, n in self.measured.items()},
             "calibration": self.calibration.report(),
             "cost_model_seconds": {**{name: float(v) for name, v in zip(CostModel.names, self.cost.theta)},
                                    "observations": self.cost.observations},

@@ -6,9 +6,10 @@ phase's result is added to ``OUT/gpu_check.json`` as soon as it ends, and a tabl
 - ``preflight``: versions, the plugin's entry point, and SGLang's CUDA tree kernels against this
   project's pure-torch reference (``testing.cuda_tree_reference``): tree links rebuilt from masks,
   and tree speculative sampling replayed with the kernel's own coins, on the drafter's real trees;
-- ``engine:<variant>``, one engine at a time (``none``, SGLang's ``ngram``, ``consensus``,
-  ``consensus_no_overlap``, ``consensus_eager`` = without CUDA graphs; FlashInfer attention), each
-  with a warm-up request first: greedy outputs of fixed prompts; for none / ngram / consensus also
+- ``engine:<variant>``, one engine at a time (``none``, SGLang's ``ngram``, ``consensus`` (width
+  chosen every step), ``consensus_no_overlap``, ``consensus_eager`` = without CUDA graphs,
+  ``consensus_fixed`` = the full width every step, on request: ``--phases``; FlashInfer attention), each with a warm-up
+  request first: greedy outputs of fixed prompts; for none / ngram / consensus / consensus_fixed also
   samples for the distribution checks (T = 1; T = 0.7 with top-p 0.9; a logit bias on token 0 with
   short prompts, the padding case) and tokens/s on the demo workload, lock-step and staggered;
 - ``report``: greedy outputs against ``none`` (the first divergence with none's top-2 logprob
@@ -37,11 +38,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "consensus": {"algorithm": "CONSENSUS"},
     "consensus_no_overlap": {"algorithm": "CONSENSUS", "engine": {"disable_overlap_schedule": True}},
     "consensus_eager": {"algorithm": "CONSENSUS", "engine": {"disable_cuda_graph": True}},
+    # the full width every step (the adaptive width's baseline; full-width CUDA graphs every step)
+    "consensus_fixed": {"algorithm": "CONSENSUS", "env": {"CONSENSUS_ADAPTIVE": "off"}},
 }
-SAMPLED_VARIANTS = ("none", "ngram", "consensus")  # distribution checks and throughput
-# name -> seconds allowed (the sum stays within 8 minutes)
+SAMPLED_VARIANTS = ("none", "ngram", "consensus", "consensus_fixed")  # distribution checks and throughput
+# name -> seconds allowed (the default phases stay within 8 minutes; consensus_fixed is extra)
 PHASE_LIMITS = {"preflight": 60, "engine:none": 90, "engine:ngram": 80, "engine:consensus": 90,
-                "engine:consensus_no_overlap": 70, "engine:consensus_eager": 70}
+                "engine:consensus_no_overlap": 70, "engine:consensus_eager": 70, "engine:consensus_fixed": 90}
+DEFAULT_PHASES = [name for name in PHASE_LIMITS if name != "engine:consensus_fixed"]
 DRAFT_TOKENS = 8
 SETTINGS = {"T1.0": {"temperature": 1.0}, "T0.7_top_p0.9": {"temperature": 0.7, "top_p": 0.9},
             "bias0_short": {"temperature": 1.0, "logit_bias": {"0": 2.0}}}
@@ -165,6 +169,7 @@ def phase_engine(ns: argparse.Namespace, variant: str) -> dict:
 
     size = sizes(ns.quick)
     start = time.perf_counter()
+    os.environ.update(VARIANTS[variant].get("env", {}))  # this phase's own process: read by the worker
     engine = start_engine(**_engine_kwargs(ns, variant))
     out: dict[str, Any] = {"engine_start_s": round(time.perf_counter() - start, 1)}
     try:
@@ -328,7 +333,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("gpu-check-out"), help="folder for the JSON and logs")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
                         help="auto: CUDA, else exit 2; cpu: a small rehearsal on this CPU (for tests)")
-    parser.add_argument("--phases", default=",".join(PHASE_LIMITS),
+    parser.add_argument("--phases", default=",".join(DEFAULT_PHASES),
                         help=f"comma-separated subset of {list(PHASE_LIMITS)}")
     parser.add_argument("--quick", action="store_true", help="small sizes (default with --device cpu)")
     parser.add_argument("--run-phase", help=argparse.SUPPRESS)

@@ -52,37 +52,57 @@ def _run(policy: WidthPolicy, scores_of, cost_of, steps: int) -> list[int]:
     return chosen
 
 
-def test_no_evidence_drives_the_width_to_one_within_a_few_steps():
-    policy = WidthPolicy((1, 2, 4, 8), explore_every=0)
+def _exploring(policy: WidthPolicy, step: int) -> bool:
+    period = policy.early_explore_every if step < policy.early_steps else policy.explore_every
+    return bool(period) and step % period == period - 1
+
+
+def _settled(policy: WidthPolicy, chosen: list[int], last: int) -> list[int]:
+    """The last ``last`` choices, exploring steps left out."""
+    start = len(chosen) - last
+    return [w for step, w in enumerate(chosen) if step >= start and not _exploring(policy, step)]
+
+
+def test_no_evidence_keeps_the_width_at_one_from_the_first_step():
+    policy = WidthPolicy((1, 2, 4, 8), explore_every=0, early_explore_every=0)
     chosen = _run(policy, lambda: [[] for _ in range(16)], lambda bs, w: 0.002 + 0.0001 * bs * w, 20)
-    warmup = policy.warmup_rounds * 4
-    assert chosen[warmup:] == [1] * (20 - warmup)
+    assert chosen == [1] * 20
 
 
-def test_cheap_width_and_good_drafts_choose_the_widest_tree():
-    policy = WidthPolicy((1, 2, 4, 8), explore_every=0)
-    chosen = _run(policy, lambda: [[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]] * 8, lambda bs, w: 0.02 + 0.0001 * bs * w, 30)
-    assert chosen[-10:] == [8] * 10
+def test_untried_widths_are_never_assumed_cheap():
+    policy = WidthPolicy((1, 2, 4, 8), explore_every=0, early_explore_every=0)
+    for _ in range(5):
+        policy.record_cost(16, 1, 0, 0.01)
+    assert policy.predicted_cost(16, 8, 0) == pytest.approx(8 * policy.predicted_cost(16, 1, 0), rel=0.05)
+
+
+def test_cheap_width_and_good_drafts_climb_to_the_widest_tree():
+    policy = WidthPolicy((1, 2, 4, 8))
+    chosen = _run(policy, lambda: [[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]] * 8, lambda bs, w: 0.02 + 0.0001 * bs * w,
+                  200)
+    assert set(_settled(policy, chosen, 40)) == {8}
+    assert chosen[0] == 1  # it starts from no drafts and climbs one width at a time
 
 
 def test_expensive_width_and_weak_drafts_choose_a_small_tree():
-    policy = WidthPolicy((1, 2, 4, 8), explore_every=0)
+    policy = WidthPolicy((1, 2, 4, 8))
     chosen = _run(policy, lambda: [[0.6, 0.1, 0.05, 0.05, 0.02, 0.02, 0.01]] * 32,
-                  lambda bs, w: 0.02 + 0.0002 * bs * w, 30)
-    assert set(chosen[-10:]) == {2}  # 1.6 tokens for 1.24x the time pays; more nodes add little
+                  lambda bs, w: 0.02 + 0.0002 * bs * w, 200)
+    assert set(_settled(policy, chosen, 40)) == {2}  # 1.6 tokens for 1.24x the time pays; more nodes add little
 
 
 def test_when_drafting_cannot_pay_the_policy_does_not_draft():
-    policy = WidthPolicy((1, 2, 4, 8), explore_every=0)
+    policy = WidthPolicy((1, 2, 4, 8))
     chosen = _run(policy, lambda: [[0.6, 0.1, 0.05, 0.05, 0.02, 0.02, 0.01]] * 32,
-                  lambda bs, w: 0.001 + 0.001 * bs * w, 30)  # verify cost proportional to tokens
-    assert set(chosen[-10:]) == {1}
+                  lambda bs, w: 0.001 + 0.001 * bs * w, 200)  # verify cost proportional to tokens
+    assert set(_settled(policy, chosen, 40)) == {1}
+    assert sum(w > 1 for w in chosen) <= 200 // 8  # only exploring steps paid for a wider tree
 
 
 def test_exploration_keeps_visiting_a_neighbour():
-    policy = WidthPolicy((1, 2, 4, 8), explore_every=4)
+    policy = WidthPolicy((1, 2, 4, 8), explore_every=4, early_explore_every=4)
     chosen = _run(policy, lambda: [[] for _ in range(8)], lambda bs, w: 0.002 + 0.0001 * bs * w, 40)
-    assert 2 in chosen[policy.warmup_rounds * 4:]
+    assert 2 in chosen[20:]
 
 
 def test_one_tenants_outcomes_never_set_another_tenants_width():

@@ -49,8 +49,9 @@ def lossless_verify(verify_input, batch, logits_output, grammar_mask=None, **kwa
     bs, n = len(batch.seq_lens), verify_input.draft_token_num
     logits = logits_output.next_token_logits
     _adjust_logits(logits, info, n, grammar_mask)
+    filters = info.need_top_k_sampling or info.need_top_p_sampling or info.need_min_p_sampling
     targets = sample_tree_targets(
-        logits, info.temperatures, info.top_ks, info.top_ps,
+        logits, info.temperatures, info.top_ks if filters else None, info.top_ps,
         info.min_ps if info.need_min_p_sampling else None, n,
     )
     predict = torch.zeros(bs * n, dtype=torch.int32, device=logits.device)

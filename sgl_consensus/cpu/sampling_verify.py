@@ -51,7 +51,11 @@ def sample_rows(
     min_ps: torch.Tensor | None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One sample per row from the filtered distribution: int64 [rows]."""
+    """One sample per row from the filtered distribution: int64 [rows]. ``top_ks`` None: no row
+    filters (no top-k, top-p or min-p), so the sort is skipped."""
+    if top_ks is None:
+        probs = torch.softmax(logits.float() / temperatures.reshape(-1, 1).float(), dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator).view(-1)
     weights, token_ids = filtered_probs(logits, temperatures, top_ks, top_ps, min_ps)
     picked = torch.multinomial(weights, num_samples=1, generator=generator)
     return token_ids.gather(1, picked).view(-1)
@@ -68,7 +72,8 @@ def sample_tree_targets(
 ) -> torch.Tensor:
     """Sample every verify node of every request: logits [bs*n, vocab] -> int64 [bs, n].
 
-    Sampling parameters are per request ([bs]); each node uses its request's.
+    Sampling parameters are per request ([bs]); each node uses its request's. ``top_ks`` None:
+    no request filters its distribution (the fast path of ``sample_rows``).
     """
     expand = lambda t: None if t is None else torch.repeat_interleave(t.reshape(-1), num_draft)  # noqa: E731
     samples = sample_rows(

@@ -48,3 +48,15 @@ class EnginePool:
         if self._engine is not None:
             self._engine.shutdown()
         self._engine, self._key = None, None
+
+
+def flush(engine, attempts: int = 50, pause_s: float = 0.2) -> None:
+    """Empty SGLang's radix cache and the worker's draft state. The scheduler refuses a flush while
+    it is not fully idle (e.g. a finished request's last step still in flight): retry until it takes."""
+    import time
+
+    for _ in range(attempts):
+        if engine.flush_cache().success:
+            return
+        time.sleep(pause_s)
+    raise RuntimeError(f"SGLang refused to flush its cache {attempts} times")

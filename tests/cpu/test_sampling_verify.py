@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from sgl_consensus.cpu.sampling_verify import filtered_probs, sample_tree_targets, walk_tree
+from sgl_consensus.cpu.sampling_verify import filtered_probs, sample_rows, sample_tree_targets, walk_tree
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -75,3 +75,16 @@ def test_tree_walk_over_node_samples_is_plain_sampling():
         for a, b in itertools.product(range(vocab), repeat=2)
     )
     assert tv < 0.02, f"total variation {tv:.4f}: tree verification changed the distribution"
+
+
+def test_unfiltered_fast_path_samples_the_same_distribution():
+    """No top-k / top-p / min-p: sampling skips the sort and must match the filtered path's distribution."""
+    torch.manual_seed(3)
+    logits = (torch.randn(1, 6) * 1.5).repeat(40_000, 1)
+    temps = torch.full((40_000,), 0.8)
+    fast = sample_rows(logits, temps, None, None, None)
+    slow = sample_rows(logits, temps, torch.full((40_000,), 1 << 30), torch.ones(40_000), None)
+    expected = torch.softmax(logits[0] / 0.8, dim=-1)
+    for samples in (fast, slow):
+        freq = torch.bincount(samples, minlength=6).float() / len(samples)
+        assert torch.allclose(freq, expected, atol=0.01), (freq, expected)

@@ -18,6 +18,8 @@ import re
 
 import pytest
 
+from sgl_consensus.testing.engines import flush
+
 pytestmark = pytest.mark.engine
 
 SYSTEM = ("first we add then we subtract then we add one two three four five six seven eight nine ten "
@@ -64,7 +66,7 @@ async def _victim_then_attacker(engine, victim: dict, attacker: dict, victim_pro
 
 
 def _attacker_steps(engine, path: str, victim_secret: str, victim_tenant, attacker_tenant) -> int:
-    engine.flush_cache()  # also empties the drafter: every probe starts from nothing
+    flush(engine)  # also empties the drafter and the width policy: every probe starts from nothing
     prompt_a, prompt_b = SYSTEM + " user alice asks", SYSTEM + " user bob asks"
     if path == "global":
         victim, attacker, concurrent = _params(victim_secret, victim_tenant), _params(RIGHT, attacker_tenant), False
@@ -94,20 +96,18 @@ def _leak(engine, path: str, victim_tenant, attacker_tenant) -> int:
 # At a fixed width, a leak-free path shows no difference at all (one step of slack). With the adaptive
 # width, each tenant's widths come from its own calibration and its own cost model (never from another
 # tenant's outcomes), but the cost model is fitted to measured wall-clock step times, so two runs of
-# the same requests can choose a few widths differently: a few steps of noise, secret or not. Where
-# victim and attacker share batches (prefix, n), the one width per batch is chosen from every
-# request's drafts, so a co-scheduled request moves another's width (never its drafts) as well.
-CO_BATCHED = {"prefix", "n"}
-
-
+# the same requests can choose some widths differently: a few steps of noise either way, secret or not
+# (more on a loaded machine). Where victim and attacker share batches (prefix, n), the one width per
+# batch is chosen from every request's drafts, so a co-scheduled request moves another's width (never
+# its drafts) as well. The open channel inside one tenant is 10-26 steps (test below, README).
 def _tolerance(path: str, adaptive: str) -> int:
-    if adaptive == "off":
-        return 1
-    return 5 if path in CO_BATCHED else 3
+    return 1 if adaptive == "off" else 6
 
 
-@pytest.mark.parametrize("adaptive", ["off", "on"])
-@pytest.mark.parametrize("path", ["global", "prefix", "tag", "n"])
+# Every path with the adaptive width (the default); the sequential paths also at a fixed width, where the
+# tolerance is one step (the co-batched paths at a fixed width are covered by the strict tests below).
+@pytest.mark.parametrize("path, adaptive", [("global", "on"), ("prefix", "on"), ("tag", "on"), ("n", "on"),
+                                            ("global", "off"), ("tag", "off")])
 def test_no_path_crosses_tenants(engines, tiny_llama, path, adaptive):
     engine = engines.get(tiny_llama, "consensus", env={"CONSENSUS_ISOLATION": "tenant", "CONSENSUS_ADAPTIVE": adaptive},
                          max_running_requests=16)
