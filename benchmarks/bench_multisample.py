@@ -277,7 +277,7 @@ def benchmark(ns) -> dict:
     except DatasetError as exc:
         raise SystemExit(f"bench_multisample: {exc}") from None
     prompts = workload.prompts
-    settings = {"model": str(ns.model), "problems": ns.problems, "seed_start": ns.seed_start,
+    settings = {"model": str(ns.model).replace(str(Path.home()), "~", 1), "problems": ns.problems, "seed_start": ns.seed_start,
                 "top_p": ns.top_p, "max_new_tokens": ns.max_new_tokens,
                 "dataset": None if ns.dataset is None else str(ns.dataset)}
     data = _load(ns.out) if ns.resume else {}
