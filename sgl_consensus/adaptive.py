@@ -81,13 +81,6 @@ class Calibration:
         k = self.prior_weight
         return (self.accepted[bins] + k * scores) / (self.proposed[bins] + k)
 
-    def table(self) -> np.ndarray:
-        """Per bin: P(accept) for the bin's mean score (or its midpoint if never seen)."""
-        mids = np.array([(SCORE_BINS[i] + min(SCORE_BINS[i + 1], 1.0)) / 2 for i in range(len(SCORE_BINS) - 1)])
-        mean = np.where(self.proposed > 0, self.score_sum / np.maximum(self.proposed, 1e-12), mids)
-        k = self.prior_weight
-        return (self.accepted + k * mean) / (self.proposed + k)
-
     def record(self, scores: Sequence[float], accepted: Sequence[bool]) -> None:
         self.proposed *= self.decay
         self.accepted *= self.decay
@@ -174,7 +167,6 @@ class WidthPolicy:
         self.steps = 0
         self.histogram = dict.fromkeys(self.widths, 0)
         self.measured = dict.fromkeys(self.widths, 0)  # cost observations per width
-        self.last_gain: dict[int, float] = {}
 
     def predicted_cost(self, batch: int, width: int, keys: int) -> float:
         """Seconds of a verify step (see the class docstring for widths not measured yet)."""
@@ -215,7 +207,6 @@ class WidthPolicy:
             width = self.widths[step % len(self.widths)]
         else:
             gains = self.expected_tokens(scores, calibrations)
-            self.last_gain = gains
             rates = {w: gains[w] / self.predicted_cost(batch, w, keys) for w in self.widths}
             width = max(self.widths, key=lambda w: (rates[w], -w))
             period = self.early_explore_every if step < self.early_steps else self.explore_every
