@@ -23,6 +23,10 @@ which reach every process SGLang spawns:
   (a diagnostic: exactness under any width sequence).
 - ``CONSENSUS_ADAPTIVE_WIDTHS``: the widths allowed, comma-separated, each in [1, draft tokens]
   (default: 1, 2, 4, ... up to ``--speculative-num-draft-tokens``, and that number).
+- ``CONSENSUS_PLAIN_DECODE``: how a width-1 step (no drafts) runs. ``auto`` (default): as SGLang's
+  plain decode forward on CPU (``sgl_consensus.adapter.plain_decode``), as a root-only verify on GPU,
+  where the verify replays CUDA graphs and a decode forward under speculation would not; ``on`` /
+  ``off``: always / never plain.
 - ``CONSENSUS_ISOLATION``: what drafts may carry between requests. ``tenant`` (default): nothing
   crosses tenants (``custom_params["consensus_tenant"]``; requests without one share the default
   tenant). ``strict``: nothing crosses declared sibling groups (tags, ``n > 1``): no global corpus,
@@ -51,6 +55,7 @@ from sgl_consensus.lead_lag import parse_lead
 PREFIX = "CONSENSUS_"
 DRAFTERS = ("consensus", "prompt_lookup", "ngram_corpus")
 ADAPTIVE_MODES = ("on", "off", "cycle")
+PLAIN_DECODE_MODES = ("auto", "on", "off")
 # Variables of this prefix that are not worker knobs.
 _OTHER_VARS = {"CONSENSUS_CPU", "CONSENSUS_CACHE", "CONSENSUS_VENV", "CONSENSUS_CONFIG", "CONSENSUS_CPU_OVERLAP"}
 
@@ -85,6 +90,11 @@ class WorkerSettings:
     isolation: str = "tenant"  # see ISOLATION_MODES and the module docstring
     adaptive: str = "on"  # see ADAPTIVE_MODES
     adaptive_widths: tuple[int, ...] | None = None  # None: powers of two up to the draft width
+    plain_decode: str = "auto"  # see PLAIN_DECODE_MODES
+
+    def decodes_plainly(self, on_cpu: bool) -> bool:
+        """Whether width-1 steps run as plain decode forwards on this device."""
+        return self.plain_decode == "on" or (self.plain_decode == "auto" and on_cpu)
 
     def widths(self, num_draft_tokens: int) -> tuple[int, ...]:
         """The verify widths this worker may use (validated against the draft width)."""
@@ -132,7 +142,7 @@ def _read_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} must hold a JSON object")
     unknown = set(data) - {"drafter", "grouping", "draft", "log_interval_s", "lead_tokens", "isolation", "adaptive",
-                           "adaptive_widths"}
+                           "adaptive_widths", "plain_decode"}
     if unknown:
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} has unknown keys {sorted(unknown)}")
     for section in ("grouping", "draft"):
@@ -166,6 +176,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             raw["adaptive"] = value
         elif key == "adaptive_widths":
             raw["adaptive_widths"] = value
+        elif key == "plain_decode":
+            raw["plain_decode"] = value
         else:
             raise SettingsError(f"unknown setting {name}={value!r}; see sgl_consensus.settings for the list")
     return raw
@@ -209,6 +221,13 @@ def _adaptive(value: Any) -> str:
     mode = str(value).strip().lower()
     if mode not in ADAPTIVE_MODES:
         raise SettingsError(f"CONSENSUS_ADAPTIVE must be one of {list(ADAPTIVE_MODES)}, got {value!r}")
+    return mode
+
+
+def _plain_decode(value: Any) -> str:
+    mode = str(value).strip().lower()
+    if mode not in PLAIN_DECODE_MODES:
+        raise SettingsError(f"CONSENSUS_PLAIN_DECODE must be one of {list(PLAIN_DECODE_MODES)}, got {value!r}")
     return mode
 
 
@@ -285,4 +304,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
                             "chosen per batch from all requests' drafts; strict isolation verifies a fixed width)")
     return WorkerSettings(drafter=drafter, grouping=grouping, draft=draft, log_interval_s=interval,
                           lead_tokens=lead, isolation=isolation, adaptive=adaptive,
-                          adaptive_widths=_widths(merged.get("adaptive_widths")))
+                          adaptive_widths=_widths(merged.get("adaptive_widths")),
+                          plain_decode=_plain_decode(merged.get("plain_decode", "auto")))

@@ -32,6 +32,7 @@ from sglang.srt.speculative.ngram_worker import NGRAMWorker
 from sgl_consensus.adaptive import TenantWidthPolicies
 from sgl_consensus.adapter.exact_trees import detach_duplicate_siblings
 from sgl_consensus.adapter.metrics import DraftMetrics
+from sgl_consensus.adapter.plain_decode import can_decode_plainly, decode_plainly
 from sgl_consensus.adapter.request_tracker import RequestTracker, pending_rows
 from sgl_consensus.adapter.verify import (
     exact_verification,
@@ -112,6 +113,9 @@ class ConsensusWorker(NGRAMWorker):
         self._successors_k = drafter.config.model_topk if ranked and drafter.config.model_weight > 0 else 0
         self._verify_sink: list = []
         self._verified: tuple | None = None  # rids, logprobs, accept_lens, successors, node tokens, node counts
+        # Width-1 steps as plain decode forwards (no verify machinery) where that is cheaper.
+        self._decodes_plainly = ranked and 1 in self.widths and self.settings.decodes_plainly(self._on_cpu)
+        self.plain_steps = 0
         logger.info("consensus worker: drafter=%s, grouping=%s, isolation=%s, %d draft tokens, widths %s",
                     self.settings.drafter, self.settings.grouping.enabled, self.settings.isolation,
                     self.draft_token_num, list(self.widths))
@@ -136,7 +140,7 @@ class ConsensusWorker(NGRAMWorker):
             "retrieve_next_sibling_batch": rows(self.retrieve_next_sibling),
         }
 
-    def forward_batch_generation(self, batch, *args, **kwargs):
+    def forward_batch_generation(self, batch, on_publish=None, pp_proxy_tensors=None, **kwargs):
         self._step_report = None
         exact = needs_exact_verification(batch.sampling_info, self._on_cpu)
         ranked_decode = self.policy is not None and batch.forward_mode.is_decode() and len(batch.reqs) > 0
@@ -146,19 +150,36 @@ class ConsensusWorker(NGRAMWorker):
         record = (self._records_probs or self._successors_k) and ranked_decode
         recording = recording_committed_logprobs(self._verify_sink, self._successors_k) if record else \
             contextlib.nullcontext()
-        with exact_verification() if exact else contextlib.nullcontext(), self._at_width(width), recording:
-            result = super().forward_batch_generation(batch, *args, **kwargs)
+        plain = ranked_decode and width == 1 and self._decodes_plainly and can_decode_plainly(batch, pp_proxy_tensors)
+        if plain:
+            result = self._decode_plainly(batch, record, on_publish)
+        else:
+            with exact_verification() if exact else contextlib.nullcontext(), self._at_width(width), recording:
+                result = super().forward_batch_generation(batch, on_publish, pp_proxy_tensors, **kwargs)
         if self._verify_sink:
             logprobs, accept_lens, successors = self._verify_sink.pop()
             self._verify_sink.clear()
             rids, _, candidates, _ = self._last_proposal
             self._verified = (rids, logprobs, accept_lens, successors, self._staged_tokens,
                               [min(width, len(c)) for c in candidates])
-        if width != self._max_width:
+        if width != self._max_width and not plain:  # a plain step's rows already have the full width
             self._relay_at_max_width(result, width)
         if not batch.forward_mode.is_decode() and self.tracker.drafter is not None:
             self.tracker.admit(batch.reqs)  # the prefill is launched: index the prompts meanwhile
         self._attach_step_report(result)
+        return result
+
+    def _decode_plainly(self, batch, record: bool, on_publish):
+        """A width-1 step without verify machinery (``adapter.plain_decode``)."""
+        tokens = self._staged_tokens
+        self._staged = None
+        roots = torch.as_tensor(tokens[:, 0], device=self.device).to(self.draft_tokens.dtype)
+        result, recorded = decode_plainly(self, batch, roots, self._max_width, on_publish,
+                                          self._successors_k if record else 0)
+        if record:
+            self._verify_sink.append(recorded)
+        self.plain_steps += 1
+        self._update_ngram_corpus(batch)
         return result
 
     # -- one decode step: index update -> width choice -> propose ----------------------------
@@ -323,7 +344,8 @@ class ConsensusWorker(NGRAMWorker):
         self.tracker.prune_finished()
         state = {"drafter": self.settings.drafter, "isolation": self.settings.isolation,
                  "tracked_requests": len(self.tracker),
-                 "live_prefix_clusters": self.tracker.grouper.live_clusters(), **self.metrics.snapshot()}
+                 "live_prefix_clusters": self.tracker.grouper.live_clusters(), "plain_decode_steps": self.plain_steps,
+                 **self.metrics.snapshot()}
         if self.tracker.drafter is not None:
             state["drafter_stats"] = self.tracker.drafter.stats()
         if self.policy is not None:

@@ -67,23 +67,21 @@ async def _staggered(engine, lead_tag, follower_tag, lead_tokens=64, follower_to
     return (await follower)["meta_info"]["spec_accept_length"]
 
 
-@pytest.mark.parametrize("grouping", ["on", "off"])
-def test_siblings_ahead_raise_acceptance(engines, peaky_model, grouping):
+def _acceptance(engines, peaky_model, grouping: str) -> tuple[float, float]:
+    """Accept lengths of a follower whose leader is in its own group, and in another group."""
     engine = engines.get(peaky_model, "consensus", env={"CONSENSUS_GROUPING": grouping,
                                                       "CONSENSUS_DRAFT_USE_GLOBAL": "0"})
-    same_group = engine.run(_staggered(engine, "g", "g"))
-    other_group = engine.run(_staggered(engine, "h1", "h2"))
-    _ACCEPT[grouping] = (same_group, other_group)
-    if grouping == "on":
-        # a sibling that is ahead drafts (almost) the whole continuation
-        assert same_group > other_group + 0.5, (same_group, other_group)
-    else:
-        # without grouping, a shared tag changes nothing
-        assert abs(same_group - other_group) < 0.5, (same_group, other_group)
-        assert _ACCEPT["on"][0] > same_group + 0.5, (_ACCEPT, "grouping did not raise acceptance")
+    return engine.run(_staggered(engine, "g", "g")), engine.run(_staggered(engine, "h1", "h2"))
 
 
-_ACCEPT: dict[str, tuple[float, float]] = {}
+def test_siblings_ahead_raise_acceptance(engines, peaky_model):
+    same_group, other_group = _acceptance(engines, peaky_model, "on")
+    # a sibling that is ahead drafts (almost) the whole continuation
+    assert same_group > other_group + 0.5, (same_group, other_group)
+    # without grouping, a shared tag changes nothing
+    same_off, other_off = _acceptance(engines, peaky_model, "off")
+    assert abs(same_off - other_off) < 0.5, (same_off, other_off)
+    assert same_group > same_off + 0.5, (same_group, same_off, "grouping did not raise acceptance")
 
 
 # --- live probabilities: the verify's committed-token probabilities reach the drafter ----------
@@ -110,7 +108,6 @@ def test_committed_token_probabilities_reach_the_drafter(engines, peaky_model):
 SAMPLES = 400
 NEW_TOKENS = 10
 SETTINGS = {"T1.0": {"temperature": 1.0}, "T0.7_top_p0.9": {"temperature": 0.7, "top_p": 0.9}}
-_SAMPLED: dict[tuple[str, str], list[list[int]]] = {}
 
 
 def _sample(engine, setting: str, lead: int = 0) -> list[list[int]]:
@@ -119,7 +116,9 @@ def _sample(engine, setting: str, lead: int = 0) -> list[list[int]]:
         params = [{**params, "custom_params": {"consensus_group": f"{setting}-{i // 8}", "consensus_lead": lead}}
                   for i in range(SAMPLES)]
     outs = engine.generate([PROMPT] * SAMPLES, params)
-    return [o["output_ids"] for o in outs]
+    samples = [o["output_ids"] for o in outs]
+    assert len(samples) == SAMPLES and all(len(s) == NEW_TOKENS for s in samples)
+    return samples
 
 
 def _position_pvalues(a: list[list[int]], b: list[list[int]], positions=range(1, 5)) -> list[float]:
@@ -145,43 +144,46 @@ def _distribution_pvalue(a, b) -> float:
     return min(tests) * len(tests)  # Bonferroni
 
 
-ENGINES = {"none": (None, {}), "consensus": ("consensus", {}), "NGRAM": ("NGRAM", {}),
-           # the verify width changes every step (1, 2, 4 in turn), with model-informed nodes
-           "consensus_cycle": ("consensus", {"CONSENSUS_ADAPTIVE": "cycle", "CONSENSUS_DRAFT_MODEL_WEIGHT": "1.0"})}
+# run -> (algorithm, worker knobs, lead)
+RUNS = {"none": (None, {}, 0), "consensus": ("consensus", {}, 0), "NGRAM": ("NGRAM", {}, 0),
+        "lead_lag": ("consensus", {}, 4),
+        # the verify width changes every step (1, 2, 4 in turn), with model-informed nodes
+        "consensus_cycle": ("consensus", {"CONSENSUS_ADAPTIVE": "cycle", "CONSENSUS_DRAFT_MODEL_WEIGHT": "1.0"}, 0)}
 
 
-@pytest.mark.parametrize("algorithm", list(ENGINES))
-def test_collect_samples(engines, peaky_model, algorithm):
-    name, env = ENGINES[algorithm]
-    engine = engines.get(peaky_model, name, env=env, max_running_requests=64)
-    for setting in SETTINGS:
-        _SAMPLED[(algorithm, setting)] = samples = _sample(engine, setting)
-        assert len(samples) == SAMPLES and all(len(s) == NEW_TOKENS for s in samples)
-        if algorithm == "consensus":
-            _SAMPLED[("lead_lag", setting)] = samples = _sample(engine, setting, lead=4)
-            assert len(samples) == SAMPLES and all(len(s) == NEW_TOKENS for s in samples)
-    if algorithm == "consensus":
-        assert _internal(engine)["lead_lag"]["lead_holds"] > 0, "the lead-lag samples were never held"
+@pytest.fixture(scope="module")
+def samples(engines, peaky_model):
+    """``samples(run, setting)``: that run's samples, drawn once per module (any test may ask first;
+    every setting is drawn while the run's engine is up, as engine starts dominate)."""
+    drawn: dict[tuple[str, str], list[list[int]]] = {}
+
+    def get(run: str, setting: str) -> list[list[int]]:
+        if (run, setting) not in drawn:
+            name, env, lead = RUNS[run]
+            engine = engines.get(peaky_model, name, env=env, max_running_requests=64)
+            for each in SETTINGS:
+                drawn[(run, each)] = _sample(engine, each, lead)
+            if lead:
+                assert _internal(engine)["lead_lag"]["lead_holds"] > 0, "the lead-lag samples were never held"
+        return drawn[(run, setting)]
+
+    return get
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("run", ["consensus", "lead_lag", "consensus_cycle"])
-def test_consensus_sampling_preserves_distribution(run, setting):
+def test_consensus_sampling_preserves_distribution(samples, run, setting):
     """Consensus drafting, also under lead-lag scheduling and with a width that changes every
     step, samples as plain decoding does."""
-    if (run, setting) not in _SAMPLED:
-        pytest.fail("test_collect_samples did not run")
-    p = _distribution_pvalue(_SAMPLED[("none", setting)], _SAMPLED[(run, setting)])
+    p = _distribution_pvalue(samples("none", setting), samples(run, setting))
     assert p > 1e-3, f"{run} changed the sampled distribution ({setting}): p = {p:.2e}"
 
 
 @pytest.mark.skipif(cuda_available(), reason="SGLang verifies sampled requests greedily only on CPU")
 @pytest.mark.parametrize("setting", list(SETTINGS))
-def test_tests_catch_sglang_cpu_ngram_skew(setting):
+def test_tests_catch_sglang_cpu_ngram_skew(samples, setting):
     """The same statistics reject SGLang's own CPU NGRAM path, which verifies sampled requests greedily."""
-    if ("NGRAM", setting) not in _SAMPLED:
-        pytest.fail("test_collect_samples did not run")
-    p = _distribution_pvalue(_SAMPLED[("none", setting)], _SAMPLED[("NGRAM", setting)])
+    p = _distribution_pvalue(samples("none", setting), samples("NGRAM", setting))
     assert p < 1e-6, f"expected SGLang's CPU NGRAM to skew samples, p = {p:.2e}"
 
 

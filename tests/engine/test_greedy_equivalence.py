@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from sgl_consensus.testing.devices import cuda_available
+
 pytestmark = pytest.mark.engine
 
 PROMPTS = [
@@ -64,10 +66,11 @@ def test_speculation_accepts_drafts_on_repetitive_text(engines, tiny_qwen2, algo
     assert meta["spec_accept_length"] > 1.0, meta
 
 
-@pytest.mark.parametrize("adaptive", ["cycle", "on", "on+model"])
+@pytest.mark.parametrize("adaptive", ["cycle", "on", "cycle+model"])
 def test_any_width_sequence_keeps_greedy_outputs_exact(engines, reference, tiny_llama, adaptive):
-    """The verify width changes from step to step (cycle: 1, 2, 4 in turn; on: the policy's choice;
-    +model: with model-informed nodes from the target's earlier predictions)."""
+    """The verify width changes from step to step (cycle: 1, 2, 4 in turn, width 1 as a plain
+    decode step on CPU; on: the policy's choice; +model: with model-informed nodes from the
+    target's earlier predictions, plain steps included)."""
     env = {"CONSENSUS_ADAPTIVE": adaptive.split("+")[0]}
     if adaptive.endswith("+model"):
         env["CONSENSUS_DRAFT_MODEL_WEIGHT"] = "1.0"
@@ -78,6 +81,8 @@ def test_any_width_sequence_keeps_greedy_outputs_exact(engines, reference, tiny_
     assert sum(1 for count in state["adaptive"]["width_histogram"].values() if count) >= 2  # several widths
     if adaptive.endswith("+model"):
         assert state["draft_nodes_model"] > 0
+    if adaptive.startswith("cycle") and not cuda_available():
+        assert state["plain_decode_steps"] > 0  # width-1 steps ran as plain decode forwards
 
 
 def test_overlap_scheduling_keeps_greedy_outputs_exact(engines, reference, tiny_llama):
