@@ -103,7 +103,7 @@ def test_finished_siblings_keep_feeding_their_group_until_it_ends():
 
 
 def test_global_corpus_serves_later_groups_but_not_when_disabled():
-    for use_global, expected in [(True, 4), (False, 0)]:
+    for use_global in (True, False):
         d = drafter(use_global=use_global, merge_visits_per_token=10_000)
         for rid in ("a", "b"):
             d.add(rid, "old", PROMPT)
@@ -114,7 +114,9 @@ def test_global_corpus_serves_later_groups_but_not_when_disabled():
         d.extend("new", [6])  # pays for the merge of the finished group
         d.maintain()  # the worker runs it after each verify launch
         tokens, mask = d.propose(["new"])
-        assert accepted(tokens[0], mask[0], [7, 8, 9, 0]) >= min(expected, 3)
+        drafted = accepted(tokens[0], mask[0], [7, 8, 9, 0])
+        # The finished group's continuation 7, 8, 9 comes from the global corpus, or not at all.
+        assert drafted == 3 if use_global else drafted == 0, (use_global, drafted)
         assert (d.stats()["draft_nodes_global"] > 0) == use_global
 
 
