@@ -24,6 +24,18 @@ FUNCTIONS = [
     ("sglang.srt.plugins.hook_registry", "HookRegistry", None),
     ("sglang.srt.plugins.hook_registry", "HookType", None),
     ("sglang.srt.managers.overlap_utils", "FutureMap", None),
+    # plain decode steps (adapter/plain_decode.py)
+    ("sglang.kernels.ops.speculative.cache_locs", "assign_extend_cache_locs_func",
+     ["req_pool_indices", "req_to_token", "start_offset", "end_offset", "batch_size", "draft_token_num", "device"]),
+    ("sglang.srt.model_executor.forward_batch_info", "ForwardBatch.init_new",
+     ["batch", "model_runner", "capture_hidden_mode", "return_hidden_states_before_norm"]),
+    ("sglang.srt.managers.tp_worker", "TpModelWorker.forward_batch_generation",
+     ["batch", "forward_batch", "pp_proxy_tensors", "is_verify"]),
+    ("sglang.srt.model_executor.model_runner", "ModelRunner.sample", ["logits_output", "forward_batch"]),
+    ("sglang.srt.speculative.spec_utils", "record_stream_for_v2_verify", ["batch", "verify_input", "fwd_stream"]),
+    ("sglang.srt.managers.utils", "GenerationBatchResult", None),
+    # early-stop aborts of Engine requests (adapter/abort.py)
+    ("sglang.srt.managers.tokenizer_manager", "TokenizerManager.abort_request", ["rid"]),
 ]
 
 # NGRAMWorker methods the worker overrides or calls, with the parameters it passes.
@@ -44,10 +56,12 @@ NGRAM_STEP_READS = ["self.draft_tokens_batch[bs]", "self.tree_mask_batch[bs]", "
 
 @pytest.mark.parametrize("module, name, params", FUNCTIONS, ids=[f"{m}.{n}" for m, n, _ in FUNCTIONS])
 def test_sglang_symbol_exists_with_expected_parameters(module, name, params):
-    obj = getattr(importlib.import_module(module), name, None)
-    assert obj is not None, f"{module}.{name} is gone"
+    obj = importlib.import_module(module)
+    for part in name.split("."):  # Class.method names resolve through the class
+        obj = getattr(obj, part, None)
+        assert obj is not None, f"{module}.{name} is gone"
     if params is not None:
-        got = list(inspect.signature(obj).parameters)
+        got = [p for p in inspect.signature(obj).parameters if p not in ("self", "cls")]
         assert got[: len(params)] == params, f"{module}.{name}{inspect.signature(obj)}"
 
 
