@@ -87,7 +87,10 @@ def backend(ns: argparse.Namespace):
     from sgl_consensus.frontend import ConsensusRuntimeEndpoint
 
     def endpoint_cls(url: str):
-        return RuntimeEndpoint(url) if ns.plain_endpoint else ConsensusRuntimeEndpoint(url, lead=ns.lead, tenant=ns.tenant)
+        if ns.plain_endpoint:
+            return RuntimeEndpoint(url)
+        return ConsensusRuntimeEndpoint(url, lead=ns.lead, tenant=ns.tenant, early_stop=getattr(ns, "early_stop", None),
+                                         extract=getattr(ns, "extract", None))
     if not ns.cpu:
         if not ns.url:
             raise SystemExit("pass --url URL of a running server, or --cpu to start one here")

@@ -5,8 +5,13 @@ Every branch of one fork is tagged (ConsensusRuntimeEndpoint), so the consensus 
 branch's tokens from its siblings. Problems are held-out synthetic math word problems; answers are
 read from the final "#### <answer>" line.
 
+With ``--early-stop RULE`` (``decided``, ``esc:W``, ``beta:LEVEL``: ``sgl_consensus.early_stop``)
+each fork is a vote that ends once the rule fires: the fork's running branches are aborted on the
+server, and the result lists only the branches that voted.
+
     python programs/self_consistency.py --cpu --problems 4 --n 8
     python programs/self_consistency.py --url http://127.0.0.1:30000 --n 16 --temperature 0.7
+    python programs/self_consistency.py --cpu --n 16 --early-stop esc:4
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ def solve_with_votes(s, prompt: str, n: int, max_tokens: int, temperature: float
     branches += sgl.gen("solution", max_tokens=max_tokens, temperature=temperature, top_p=top_p)
     branches.join()
     s.set_var("solutions", [b["solution"] for b in branches])
+    s.set_var("voted", [b.get_meta_info("solution").get("consensus_vote", {"voted": True}).get("voted", True)
+                        for b in branches])
 
 
 def main() -> None:
@@ -33,10 +40,23 @@ def main() -> None:
     add_backend_arguments(parser)
     add_workload_arguments(parser, temperature=0.7)
     parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--early-stop", default=None, metavar="RULE",
+                        help="end each vote early: decided, esc:W or beta:LEVEL (sgl_consensus.early_stop)")
     ns = parse_and_check(parser)
+    if ns.early_stop is not None:
+        from sgl_consensus.early_stop import EarlyStopError, parse_rule
+
+        try:
+            parse_rule(ns.early_stop)
+        except EarlyStopError as exc:
+            parser.error(str(exc))
+        if ns.plain_endpoint:
+            parser.error("--early-stop needs the consensus endpoint (drop --plain-endpoint)")
 
     from sgl_consensus.workload.checker import extract_answer, majority_answer
     from sgl_consensus.workload.problems import format_prompt
+
+    ns.extract = extract_answer  # the tiny reasoner's "#### N" line, also for the early-stop vote
 
     problems = held_out_problems(ns)
     arguments = [dict(prompt=format_prompt(p.question), n=ns.n, max_tokens=ns.max_tokens,
@@ -44,13 +64,15 @@ def main() -> None:
     states, wall = run_program(ns, solve_with_votes, arguments)
     rows = []
     for problem, state in zip(problems, states):
-        solutions = state["solutions"]
+        solutions = [t for t, voted in zip(state["solutions"], state["voted"]) if voted]
         answers = [extract_answer(t) for t in solutions]
         vote = majority_answer(solutions)
         rows.append({"seed": problem.seed, "answer": problem.answer, "vote": vote, "votes": answers,
+                     "paths_voted": len(solutions),
                      "correct": vote == problem.answer,
-                     "single_accuracy": sum(a == problem.answer for a in answers) / len(answers)})
-    summary = {"problems": len(rows), "n": ns.n, "wall_s": wall,
+                     "single_accuracy": sum(a == problem.answer for a in answers) / max(len(answers), 1)})
+    summary = {"problems": len(rows), "n": ns.n, "wall_s": wall, "early_stop": ns.early_stop,
+               "mean_paths_voted": sum(r["paths_voted"] for r in rows) / len(rows),
                "majority_accuracy": sum(r["correct"] for r in rows) / len(rows),
                "single_accuracy": sum(r["single_accuracy"] for r in rows) / len(rows)}
     if ns.json:

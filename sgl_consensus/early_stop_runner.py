@@ -85,7 +85,7 @@ class VoteResult:
     paths: list[PathResult]  # launched paths, by index
     stopped_after: int  # votes recorded when the rule fired (= paths when it never fired)
     never_launched: int
-    extra: dict = field(default_factory=dict)
+    finish_order: list[int] = field(default_factory=list)  # path indices, as they voted
 
     @property
     def output_tokens(self) -> int:
@@ -151,7 +151,8 @@ async def run_vote(backend: PathBackend, prompt: str, params: dict, paths: int, 
             start(in_flight - len(running))
     launched = len(results)
     return VoteResult(answer=vote.leader(), paths=[results[i] for i in sorted(results)],
-                      stopped_after=vote.stopped_after or len(vote.answers), never_launched=paths - launched)
+                      stopped_after=vote.stopped_after or len(vote.answers), never_launched=paths - launched,
+                      finish_order=list(vote.answers))
 
 
 async def run_votes(backend: PathBackend, prompts: Sequence[str], params: dict, paths: int, rule: Rule,

@@ -10,13 +10,21 @@ from the fork the branch came from, so an existing program only swaps its backen
 ``lead=H`` also asks for lead-lag scheduling of every fork (``sgl_consensus.lead_lag``): the server
 admits the first branch to arrive and holds its siblings until it has ``H`` output tokens (``"inf"``:
 until it finished). Outputs are sampled exactly as without it; only when each branch runs changes.
+
+``early_stop=RULE`` (``sgl_consensus.early_stop``) makes every fork a vote: each branch's answer is
+read (``extract``) as it finishes, and when the rule fires the fork's running branches are aborted on
+the server and branches not sent yet are not sent. Every branch's ``meta_info["consensus_vote"]``
+says whether it voted and with what; aborted branches keep the text they had.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
+import threading
+from collections import OrderedDict
 
 from sgl_consensus.cpu import torchvision_fix
 
@@ -24,7 +32,9 @@ torchvision_fix.apply()  # CPU machines with a CUDA torchvision build; a no-op e
 
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint  # noqa: E402
 from sglang.lang.ir import SglSamplingParams  # noqa: E402
+from sglang.utils import http_request  # noqa: E402
 
+from sgl_consensus.early_stop import Extractor, Rule, Vote, parse_rule  # noqa: E402
 from sgl_consensus.lead_lag import format_lead, parse_lead  # noqa: E402
 from sgl_consensus.request_params import (  # noqa: E402
     GROUP_TAG,
@@ -63,22 +73,45 @@ def _tag_params(params: SglSamplingParams, fields: dict) -> _TaggedSamplingParam
     return tagged
 
 
+class _ForkVote:
+    """One fork's vote: its branches as they are sent (the fork's size is the number sent)."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.vote = Vote(rule, paths=1)
+        self.sent = 0
+        self.running: dict[int, str] = {}  # branch index -> request id
+
+
 class ConsensusRuntimeEndpoint(RuntimeEndpoint):
     """``RuntimeEndpoint`` whose fork branches are drafted for each other by the consensus worker.
 
     ``lead``: tokens the first branch of each fork runs ahead of its siblings (0 = all start
     together, the default; ``"inf"`` = the first branch finishes first). ``tenant``: whom this
     program's requests belong to (``custom_params["consensus_tenant"]``): drafts never carry text
-    between tenants. Other arguments are ``RuntimeEndpoint``'s.
+    between tenants. ``early_stop``: a rule (``"esc:4"``, ``"beta:0.95"``, ``"decided"``) that ends
+    each fork's vote early, reading answers with ``extract`` (default: the ``#### N`` answer, else
+    "the answer is N", else the last number). Other arguments are ``RuntimeEndpoint``'s.
     """
 
-    def __init__(self, *args, lead: int | float | str = 0, tenant: str | None = None, **kwargs) -> None:
+    MAX_TRACKED_FORKS = 4096
+
+    def __init__(self, *args, lead: int | float | str = 0, tenant: str | None = None,
+                 early_stop: str | None = None, extract: Extractor | None = None, **kwargs) -> None:
         self.lead = parse_lead(lead, "ConsensusRuntimeEndpoint(lead=...)")  # before any connection
         try:
             parse_params({TENANT_PARAM: tenant})
         except RequestParamError as exc:
             raise ValueError(f"ConsensusRuntimeEndpoint(tenant=...): {exc}") from None
         self.tenant = tenant
+        self.early_stop: Rule | None = None if early_stop is None else parse_rule(early_stop)
+        if extract is None:
+            from sgl_consensus.workload.datasets import extract_free_form_answer
+
+            extract = extract_free_form_answer
+        self.extract = extract
+        self._forks: OrderedDict[str, _ForkVote] = OrderedDict()
+        self._forks_lock = threading.Lock()
+        self._rids = itertools.count()
         super().__init__(*args, **kwargs)
 
     def _tagged(self, s, sampling_params):
@@ -91,7 +124,58 @@ class ConsensusRuntimeEndpoint(RuntimeEndpoint):
         return _tag_params(sampling_params, fields) if fields else sampling_params
 
     def generate(self, s, sampling_params):
-        return super().generate(s, self._tagged(s, sampling_params))
+        tag = fork_group_tag(s)
+        if self.early_stop is None or tag is None:
+            return super().generate(s, self._tagged(s, sampling_params))
+        return self._generate_voting(s, self._tagged(s, sampling_params), tag)
+
+    # -- early stop -------------------------------------------------------------------------------
+    def _fork(self, tag: str) -> _ForkVote:
+        fork = self._forks.get(tag)
+        if fork is None:
+            fork = self._forks[tag] = _ForkVote(self.early_stop)
+            while len(self._forks) > self.MAX_TRACKED_FORKS:
+                self._forks.popitem(last=False)
+        return fork
+
+    def _generate_voting(self, s, sampling_params, tag: str):
+        with self._forks_lock:
+            fork = self._fork(tag)
+            if fork.vote.stopped:
+                return "", {"finish_reason": {"type": "abort", "message": "early stop: not sent"},
+                            "consensus_vote": {"voted": False, "sent": False}}
+            index = fork.sent
+            fork.sent += 1
+            rid = f"{tag}-{index}-{next(self._rids)}"
+            fork.running[index] = rid
+        try:
+            text, meta = self._post_generate(s, sampling_params, rid)
+        finally:
+            with self._forks_lock:
+                fork.running.pop(index, None)
+        reason = meta.get("finish_reason") or {}
+        aborted = isinstance(reason, dict) and reason.get("type") == "abort"
+        with self._forks_lock:
+            if aborted or fork.vote.stopped:
+                meta["consensus_vote"] = {"voted": False, "sent": True}
+                return text, meta
+            answer = self.extract(text)
+            fork.vote.paths = fork.sent  # the fork's size: every branch is sent before any finishes
+            stop = fork.vote.record(index, answer)
+            to_abort = list(fork.running.values()) if stop else []
+            meta["consensus_vote"] = {"voted": True, "answer": answer, "votes_so_far": len(fork.vote.answers)}
+        for other in to_abort:
+            http_request(self.base_url + "/abort_request", json={"rid": other}, api_key=self.api_key,
+                         verify=self.verify)
+        return text, meta
+
+    def _post_generate(self, s, sampling_params, rid: str) -> tuple[str, dict]:
+        data = {"text": s.text_, "rid": rid, "sampling_params": sampling_params.to_srt_kwargs()}
+        res = http_request(self.base_url + "/generate", json=data, api_key=self.api_key, verify=self.verify)
+        if res.status_code != 200:
+            raise RuntimeError(f"/generate of early-stop branch {rid!r} failed: {res.text}")
+        obj = res.json()
+        return obj["text"], obj["meta_info"]
 
     def generate_stream(self, s, sampling_params):
         return super().generate_stream(s, self._tagged(s, sampling_params))

@@ -94,3 +94,19 @@ def test_beta_stops_on_a_clear_lead_only():
 def test_a_vote_needs_paths():
     with pytest.raises(EarlyStopError, match="0"):
         Vote(Decided(), paths=0)
+
+
+def test_simulate_waves_and_lockstep():
+    from sgl_consensus.early_stop import simulate
+
+    answers, lengths = [5, 5, 5, 5, 7, 7, 7, 7], [10, 12, 14, 16, 10, 12, 14, 16]
+    # one path at a time: ESC(3) fires after paths 0, 1, 2; nothing else ever started
+    vote, tokens = simulate(Window(3), answers, lengths, in_flight=1)
+    assert vote.stopped_after == 3 and vote.leader() == 5 and tokens == 10 + 12 + 14
+    # all at once: paths finish by length (0 and 4 at tick 10, ...): no 3-run until the end
+    vote, tokens = simulate(Window(3), answers, lengths, in_flight=8)
+    assert vote.stopped_after == 8 and tokens == sum(lengths)
+    # never stopping early, any in_flight: every token is generated
+    for width in (1, 3, 8):
+        vote, tokens = simulate(Decided(min_votes=9), answers, lengths, in_flight=width)
+        assert tokens == sum(lengths) and len(vote.answers) == 8
