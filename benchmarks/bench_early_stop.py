@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DEFAULT_RULES = "decided,esc:3,esc:4,esc:5,beta:0.9,beta:0.95,beta:0.99"
+DEFAULT_RULES = "decided,esc:2,esc:3,esc:4,beta:0.8,beta:0.9,beta:0.95"
 
 
 def _never(paths: int):
@@ -227,6 +227,11 @@ def report(data: dict, out: Path) -> None:
                 ax.annotate(x["rule"], (100 * x["tokens_saved"], 100 * (x["accuracy"] - x["full_accuracy"])), fontsize=7)
         ax.scatter([100 * r["tokens_saved_live"]], [100 * (r["early_stop"]["accuracy"] - r["full"]["accuracy"])],
                    marker="*", s=150, label=f"{r['algorithm']} N={data['settings']['n']} live {r['early_stop']['rule']}")
+    for r in data["runs"][:1]:  # the full vote's own sampling noise at N (bootstrap 95 %)
+        lo, hi = r["full_vote_interval"][str(data["settings"]["n"])]
+        full = r["full"]["accuracy"]
+        ax.axhspan(100 * (lo - full), 100 * (hi - full), color="grey", alpha=0.15,
+                   label=f"full vote N={data['settings']['n']}: 95 % bootstrap interval")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("generated tokens saved vs the full vote (%)")
     ax.set_ylabel("majority accuracy change (points)")

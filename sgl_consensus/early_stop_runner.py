@@ -77,6 +77,7 @@ class PathResult:
     output_tokens: int
     voted: bool  # finished before the rule fired (aborted paths do not vote)
     answer: Answer = None
+    aborted: bool = False  # cut short by the rule
 
 
 @dataclass
@@ -140,7 +141,7 @@ async def run_vote(backend: PathBackend, prompt: str, params: dict, paths: int, 
                     raise
                 out = {"text": "", "meta_info": {"finish_reason": {"type": "abort"}}}  # aborted by us
             if vote.stopped or _aborted(out):
-                results[i] = PathResult(i, out.get("text", ""), _output_tokens(out), voted=False)
+                results[i] = PathResult(i, out.get("text", ""), _output_tokens(out), voted=False, aborted=_aborted(out))
                 continue
             answer = extract(out.get("text", ""))
             results[i] = PathResult(i, out.get("text", ""), _output_tokens(out), voted=True, answer=answer)

@@ -20,9 +20,7 @@ says whether it voted and with what; aborted branches keep the text they had.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import os
 import threading
 from collections import OrderedDict
 
@@ -34,6 +32,7 @@ from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint  # noqa: E402
 from sglang.lang.ir import SglSamplingParams  # noqa: E402
 from sglang.utils import http_request  # noqa: E402
 
+from sgl_consensus.adapter.frontend_fork import fork_group_tag, program_text  # noqa: E402
 from sgl_consensus.early_stop import Extractor, Rule, Vote, parse_rule  # noqa: E402
 from sgl_consensus.lead_lag import format_lead, parse_lead  # noqa: E402
 from sgl_consensus.request_params import (  # noqa: E402
@@ -43,16 +42,6 @@ from sgl_consensus.request_params import (  # noqa: E402
     RequestParamError,
     parse_params,
 )
-
-
-def fork_group_tag(executor) -> str | None:
-    """One tag per fork: branches share the program's argument object and the fork's prefix text."""
-    start = getattr(executor, "fork_start_text_pos", None)
-    if start is None:
-        return None
-    prefix = executor.text_[:start]
-    digest = hashlib.blake2b(prefix.encode(), digest_size=8).hexdigest()
-    return f"fork-{os.getpid()}-{id(executor.arguments):x}-{start}-{digest}"
 
 
 class _TaggedSamplingParams(SglSamplingParams):
@@ -170,7 +159,7 @@ class ConsensusRuntimeEndpoint(RuntimeEndpoint):
         return text, meta
 
     def _post_generate(self, s, sampling_params, rid: str) -> tuple[str, dict]:
-        data = {"text": s.text_, "rid": rid, "sampling_params": sampling_params.to_srt_kwargs()}
+        data = {"text": program_text(s), "rid": rid, "sampling_params": sampling_params.to_srt_kwargs()}
         res = http_request(self.base_url + "/generate", json=data, api_key=self.api_key, verify=self.verify)
         if res.status_code != 200:
             raise RuntimeError(f"/generate of early-stop branch {rid!r} failed: {res.text}")

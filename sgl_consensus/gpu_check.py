@@ -8,8 +8,9 @@ phase's result is added to ``OUT/gpu_check.json`` as soon as it ends, and a tabl
   and tree speculative sampling replayed with the kernel's own coins, on the drafter's real trees;
 - ``engine:<variant>``, one engine at a time (``none``, SGLang's ``ngram``, ``consensus`` (width
   chosen every step), ``consensus_no_overlap``, ``consensus_eager`` = without CUDA graphs,
-  ``consensus_fixed`` = the full width every step, on request: ``--phases``; FlashInfer attention), each with a warm-up
-  request first: greedy outputs of fixed prompts; for none / ngram / consensus / consensus_fixed also
+  ``consensus_fixed`` = the full width every step and ``consensus_plain`` = width-1 steps as plain
+  decode forwards, both on request: ``--phases``; FlashInfer attention), each with a warm-up
+  request first: greedy outputs of fixed prompts; for none / ngram / consensus / fixed / plain also
   samples for the distribution checks (T = 1; T = 0.7 with top-p 0.9; a logit bias on token 0 with
   short prompts, the padding case) and tokens/s on the demo workload, lock-step and staggered;
 - ``report``: greedy outputs against ``none`` (the first divergence with none's top-2 logprob
@@ -40,12 +41,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "consensus_eager": {"algorithm": "CONSENSUS", "engine": {"disable_cuda_graph": True}},
     # the full width every step (the adaptive width's baseline; full-width CUDA graphs every step)
     "consensus_fixed": {"algorithm": "CONSENSUS", "env": {"CONSENSUS_ADAPTIVE": "off"}},
+    # width-1 steps as plain decode forwards (CPU's default; on CUDA they run without graphs)
+    "consensus_plain": {"algorithm": "CONSENSUS", "env": {"CONSENSUS_PLAIN_DECODE": "on"}},
 }
-SAMPLED_VARIANTS = ("none", "ngram", "consensus", "consensus_fixed")  # distribution checks and throughput
-# name -> seconds allowed (the default phases stay within 8 minutes; consensus_fixed is extra)
+SAMPLED_VARIANTS = ("none", "ngram", "consensus", "consensus_fixed", "consensus_plain")  # distributions, speed
+# name -> seconds allowed (the default phases stay within 8 minutes; the last two are extra, on request)
 PHASE_LIMITS = {"preflight": 60, "engine:none": 90, "engine:ngram": 80, "engine:consensus": 90,
-                "engine:consensus_no_overlap": 70, "engine:consensus_eager": 70, "engine:consensus_fixed": 90}
-DEFAULT_PHASES = [name for name in PHASE_LIMITS if name != "engine:consensus_fixed"]
+                "engine:consensus_no_overlap": 70, "engine:consensus_eager": 70, "engine:consensus_fixed": 90,
+                "engine:consensus_plain": 90}
+DEFAULT_PHASES = [name for name in PHASE_LIMITS if name not in ("engine:consensus_fixed", "engine:consensus_plain")]
 DRAFT_TOKENS = 8
 SETTINGS = {"T1.0": {"temperature": 1.0}, "T0.7_top_p0.9": {"temperature": 0.7, "top_p": 0.9},
             "bias0_short": {"temperature": 1.0, "logit_bias": {"0": 2.0}}}

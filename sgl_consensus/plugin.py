@@ -50,27 +50,13 @@ def _install_settings_excepthook() -> None:
     sys.excepthook = hook
 
 
-INTERNAL_STATE_TARGET = (
-    "sglang.srt.managers.scheduler_components.internal_state.SchedulerInternalStateController._add_speculative"
-)
-
-
-def _add_consensus_state(result, controller, state, *args, **kwargs):
-    """AFTER hook: report the consensus worker's drafter stats in SGLang's internal state
-    (``Engine.get_server_info()["internal_states"]``, HTTP ``/server_info``)."""
-    worker = getattr(controller.scheduler, "draft_worker", None)
-    report = getattr(worker, "consensus_state", None)
-    if callable(report):
-        from sgl_consensus.adapter.lead_lag_hook import gate_state
-
-        state["consensus"] = {**report(), "lead_lag": gate_state(controller.scheduler)}
-    return result
-
-
 def _register_internal_state_hook() -> None:
+    """AFTER hook on the scheduler's internal-state report: the worker's stats under "consensus"."""
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-    HookRegistry.register(INTERNAL_STATE_TARGET, _add_consensus_state, HookType.AFTER)
+    from sgl_consensus.adapter.internal_state import TARGET, add_consensus_state
+
+    HookRegistry.register(TARGET, add_consensus_state, HookType.AFTER)
 
 
 def _register_lead_lag_hook() -> None:

@@ -110,3 +110,10 @@ def test_simulate_waves_and_lockstep():
     for width in (1, 3, 8):
         vote, tokens = simulate(Decided(min_votes=9), answers, lengths, in_flight=width)
         assert tokens == sum(lengths) and len(vote.answers) == 8
+
+
+def test_the_endpoint_refuses_a_bad_rule_before_connecting():
+    from sgl_consensus.frontend import ConsensusRuntimeEndpoint
+
+    with pytest.raises(ValueError, match="'esc:1'"):
+        ConsensusRuntimeEndpoint("http://127.0.0.1:9", early_stop="esc:1")

@@ -34,6 +34,12 @@ FUNCTIONS = [
     ("sglang.srt.model_executor.model_runner", "ModelRunner.sample", ["logits_output", "forward_batch"]),
     ("sglang.srt.speculative.spec_utils", "record_stream_for_v2_verify", ["batch", "verify_input", "fwd_stream"]),
     ("sglang.srt.managers.utils", "GenerationBatchResult", None),
+    # engine lifecycle (adapter/engine_lifecycle.py): the shutdown's tree kill, the signal handlers
+    ("sglang.srt.entrypoints.engine", "kill_process_tree", ["parent_pid", "include_parent", "skip_pid", "wait_timeout"]),
+    ("sglang.srt.entrypoints.engine", "Engine.shutdown", None),
+    # the worker's report in /server_info (adapter/internal_state.py)
+    ("sglang.srt.managers.scheduler_components.internal_state", "SchedulerInternalStateController._add_speculative",
+     None),
     # early-stop aborts of Engine requests (adapter/abort.py)
     ("sglang.srt.managers.tokenizer_manager", "TokenizerManager.abort_request", ["rid"]),
 ]
@@ -83,6 +89,24 @@ def test_ngram_step_reads_what_the_width_swap_sets():
     missing = [read for read in NGRAM_STEP_READS if read not in source]
     assert not missing, f"NGRAM's step no longer reads {missing}: the per-step width would not apply"
     assert "eagle_sample(" in inspect.getsource(NGRAMWorker.forward_batch_generation)
+
+
+def test_stream_executor_fields_the_endpoint_reads():
+    """adapter/frontend_fork.py: a fork's branches carry ``fork_start_text_pos``, ``text_`` and
+    ``arguments``."""
+    from sglang.lang.interpreter import StreamExecutor
+
+    fork = inspect.getsource(StreamExecutor.fork)
+    assert "fork_start_text_pos" in fork and "text_" in fork
+    assert "self.arguments" in inspect.getsource(StreamExecutor.__init__)
+
+
+def test_tokenizer_manager_signal_handler_class_is_replaceable():
+    """adapter/engine_lifecycle.py swaps the handler class for one that spares the caller."""
+    from sglang.srt.managers import tokenizer_manager
+
+    source = inspect.getsource(tokenizer_manager)
+    assert "signal_handler_class" in source and "running_phase_sigquit_handler" in source
 
 
 def test_cuda_graphs_fall_back_to_eager_at_other_widths():

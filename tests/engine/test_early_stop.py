@@ -1,0 +1,105 @@
+"""Early-stopping self-consistency in SGLang's real engine and server: the rule decides which paths
+run, never what they say, and aborted paths leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from sgl_consensus.early_stop import Window
+from sgl_consensus.early_stop_runner import EngineBackend, run_vote
+
+pytestmark = pytest.mark.engine
+
+PROMPT = "first we add then we subtract then we add"
+
+
+@dataclass(frozen=True)
+class FirstVote:
+    """Stops at the first vote: everything still running is aborted."""
+
+    min_votes: int = 1
+    name: str = "first"
+
+    def stops(self, counts, recent, undecided) -> bool:
+        return True
+
+
+def _spread_params(max_new_tokens: int) -> dict:
+    """Sampled paths that stop at random lengths: many stop tokens, each a few % likely per step."""
+    return {"temperature": 1.0, "max_new_tokens": max_new_tokens, "stop_token_ids": list(range(3, 40))}
+
+
+def _internal(engine) -> dict:
+    return engine.get_server_info()["internal_states"][0]["consensus"]
+
+
+def test_the_rule_aborts_the_running_paths(engines, tiny_llama):
+    engine = engines.get(tiny_llama, "consensus", max_running_requests=64)
+    result = engine.run(run_vote(EngineBackend(engine), PROMPT, _spread_params(96), 8, FirstVote(), len))
+    voted = [p for p in result.paths if p.voted]
+    assert len(voted) == 1 and result.stopped_after == 1 and result.answer == voted[0].answer
+    assert any(p.aborted for p in result.paths), [(p.output_tokens, p.voted) for p in result.paths]
+    assert result.output_tokens < 8 * 96
+    state = _internal(engine)
+    assert state["tracked_requests"] == 0 and state["drafter_stats"]["live_requests"] == 0
+
+
+def test_finished_paths_say_what_they_would_have_said(engines, tiny_llama):
+    """Greedy paths in waves of 2 under ESC(2): the first wave decides, the rest never start, and
+    the paths that ran produced exactly the plain greedy output."""
+    engine = engines.get(tiny_llama, "consensus", max_running_requests=64)
+    greedy = {"temperature": 0.0, "max_new_tokens": 24}
+    plain = engine.generate(PROMPT, greedy)["text"]
+    result = engine.run(run_vote(EngineBackend(engine), PROMPT, greedy, 6, Window(2), len, in_flight=2))
+    assert result.never_launched == 4 and result.stopped_after == 2
+    assert [p.text for p in result.paths if p.voted] == [plain, plain]
+
+
+def test_thousand_groups_with_early_stops_leave_nothing_behind(engines, tiny_llama):
+    """1,000 votes of 2 paths, half of them lead-lag scheduled, each stopped at its first vote."""
+    engine = engines.get(tiny_llama, "consensus", max_running_requests=64)
+    backend = EngineBackend(engine)
+
+    async def votes(start: int):
+        return await asyncio.gather(*(
+            run_vote(backend, f"{PROMPT} {i % 7}", _spread_params(12), 2, FirstVote(), len,
+                     lead=2 if i % 2 else 0, group=f"es-{i}") for i in range(start, start + 100)))
+
+    results = []
+    for start in range(0, 1000, 100):
+        results += engine.run(votes(start))
+    assert all(sum(p.voted for p in r.paths) == 1 for r in results)
+    assert sum(p.aborted for r in results for p in r.paths) > 0
+    state = _internal(engine)
+    drafter = state["drafter_stats"]
+    assert state["tracked_requests"] == 0 and state["live_prefix_clusters"] == 0
+    assert drafter["live_requests"] == 0 and drafter["live_groups"] == 0 and drafter["group_trie_nodes"] == 0
+    assert state["lead_lag"]["lead_groups_tracked"] == 0 and state["lead_lag"]["lead_holds"] > 0
+
+
+def test_fork_program_votes_through_the_endpoint(consensus_server):
+    """``ConsensusRuntimeEndpoint(early_stop="decided")``: a fork of 4 greedy branches with one
+    answer is decided after 3 votes (3 > 0 + 1 undecided); the fourth does not vote."""
+    import sglang as sgl
+
+    from sgl_consensus.frontend import ConsensusRuntimeEndpoint
+
+    @sgl.function
+    def vote(s):
+        s += PROMPT
+        forks = s.fork(4)
+        forks += sgl.gen("out", max_tokens=16, temperature=0.0)
+        forks.join()
+        s.set_var("meta", [f.get_meta_info("out") for f in forks])
+        s.set_var("texts", [f["out"] for f in forks])
+
+    endpoint = ConsensusRuntimeEndpoint(consensus_server, early_stop="decided", extract=lambda text: "same")
+    state = vote.run(backend=endpoint)
+    marks = [m["consensus_vote"] for m in state["meta"]]
+    assert sum(m["voted"] for m in marks) == 3, marks
+    assert all(m["answer"] == "same" for m in marks if m["voted"])
+    voted_texts = {t for t, m in zip(state["texts"], marks) if m["voted"]}
+    assert len(voted_texts) == 1  # greedy branches agree
