@@ -90,7 +90,7 @@ def backend(ns: argparse.Namespace):
         if ns.plain_endpoint:
             return RuntimeEndpoint(url)
         return ConsensusRuntimeEndpoint(url, lead=ns.lead, tenant=ns.tenant, early_stop=getattr(ns, "early_stop", None),
-                                         extract=getattr(ns, "extract", None))
+                                         extract=getattr(ns, "extract", None), in_flight=getattr(ns, "in_flight", None))
     if not ns.cpu:
         if not ns.url:
             raise SystemExit("pass --url URL of a running server, or --cpu to start one here")

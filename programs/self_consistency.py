@@ -7,11 +7,12 @@ read from the final "#### <answer>" line.
 
 With ``--early-stop RULE`` (``decided``, ``esc:W``, ``beta:LEVEL``: ``sgl_consensus.early_stop``)
 each fork is a vote that ends once the rule fires: the fork's running branches are aborted on the
-server, and the result lists only the branches that voted.
+server, and the result lists only the branches that voted. ``--in-flight K`` sends each fork's
+branches K at a time, so a decided vote never sends the rest (where the savings come from).
 
     python programs/self_consistency.py --cpu --problems 4 --n 8
     python programs/self_consistency.py --url http://127.0.0.1:30000 --n 16 --temperature 0.7
-    python programs/self_consistency.py --cpu --n 16 --early-stop esc:4
+    python programs/self_consistency.py --cpu --n 16 --early-stop esc:2 --in-flight 2
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def main() -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--early-stop", default=None, metavar="RULE",
                         help="end each vote early: decided, esc:W or beta:LEVEL (sgl_consensus.early_stop)")
+    parser.add_argument("--in-flight", type=int, default=None, metavar="K",
+                        help="with --early-stop: each fork's branches run K at a time (default: all at once)")
     ns = parse_and_check(parser)
+    if ns.in_flight is not None and (ns.early_stop is None or ns.in_flight < 1):
+        parser.error(f"--in-flight needs --early-stop and a value >= 1, got {ns.in_flight}")
     if ns.early_stop is not None:
         from sgl_consensus.early_stop import EarlyStopError, parse_rule
 

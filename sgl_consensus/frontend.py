@@ -65,10 +65,12 @@ def _tag_params(params: SglSamplingParams, fields: dict) -> _TaggedSamplingParam
 class _ForkVote:
     """One fork's vote: its branches as they are sent (the fork's size is the number sent)."""
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: Rule, in_flight: int | None) -> None:
         self.vote = Vote(rule, paths=1)
         self.sent = 0
+        self.arrived = 0  # branches that reached the endpoint (the fork's size, once all have)
         self.running: dict[int, str] = {}  # branch index -> request id
+        self.slots = threading.BoundedSemaphore(in_flight) if in_flight else None  # waves
 
 
 class ConsensusRuntimeEndpoint(RuntimeEndpoint):
@@ -79,13 +81,16 @@ class ConsensusRuntimeEndpoint(RuntimeEndpoint):
     program's requests belong to (``custom_params["consensus_tenant"]``): drafts never carry text
     between tenants. ``early_stop``: a rule (``"esc:4"``, ``"beta:0.95"``, ``"decided"``) that ends
     each fork's vote early, reading answers with ``extract`` (default: the ``#### N`` answer, else
-    "the answer is N", else the last number). Other arguments are ``RuntimeEndpoint``'s.
+    "the answer is N", else the last number); ``in_flight``: at most this many branches of one fork
+    run at a time (waves: a decided vote never sends the rest; default: all at once). Other
+    arguments are ``RuntimeEndpoint``'s.
     """
 
     MAX_TRACKED_FORKS = 4096
 
     def __init__(self, *args, lead: int | float | str = 0, tenant: str | None = None,
-                 early_stop: str | None = None, extract: Extractor | None = None, **kwargs) -> None:
+                 early_stop: str | None = None, extract: Extractor | None = None, in_flight: int | None = None,
+                 **kwargs) -> None:
         self.lead = parse_lead(lead, "ConsensusRuntimeEndpoint(lead=...)")  # before any connection
         try:
             parse_params({TENANT_PARAM: tenant})
@@ -98,6 +103,9 @@ class ConsensusRuntimeEndpoint(RuntimeEndpoint):
 
             extract = extract_free_form_answer
         self.extract = extract
+        if in_flight is not None and (not isinstance(in_flight, int) or in_flight < 1):
+            raise ValueError(f"ConsensusRuntimeEndpoint(in_flight=...): must be an integer >= 1, got {in_flight!r}")
+        self.in_flight = in_flight
         self._forks: OrderedDict[str, _ForkVote] = OrderedDict()
         self._forks_lock = threading.Lock()
         self._rids = itertools.count()
@@ -122,7 +130,7 @@ class ConsensusRuntimeEndpoint(RuntimeEndpoint):
     def _fork(self, tag: str) -> _ForkVote:
         fork = self._forks.get(tag)
         if fork is None:
-            fork = self._forks[tag] = _ForkVote(self.early_stop)
+            fork = self._forks[tag] = _ForkVote(self.early_stop, self.in_flight)
             while len(self._forks) > self.MAX_TRACKED_FORKS:
                 self._forks.popitem(last=False)
         return fork
@@ -130,6 +138,14 @@ class ConsensusRuntimeEndpoint(RuntimeEndpoint):
     def _generate_voting(self, s, sampling_params, tag: str):
         with self._forks_lock:
             fork = self._fork(tag)
+            fork.arrived += 1
+        if fork.slots is None:
+            return self._send_and_vote(fork, s, sampling_params, tag)
+        with fork.slots:  # a wave: wait until a running branch of this fork has voted
+            return self._send_and_vote(fork, s, sampling_params, tag)
+
+    def _send_and_vote(self, fork: _ForkVote, s, sampling_params, tag: str):
+        with self._forks_lock:
             if fork.vote.stopped:
                 return "", {"finish_reason": {"type": "abort", "message": "early stop: not sent"},
                             "consensus_vote": {"voted": False, "sent": False}}
@@ -149,7 +165,7 @@ class ConsensusRuntimeEndpoint(RuntimeEndpoint):
                 meta["consensus_vote"] = {"voted": False, "sent": True}
                 return text, meta
             answer = self.extract(text)
-            fork.vote.paths = fork.sent  # the fork's size: every branch is sent before any finishes
+            fork.vote.paths = fork.arrived  # the fork's size: every branch arrives before any finishes
             stop = fork.vote.record(index, answer)
             to_abort = list(fork.running.values()) if stop else []
             meta["consensus_vote"] = {"voted": True, "answer": answer, "votes_so_far": len(fork.vote.answers)}

@@ -103,3 +103,10 @@ def test_fork_program_votes_through_the_endpoint(consensus_server):
     assert all(m["answer"] == "same" for m in marks if m["voted"])
     voted_texts = {t for t, m in zip(state["texts"], marks) if m["voted"]}
     assert len(voted_texts) == 1  # greedy branches agree
+
+    # one branch at a time under ESC(2): two votes decide, the other two are never sent
+    waves = ConsensusRuntimeEndpoint(consensus_server, early_stop="esc:2", extract=lambda text: "same", in_flight=1)
+    state = vote.run(backend=waves)
+    marks = [m["consensus_vote"] for m in state["meta"]]
+    assert sum(m["voted"] for m in marks) == 2 and sum(not m["sent"] for m in marks if not m["voted"]) == 2, marks
+    assert {t for t, m in zip(state["texts"], marks) if m["voted"]} == voted_texts

@@ -42,6 +42,21 @@ def test_self_consistency_with_lead_answers_every_branch(consensus_server):
     assert [len(row["votes"]) for row in report["problems"]] == [3, 3]
 
 
+def test_self_consistency_with_early_stop_reports_who_voted(consensus_server):
+    report = _run("self_consistency.py", consensus_server, "--problems", "2", "--n", "3", "--max-tokens", "48",
+                  "--early-stop", "esc:2", "--in-flight", "1")
+    assert report["summary"]["early_stop"] == "esc:2"
+    for row in report["problems"]:
+        assert 1 <= row["paths_voted"] == len(row["votes"]) <= 3
+
+
+@pytest.mark.parametrize("args, named", [(["--early-stop", "esc:1"], "esc:1"), (["--in-flight", "2"], "--in-flight")])
+def test_bad_early_stop_is_a_usage_error(args, named):
+    out = subprocess.run([sys.executable, str(PROGRAMS / "self_consistency.py"), "--url", "http://127.0.0.1:9", *args],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and named in out.stderr and "Traceback" not in out.stderr
+
+
 def test_bad_lead_is_a_usage_error():
     out = subprocess.run([sys.executable, str(PROGRAMS / "self_consistency.py"), "--url", "http://127.0.0.1:9",
                           "--lead", "soon"], capture_output=True, text=True, timeout=120)
