@@ -28,6 +28,7 @@ def register() -> None:
     _register_internal_state_hook()
     _register_lead_lag_hook()
     _register_admission_hook()
+    _register_dp_dispatch_hook()
     _install_settings_excepthook()
     _registered = True
 
@@ -75,6 +76,15 @@ def _register_admission_hook() -> None:
     from sgl_consensus.adapter.admission import TARGET, admit
 
     HookRegistry.register(TARGET, admit, HookType.AROUND)
+
+
+def _register_dp_dispatch_hook() -> None:
+    """AROUND hook on the data-parallel controller: a sibling group's requests go to one DP rank."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    from sgl_consensus.adapter.dp_dispatch import TARGET, dispatch_groups_together
+
+    HookRegistry.register(TARGET, dispatch_groups_together, HookType.AROUND)
 
 
 def _register_algorithm() -> None:

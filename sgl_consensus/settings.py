@@ -27,6 +27,8 @@ which reach every process SGLang spawns:
   plain decode forward on CPU (``sgl_consensus.adapter.plain_decode``), as a root-only verify on GPU,
   where the verify replays CUDA graphs and a decode forward under speculation would not; ``on`` /
   ``off``: always / never plain.
+- ``CONSENSUS_CHECK_TP``: ``on`` compares a hash of every tensor-parallel rank's trees each step and
+  stops on the first divergence (a debug guard; default ``off``).
 - ``CONSENSUS_ISOLATION``: what drafts may carry between requests. ``tenant`` (default): nothing
   crosses tenants (``custom_params["consensus_tenant"]``; requests without one share the default
   tenant). ``strict``: nothing crosses declared sibling groups (tags, ``n > 1``): no global corpus,
@@ -91,6 +93,7 @@ class WorkerSettings:
     adaptive: str = "on"  # see ADAPTIVE_MODES
     adaptive_widths: tuple[int, ...] | None = None  # None: powers of two up to the draft width
     plain_decode: str = "auto"  # see PLAIN_DECODE_MODES
+    check_tp: bool = False  # compare every TP rank's trees each step (debug guard)
 
     def decodes_plainly(self, on_cpu: bool) -> bool:
         """Whether width-1 steps run as plain decode forwards on this device."""
@@ -142,7 +145,7 @@ def _read_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} must hold a JSON object")
     unknown = set(data) - {"drafter", "grouping", "draft", "log_interval_s", "lead_tokens", "isolation", "adaptive",
-                           "adaptive_widths", "plain_decode"}
+                           "adaptive_widths", "plain_decode", "check_tp"}
     if unknown:
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} has unknown keys {sorted(unknown)}")
     for section in ("grouping", "draft"):
@@ -178,6 +181,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             raw["adaptive_widths"] = value
         elif key == "plain_decode":
             raw["plain_decode"] = value
+        elif key == "check_tp":
+            raw["check_tp"] = _parse_bool(name, value)
         else:
             raise SettingsError(f"unknown setting {name}={value!r}; see sgl_consensus.settings for the list")
     return raw
@@ -305,4 +310,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
     return WorkerSettings(drafter=drafter, grouping=grouping, draft=draft, log_interval_s=interval,
                           lead_tokens=lead, isolation=isolation, adaptive=adaptive,
                           adaptive_widths=_widths(merged.get("adaptive_widths")),
-                          plain_decode=_plain_decode(merged.get("plain_decode", "auto")))
+                          plain_decode=_plain_decode(merged.get("plain_decode", "auto")),
+                          check_tp=_parse_bool("CONSENSUS_CHECK_TP", merged.get("check_tp", False)))

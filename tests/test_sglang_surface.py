@@ -40,6 +40,16 @@ FUNCTIONS = [
     # the worker's report in /server_info (adapter/internal_state.py)
     ("sglang.srt.managers.scheduler_components.internal_state", "SchedulerInternalStateController._add_speculative",
      None),
+    # data-parallel dispatch of sibling groups (adapter/dp_dispatch.py)
+    ("sglang.srt.managers.data_parallel_controller", "DataParallelController.dispatching_with_trace",
+     ["req", "refresh_load_budget"]),
+    ("sglang.srt.managers.data_parallel_controller", "DataParallelController.maybe_external_dp_rank_routing",
+     ["req"]),
+    ("sglang.srt.managers.io_struct", "TokenizedGenerateReqInput", None),
+    ("sglang.srt.runtime_context", "get_parallel", None),
+    # tensor-parallel agreement (adapter/tp_sync.py)
+    ("sglang.srt.distributed.parallel_state", "get_tp_group", None),
+    ("sglang.srt.distributed.parallel_state", "GroupCoordinator.all_gather_object", ["obj"]),
     # early-stop aborts of Engine requests (adapter/abort.py)
     ("sglang.srt.managers.tokenizer_manager", "TokenizerManager.abort_request", ["rid"]),
 ]
@@ -89,6 +99,15 @@ def test_ngram_step_reads_what_the_width_swap_sets():
     missing = [read for read in NGRAM_STEP_READS if read not in source]
     assert not missing, f"NGRAM's step no longer reads {missing}: the per-step width would not apply"
     assert "eagle_sample(" in inspect.getsource(NGRAMWorker.forward_batch_generation)
+
+
+def test_dp_controller_honours_a_routed_rank_and_keeps_server_args():
+    from sglang.srt.managers import data_parallel_controller as dpc
+    from sglang.srt.managers.io_struct import TokenizedGenerateReqInput
+
+    assert "routed_dp_rank" in inspect.getsource(dpc.DataParallelController.maybe_external_dp_rank_routing)
+    assert "self.server_args" in inspect.getsource(dpc.DataParallelController.__init__)
+    assert "routed_dp_rank" in TokenizedGenerateReqInput.__struct_fields__
 
 
 def test_stream_executor_fields_the_endpoint_reads():

@@ -13,7 +13,10 @@ def add_consensus_state(result, controller, state, *args, **kwargs):
     worker = getattr(controller.scheduler, "draft_worker", None)
     report = getattr(worker, "consensus_state", None)
     if callable(report):
+        from sglang.srt.runtime_context import get_parallel
+
         from sgl_consensus.adapter.lead_lag_hook import gate_state
 
-        state["consensus"] = {**report(), "lead_lag": gate_state(controller.scheduler)}
+        state["consensus"] = {**report(), "lead_lag": gate_state(controller.scheduler),
+                              "dp_rank": get_parallel().dp_rank or 0}
     return result

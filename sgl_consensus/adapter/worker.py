@@ -33,6 +33,7 @@ from sgl_consensus.adaptive import TenantWidthPolicies
 from sgl_consensus.adapter.exact_trees import detach_duplicate_siblings
 from sgl_consensus.adapter.metrics import DraftMetrics
 from sgl_consensus.adapter.plain_decode import can_decode_plainly, decode_plainly
+from sgl_consensus.adapter.tp_sync import TensorParallelSync
 from sgl_consensus.adapter.request_tracker import RequestTracker, pending_rows
 from sgl_consensus.adapter.verify import (
     exact_verification,
@@ -116,6 +117,9 @@ class ConsensusWorker(NGRAMWorker):
         # Width-1 steps as plain decode forwards (no verify machinery) where that is cheaper.
         self._decodes_plainly = ranked and 1 in self.widths and self.settings.decodes_plainly(self._on_cpu)
         self.plain_steps = 0
+        # Tensor parallel: every rank verifies rank 0's width (and, when asked, checks its trees).
+        tp = TensorParallelSync(self.settings.check_tp)
+        self._tp = tp if tp.active else None
         logger.info("consensus worker: drafter=%s, grouping=%s, isolation=%s, %d draft tokens, widths %s",
                     self.settings.drafter, self.settings.grouping.enabled, self.settings.isolation,
                     self.draft_token_num, list(self.widths))
@@ -200,8 +204,12 @@ class ConsensusWorker(NGRAMWorker):
         keys = sum(seq_lens)
         tenants = self.tracker.tenants(rids)
         width = self.policy.choose(tenants, [c.scores[1:] for c in candidates], keys)
+        if self._tp is not None:
+            width = self._tp.agree_width(width)
         tokens, mask = drafter.layout(candidates, width)
         tokens[:, 0] = roots  # node 0 is the verify input: always SGLang's last committed token
+        if self._tp is not None:
+            self._tp.check(tokens, mask)
         self._staged = (tokens.reshape(-1), mask.reshape(-1))
         self._staged_tokens = tokens
         self._last_proposal = (rids, tenants, candidates, width)
@@ -345,6 +353,7 @@ class ConsensusWorker(NGRAMWorker):
         state = {"drafter": self.settings.drafter, "isolation": self.settings.isolation,
                  "tracked_requests": len(self.tracker),
                  "live_prefix_clusters": self.tracker.grouper.live_clusters(), "plain_decode_steps": self.plain_steps,
+                 "tp_steps_checked": 0 if self._tp is None else self._tp.steps_checked,
                  **self.metrics.snapshot()}
         if self.tracker.drafter is not None:
             state["drafter_stats"] = self.tracker.drafter.stats()
