@@ -35,12 +35,12 @@ def can_decode_plainly(batch, pp_proxy_tensors) -> bool:
 
 
 def decode_plainly(worker, batch, roots: torch.Tensor, max_width: int, on_publish=None,
-                   successors_k: int = 0):
+                   record: bool = False, successors_k: int = 0):
     """One plain decode step for ``batch`` from its last committed tokens ``roots`` (device, int).
 
-    Returns ``(result, record)``: the ``GenerationBatchResult`` a verify step would return, and
-    ``(logprobs, accept_lens, successors)`` of the committed tokens for the drafter (the shapes
-    ``adapter.verify.recording_committed_logprobs`` records)."""
+    Returns ``(result, recorded)``: the ``GenerationBatchResult`` a verify step would return, and
+    when ``record``, ``(logprobs, accept_lens, successors)`` of the committed tokens for the drafter
+    (the shapes ``adapter.verify.recording_committed_logprobs`` records), else None."""
     bs = len(batch.reqs)
     device = worker.device
     record_stream_for_v2_verify(batch, None, torch.get_device_module(device).current_stream())
@@ -69,13 +69,12 @@ def decode_plainly(worker, batch, roots: torch.Tensor, max_width: int, on_publis
     forward = target.forward_batch_generation(None, forward_batch=forward_batch, is_verify=True)
     logits_output = forward.logits_output
     temperatures = forward_batch.sampling_info.temperatures
-    # Read before sampling: the sampler may adjust the logits in place.
-    scaled = logits_output.next_token_logits.float() / temperatures.reshape(-1, 1).float()
-    log_norm = torch.logsumexp(scaled, dim=1)
-    successors = top_successors(logits_output.next_token_logits, temperatures, 1, successors_k) \
-        if successors_k else None
+    if record:  # read before sampling: the sampler may adjust the logits in place
+        scaled = logits_output.next_token_logits.float() / temperatures.reshape(-1, 1).float()
+        log_norm = torch.logsumexp(scaled, dim=1)
+        successors = top_successors(logits_output.next_token_logits, temperatures, 1, successors_k) \
+            if successors_k else None
     predict = target.model_runner.sample(logits_output, forward_batch)
-    logprobs = (scaled.gather(1, predict.long().unsqueeze(1)).squeeze(1) - log_norm).reshape(bs, 1)
 
     new_seq_lens = seq_lens + 1
     accept_lens = torch.ones(bs, dtype=torch.int32, device=device)
@@ -99,4 +98,7 @@ def decode_plainly(worker, batch, roots: torch.Tensor, max_width: int, on_publis
         speculative_num_draft_tokens=max_width,
     )
     batch.forward_mode = ForwardMode.DECODE
+    if not record:
+        return result, None
+    logprobs = (scaled.gather(1, predict.long().unsqueeze(1)).squeeze(1) - log_norm).reshape(bs, 1)
     return result, (logprobs, accept_lens, successors)

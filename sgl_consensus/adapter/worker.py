@@ -178,9 +178,9 @@ class ConsensusWorker(NGRAMWorker):
         tokens = self._staged_tokens
         self._staged = None
         roots = torch.as_tensor(tokens[:, 0], device=self.device).to(self.draft_tokens.dtype)
-        result, recorded = decode_plainly(self, batch, roots, self._max_width, on_publish,
+        result, recorded = decode_plainly(self, batch, roots, self._max_width, on_publish, record,
                                           self._successors_k if record else 0)
-        if record:
+        if recorded is not None:
             self._verify_sink.append(recorded)
         self.plain_steps += 1
         self._update_ngram_corpus(batch)
