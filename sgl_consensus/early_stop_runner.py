@@ -7,20 +7,18 @@ their KV and the consensus worker their drafter state at once. Every path of the
 ``consensus_group`` tag, so the consensus worker drafts them for each other (and ``lead`` lets the
 first path run ahead).
 
-Backends: :class:`EngineBackend` (an in-process ``sglang.Engine``) and :class:`HttpBackend` (a
-server's ``/generate`` and ``/abort_request``).
+Backend: :class:`EngineBackend` (an in-process ``sglang.Engine``); any object with the
+:class:`PathBackend` methods works. Programs against a server use ``ConsensusRuntimeEndpoint(early_stop=...)``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from sgl_consensus.early_stop import Answer, Extractor, Rule, Vote
 from sgl_consensus.lead_lag import format_lead
@@ -46,28 +44,6 @@ class EngineBackend:
         from sgl_consensus.adapter.abort import abort_engine_request
 
         abort_engine_request(self.engine, rid)
-
-
-class HttpBackend:
-    """A running SGLang server (blocking HTTP calls in threads: no extra dependency)."""
-
-    def __init__(self, url: str, timeout_s: float = 3600.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout_s = timeout_s
-
-    def _post(self, path: str, body: dict) -> Any:
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            payload = response.read()
-        return json.loads(payload) if payload else None
-
-    async def generate(self, prompt: str, params: dict, rid: str) -> dict:
-        return await asyncio.to_thread(self._post, "/generate",
-                                       {"text": prompt, "sampling_params": params, "rid": rid})
-
-    def abort(self, rid: str) -> None:
-        self._post("/abort_request", {"rid": rid})
 
 
 @dataclass
@@ -104,8 +80,9 @@ def _output_tokens(out: dict) -> int:
     return len(out.get("output_ids") or [])
 
 
-def _aborted(out: dict) -> bool:
-    reason = (out.get("meta_info") or {}).get("finish_reason") or {}
+def was_aborted(meta_info: dict | None) -> bool:
+    """Whether SGLang ended the request by an abort (its ``meta_info["finish_reason"]``)."""
+    reason = (meta_info or {}).get("finish_reason") or {}
     return isinstance(reason, dict) and reason.get("type") == "abort"
 
 
@@ -140,8 +117,9 @@ async def run_vote(backend: PathBackend, prompt: str, params: dict, paths: int, 
                 if not vote.stopped:
                     raise
                 out = {"text": "", "meta_info": {"finish_reason": {"type": "abort"}}}  # aborted by us
-            if vote.stopped or _aborted(out):
-                results[i] = PathResult(i, out.get("text", ""), _output_tokens(out), voted=False, aborted=_aborted(out))
+            aborted = was_aborted(out.get("meta_info"))
+            if vote.stopped or aborted:
+                results[i] = PathResult(i, out.get("text", ""), _output_tokens(out), voted=False, aborted=aborted)
                 continue
             answer = extract(out.get("text", ""))
             results[i] = PathResult(i, out.get("text", ""), _output_tokens(out), voted=True, answer=answer)

@@ -34,6 +34,7 @@ from sglang.utils import http_request  # noqa: E402
 
 from sgl_consensus.adapter.frontend_fork import fork_group_tag, program_text  # noqa: E402
 from sgl_consensus.early_stop import Extractor, Rule, Vote, parse_rule  # noqa: E402
+from sgl_consensus.early_stop_runner import was_aborted  # noqa: E402
 from sgl_consensus.lead_lag import format_lead, parse_lead  # noqa: E402
 from sgl_consensus.request_params import (  # noqa: E402
     GROUP_TAG,
@@ -158,10 +159,8 @@ class ConsensusRuntimeEndpoint(RuntimeEndpoint):
         finally:
             with self._forks_lock:
                 fork.running.pop(index, None)
-        reason = meta.get("finish_reason") or {}
-        aborted = isinstance(reason, dict) and reason.get("type") == "abort"
         with self._forks_lock:
-            if aborted or fork.vote.stopped:
+            if was_aborted(meta) or fork.vote.stopped:
                 meta["consensus_vote"] = {"voted": False, "sent": True}
                 return text, meta
             answer = self.extract(text)

@@ -118,8 +118,9 @@ class ConsensusWorker(NGRAMWorker):
         self._decodes_plainly = ranked and 1 in self.widths and self.settings.decodes_plainly(self._on_cpu)
         self.plain_steps = 0
         # Tensor parallel: every rank verifies rank 0's width (and, when asked, checks its trees).
+        # (Nothing to agree on with one allowed width and no tree check.)
         tp = TensorParallelSync(self.settings.check_tp)
-        self._tp = tp if tp.active else None
+        self._tp = tp if tp.active and (len(self.widths) > 1 or tp.check_trees) else None
         logger.info("consensus worker: drafter=%s, grouping=%s, isolation=%s, %d draft tokens, widths %s",
                     self.settings.drafter, self.settings.grouping.enabled, self.settings.isolation,
                     self.draft_token_num, list(self.widths))
@@ -204,7 +205,7 @@ class ConsensusWorker(NGRAMWorker):
         keys = sum(seq_lens)
         tenants = self.tracker.tenants(rids)
         width = self.policy.choose(tenants, [c.scores[1:] for c in candidates], keys)
-        if self._tp is not None:
+        if self._tp is not None and len(self.widths) > 1:
             width = self._tp.agree_width(width)
         tokens, mask = drafter.layout(candidates, width)
         tokens[:, 0] = roots  # node 0 is the verify input: always SGLang's last committed token
