@@ -92,8 +92,6 @@ def backend(ns: argparse.Namespace):
         return ConsensusRuntimeEndpoint(url, lead=ns.lead, tenant=ns.tenant, early_stop=getattr(ns, "early_stop", None),
                                          extract=getattr(ns, "extract", None), in_flight=getattr(ns, "in_flight", None))
     if not ns.cpu:
-        if not ns.url:
-            raise SystemExit("pass --url URL of a running server, or --cpu to start one here")
         try:
             endpoint = endpoint_cls(ns.url)
         except OSError as exc:  # urllib's URLError is an OSError
@@ -109,10 +107,29 @@ def backend(ns: argparse.Namespace):
         yield endpoint_cls(server.url)
 
 
-def run_program(ns: argparse.Namespace, program, arguments: list[dict]) -> tuple[list, float]:
-    """Run ``program`` over ``arguments`` on the chosen backend; returns the states and wall seconds."""
+def _check_reachable(url: str) -> None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=10):
+            pass
+    except OSError as exc:  # urllib's URLError and HTTPError are OSErrors
+        raise SystemExit(f"cannot reach an SGLang server at {url}: {exc}") from None
+    except ValueError as exc:  # not a URL at all
+        raise SystemExit(f"cannot reach an SGLang server at {url}: {exc}") from None
+
+
+def run_program(ns: argparse.Namespace, make_program, arguments: list[dict]) -> tuple[list, float]:
+    """Run the program ``make_program()`` builds over ``arguments`` on the chosen backend; returns
+    the states and wall seconds. The server is checked first: building the program imports SGLang,
+    which takes seconds."""
     import time
 
+    if not ns.cpu:
+        if not ns.url:
+            raise SystemExit("pass --url URL of a running server, or --cpu to start one here")
+        _check_reachable(ns.url)
+    program = make_program()
     import sglang as sgl
 
     with backend(ns) as endpoint:

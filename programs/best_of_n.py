@@ -15,16 +15,21 @@ import json
 
 from _common import add_backend_arguments, add_workload_arguments, held_out_problems, parse_and_check, run_program
 
-import sglang as sgl  # noqa: E402
 
+def program():
+    """The SGLang program (imported here, after the arguments are checked: importing SGLang takes
+    seconds, a usage error should not)."""
+    import sglang as sgl
 
-@sgl.function
-def sample_candidates(s, prompt: str, n: int, max_tokens: int, temperature: float):
-    s += prompt
-    branches = s.fork(n)
-    branches += sgl.gen("solution", max_tokens=max_tokens, temperature=temperature, return_logprob=True)
-    branches.join()
-    s.set_var("candidates", [(b["solution"], b.get_meta_info("solution")) for b in branches])
+    @sgl.function
+    def sample_candidates(s, prompt: str, n: int, max_tokens: int, temperature: float):
+        s += prompt
+        branches = s.fork(n)
+        branches += sgl.gen("solution", max_tokens=max_tokens, temperature=temperature, return_logprob=True)
+        branches.join()
+        s.set_var("candidates", [(b["solution"], b.get_meta_info("solution")) for b in branches])
+
+    return sample_candidates
 
 
 def mean_logprob(meta: dict) -> float:
@@ -55,7 +60,7 @@ def main() -> None:
     problems = held_out_problems(ns)
     arguments = [dict(prompt=format_prompt(p.question), n=ns.n, max_tokens=ns.max_tokens,
                       temperature=ns.temperature) for p in problems]
-    states, wall = run_program(ns, sample_candidates, arguments)
+    states, wall = run_program(ns, program, arguments)
     rows = []
     for problem, state in zip(problems, states):
         candidates = state["candidates"]

@@ -22,18 +22,23 @@ import json
 
 from _common import add_backend_arguments, add_workload_arguments, held_out_problems, parse_and_check, run_program
 
-import sglang as sgl  # noqa: E402  (after _common put the repo on sys.path)
 
+def program():
+    """The SGLang program (imported here, after the arguments are checked: importing SGLang takes
+    seconds, a usage error should not)."""
+    import sglang as sgl
 
-@sgl.function
-def solve_with_votes(s, prompt: str, n: int, max_tokens: int, temperature: float, top_p: float):
-    s += prompt
-    branches = s.fork(n)
-    branches += sgl.gen("solution", max_tokens=max_tokens, temperature=temperature, top_p=top_p)
-    branches.join()
-    s.set_var("solutions", [b["solution"] for b in branches])
-    s.set_var("voted", [b.get_meta_info("solution").get("consensus_vote", {"voted": True}).get("voted", True)
-                        for b in branches])
+    @sgl.function
+    def solve_with_votes(s, prompt: str, n: int, max_tokens: int, temperature: float, top_p: float):
+        s += prompt
+        branches = s.fork(n)
+        branches += sgl.gen("solution", max_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        branches.join()
+        s.set_var("solutions", [b["solution"] for b in branches])
+        s.set_var("voted", [b.get_meta_info("solution").get("consensus_vote", {"voted": True}).get("voted", True)
+                            for b in branches])
+
+    return solve_with_votes
 
 
 def main() -> None:
@@ -66,7 +71,7 @@ def main() -> None:
     problems = held_out_problems(ns)
     arguments = [dict(prompt=format_prompt(p.question), n=ns.n, max_tokens=ns.max_tokens,
                       temperature=ns.temperature, top_p=ns.top_p) for p in problems]
-    states, wall = run_program(ns, solve_with_votes, arguments)
+    states, wall = run_program(ns, program, arguments)
     rows = []
     for problem, state in zip(problems, states):
         solutions = [t for t, voted in zip(state["solutions"], state["voted"]) if voted]

@@ -29,6 +29,7 @@ def register() -> None:
     _register_lead_lag_hook()
     _register_admission_hook()
     _register_dp_dispatch_hook()
+    _register_early_stop_hook()
     _install_settings_excepthook()
     _registered = True
 
@@ -85,6 +86,15 @@ def _register_dp_dispatch_hook() -> None:
     from sgl_consensus.adapter.dp_dispatch import TARGET, dispatch_groups_together
 
     HookRegistry.register(TARGET, dispatch_groups_together, HookType.AROUND)
+
+
+def _register_early_stop_hook() -> None:
+    """AROUND hook on the tokenizer manager's output handling: n > 1 children vote as they finish."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    from sgl_consensus.adapter.early_stop_hook import TARGET, vote_on_finished
+
+    HookRegistry.register(TARGET, vote_on_finished, HookType.AROUND)
 
 
 def _register_algorithm() -> None:

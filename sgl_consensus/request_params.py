@@ -7,7 +7,12 @@ Clients may send:
 - ``consensus_tenant``: who the request belongs to (a string of 1-256 characters). Drafts never
   carry text across tenants: group keys, prefix clusters, finished groups and the global corpus
   are all per tenant. Requests without one share the default tenant;
-- ``consensus_lead``: lead-lag scheduling of the request's group (``sgl_consensus.lead_lag``).
+- ``consensus_lead``: lead-lag scheduling of the request's group (``sgl_consensus.lead_lag``);
+- ``consensus_early_stop``: for an ``n > 1`` request, a stopping rule of ``sgl_consensus.early_stop``
+  (``decided``, ``esc:W``, ``beta:LEVEL``): the server votes on the answers of the children as they
+  finish and aborts the rest once the rule fires (``adapter.early_stop_hook``);
+- ``consensus_answer``: what a child's vote is, with ``consensus_early_stop``: ``number`` (default:
+  "#### N", "the answer is N", else the last number) or ``text`` (the whole output, stripped).
 
 The server itself adds ``consensus_origin`` to the ``n > 1`` children of one request (an
 unguessable id, so siblings are grouped by the request they came from, never by prompt); a client
@@ -33,8 +38,11 @@ logger = logging.getLogger(__name__)
 GROUP_TAG = "consensus_group"
 TENANT_PARAM = "consensus_tenant"
 LEAD_PARAM = "consensus_lead"
+EARLY_STOP_PARAM = "consensus_early_stop"
+ANSWER_PARAM = "consensus_answer"
+ANSWER_KINDS = ("number", "text")
 ORIGIN_PARAM = "consensus_origin"  # set by the server only
-CLIENT_KEYS = (GROUP_TAG, TENANT_PARAM, LEAD_PARAM)
+CLIENT_KEYS = (GROUP_TAG, TENANT_PARAM, LEAD_PARAM, EARLY_STOP_PARAM, ANSWER_PARAM)
 MAX_ID_CHARS = 256
 _INT64 = 1 << 63
 
@@ -49,6 +57,8 @@ class ConsensusParams:
     tenant: str | None = None  # None = the default tenant
     lead: float | None = None  # None = the server's CONSENSUS_LEAD
     origin: str | None = None  # n > 1 children of one request (server-assigned)
+    early_stop: str | None = None  # a stopping rule for the n > 1 children's vote (validated)
+    answer: str = "number"  # what a child votes with: see ANSWER_KINDS
 
 
 NO_PARAMS = ConsensusParams()
@@ -95,11 +105,30 @@ def parse_params(custom_params: Any, *, from_server: bool = False) -> ConsensusP
         parsed_lead = None if lead is None else parse_lead(lead, f"custom_params[{LEAD_PARAM!r}]")
     except ValueError as exc:
         raise RequestParamError(str(exc)) from None
+    early_stop = custom_params.get(EARLY_STOP_PARAM)
+    if early_stop is not None:
+        from sgl_consensus.early_stop import EarlyStopError, parse_rule
+
+        if not isinstance(early_stop, str) or len(early_stop) > 64:
+            raise RequestParamError(f"custom_params[{EARLY_STOP_PARAM!r}] must be a rule string such as "
+                                    f"'esc:3', got {_short(early_stop)}")
+        try:
+            parse_rule(early_stop)
+        except EarlyStopError as exc:
+            raise RequestParamError(f"custom_params[{EARLY_STOP_PARAM!r}]: {exc}") from None
+    answer = custom_params.get(ANSWER_PARAM, "number")
+    if answer not in ANSWER_KINDS:
+        raise RequestParamError(f"custom_params[{ANSWER_PARAM!r}] must be one of {list(ANSWER_KINDS)}, "
+                                f"got {_short(answer)}")
+    if ANSWER_PARAM in custom_params and early_stop is None:
+        raise RequestParamError(f"custom_params[{ANSWER_PARAM!r}] only applies with {EARLY_STOP_PARAM!r}")
     return ConsensusParams(
         group=None if group is None else _identifier(GROUP_TAG, group, allow_int=True),
         tenant=None if tenant is None else _identifier(TENANT_PARAM, tenant, allow_int=False),
         lead=parsed_lead,
         origin=None if origin is None else str(_identifier(ORIGIN_PARAM, origin, allow_int=False)),
+        early_stop=early_stop,
+        answer=answer,
     )
 
 

@@ -21,6 +21,8 @@ def test_valid_fields_are_read():
     assert parse_params({"consensus_group": "g", "consensus_tenant": "alice", "consensus_lead": "inf"}) == \
         ConsensusParams(group="g", tenant="alice", lead=math.inf)
     assert parse_params({"consensus_group": 7, "consensus_lead": 16}) == ConsensusParams(group=7, lead=16)
+    assert parse_params({"consensus_early_stop": "beta:0.9"}).early_stop == "beta:0.9"
+    assert parse_params({"consensus_early_stop": "esc:2", "consensus_answer": "text"}).answer == "text"
 
 
 @pytest.mark.parametrize("custom, needle", [
@@ -37,6 +39,11 @@ def test_valid_fields_are_read():
     ({"consensus_tenant": None, "consensus_lead": -1}, "consensus_lead"),
     ({"consensus_lead": "soon"}, "consensus_lead"),
     ({"consensus_grup": "g"}, "unknown custom_params key 'consensus_grup'"),
+    ({"consensus_early_stop": "esc:1"}, r"custom_params\['consensus_early_stop'\]: .*'esc:1'.*window"),
+    ({"consensus_early_stop": "majority"}, r"consensus_early_stop.*unknown early-stop rule 'majority'"),
+    ({"consensus_early_stop": 3}, r"consensus_early_stop.* must be a rule string .* got 3"),
+    ({"consensus_early_stop": "esc:2", "consensus_answer": "regex"}, r"consensus_answer.*'regex'"),
+    ({"consensus_answer": "text"}, r"consensus_answer'\] only applies with 'consensus_early_stop'"),
 ])
 def test_malformed_fields_are_named(custom, needle):
     with pytest.raises(RequestParamError, match=needle):

@@ -128,3 +128,57 @@ def test_prefill_only_requests_are_never_indexed():
     tracker = RequestTracker(RecordingDrafter(), SiblingGrouper())
     tracker.admit([_req("warm-up", [1, 2], max_new_tokens=0), _req("real", [1, 2], max_new_tokens=None)])
     assert len(tracker) == 1
+
+
+_SCRIPT = """
+import hashlib, random
+from array import array
+from types import SimpleNamespace
+from sgl_consensus.adapter.request_tracker import RequestTracker
+from sgl_consensus.drafting import ConsensusDrafter, DraftConfig
+from sgl_consensus.grouping import SiblingGrouper
+
+rng = random.Random(7)
+tracker = RequestTracker(ConsensusDrafter(DraftConfig(num_draft_tokens=8)), SiblingGrouper())
+def req(rid, tag):
+    ids = array("q", [1, 2, 3, rng.randrange(4, 9)])
+    return SimpleNamespace(rid=rid, origin_input_ids_unpadded=ids, origin_input_ids=ids, output_ids=array("q"),
+                           done=False, finished=lambda: False, sampling_params=SimpleNamespace(
+                               n=1, max_new_tokens=64, custom_params={"consensus_group": tag}))
+reqs = [req(f"r{i}-{rng.getrandbits(64):x}", f"g{i % 5}") for i in range(30)]
+for r in reqs:
+    r.finished = (lambda r=r: r.done)
+tracker.admit(reqs)
+tracker.sync(reqs)
+for r in reqs:
+    r.output_ids.extend(rng.randrange(10, 16) for _ in range(12))
+tracker.sync(reqs)
+tracker.release_departed(reqs)  # a decode step's batch
+for r in reqs:
+    r.done = True
+tracker.release_departed([])  # every request leaves at once: the order they go in is the question
+late = req("late", "fresh")
+tracker.admit([late])
+digest = hashlib.sha256()
+for step in range(40):  # the late request's writes pay for merging the departed groups, in order
+    late.output_ids.append(rng.randrange(10, 16))
+    rids, _ = tracker.sync([late])
+    tracker.drafter.maintain()
+    tokens, mask = tracker.drafter.propose(rids)
+    digest.update(tokens.tobytes() + mask.tobytes())
+assert tracker.drafter.stats()["draft_nodes_global"] > 0  # the departed groups drafted
+print(digest.hexdigest())
+"""
+
+
+def test_drafts_do_not_depend_on_the_process_hash_seed():
+    """Tensor-parallel ranks are separate processes with their own string-hash seeds: the order
+    departed requests leave in (and so the global corpus they fill) must not follow set order."""
+    import os
+    import subprocess
+    import sys
+
+    digests = {subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
+               for seed in (1, 2, 3, 4)}
+    assert len(digests) == 1, digests

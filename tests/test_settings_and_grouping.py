@@ -44,6 +44,7 @@ def test_env_overrides_file(tmp_path):
     ({"CONSENSUS_GROUPING_MIN_COMMON_PREFIX": "0"}, "^CONSENSUS_GROUPING_MIN_COMMON_PREFIX"),
     ({"CONSENSUS_PLAIN_DECODE": "sometimes"}, "^CONSENSUS_PLAIN_DECODE must be one of .*'sometimes'"),
     ({"CONSENSUS_CHECK_TP": "loud"}, "^CONSENSUS_CHECK_TP must be on or off, got 'loud'"),
+    ({"CONSENSUS_DP_DISPATCH": "hash"}, "^CONSENSUS_DP_DISPATCH must be one of .*'hash'"),
 ])
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(SettingsError, match=needle):

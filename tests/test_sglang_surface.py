@@ -52,6 +52,13 @@ FUNCTIONS = [
     ("sglang.srt.distributed.parallel_state", "GroupCoordinator.all_gather_object", ["obj"]),
     # early-stop aborts of Engine requests (adapter/abort.py)
     ("sglang.srt.managers.tokenizer_manager", "TokenizerManager.abort_request", ["rid"]),
+    # server-side early stop of n > 1 requests (adapter/early_stop_hook.py)
+    ("sglang.srt.managers.tokenizer_manager", "TokenizerManager._handle_batch_output", ["recv_obj"]),
+    ("sglang.srt.managers.tokenizer_manager", "ReqState.get_text", None),
+    ("sglang.srt.managers.io_struct", "BatchStrOutput", None),
+    # many servers (sgl_consensus/router.py): SGLang's router package, pinned in requirements/dev.txt
+    ("sglang_router.launch_router", "launch_router", ["args"]),
+    ("sglang_router.launch_router", "parse_router_args", ["args"]),
 ]
 
 # NGRAMWorker methods the worker overrides or calls, with the parameters it passes.
@@ -136,3 +143,18 @@ def test_cuda_graphs_fall_back_to_eager_at_other_widths():
     assert "self.num_tokens_per_req = draft_token_num" in inspect.getsource(NgramVerifyInput.__init__)
     assert "num_tokens_per_req != self.captured_req_width" in inspect.getsource(
         decode_cuda_graph_runner.DecodeCudaGraphRunner.can_run_graph)
+
+
+def test_tokenizer_manager_reads_of_the_early_stop_hook():
+    """adapter/early_stop_hook.py: n > 1 children are shallow copies of one request object; finished
+    outputs are queued on ``state.out_list``; request states carry ``obj``, ``finished``, ``out_list``."""
+    import dataclasses
+
+    from sglang.srt.managers import tokenizer_manager as tm
+
+    batch = inspect.getsource(tm.TokenizerManager._handle_batch_request)
+    assert "tmp_obj = copy.copy(objs[i])" in batch
+    handle = inspect.getsource(tm.TokenizerManager._handle_batch_output)
+    assert "state.out_list.append(out_dict)" in handle and "self.rid_to_state.get(rid" in handle
+    fields = {f.name for f in dataclasses.fields(tm.ReqState)}
+    assert {"obj", "finished", "out_list"} <= fields

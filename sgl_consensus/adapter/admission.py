@@ -11,7 +11,8 @@ process that answers HTTP and ``Engine`` calls). A ``ValueError`` raised there i
 - When the server runs ``--speculative-algorithm consensus``: ``custom_params`` must be a JSON
   object and its ``consensus_*`` keys valid (``sgl_consensus.request_params``); the ``n > 1``
   children of one request are stamped with one fresh, unguessable ``consensus_origin``, which
-  groups them as siblings of each other and of nobody else.
+  groups them as siblings of each other and of nobody else; an ``n > 1`` request with
+  ``consensus_early_stop`` gets its vote (``adapter.early_stop_hook``), other requests with it a 400.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import uuid
 from typing import Any
 
 from sgl_consensus.adapter import ALGORITHM_NAME
+from sgl_consensus.adapter.early_stop_hook import attach_vote
 from sgl_consensus.request_params import ORIGIN_PARAM, parse_params
 
 TARGET = "sglang.srt.managers.tokenizer_manager.TokenizerManager._create_tokenized_object"
@@ -52,6 +54,12 @@ def admit(original, manager, obj, input_text, input_ids, *args, **kwargs):
     params = parse_params(sampling.get("custom_params"))  # RequestParamError is a ValueError: 400
     tokenized = original(manager, obj, input_text, input_ids, *args, **kwargs)
     sampling_params = getattr(tokenized, "sampling_params", None)
+    if params.early_stop is not None:
+        paths = getattr(sampling_params, "n", None) or 1
+        if paths < 2:
+            raise ValueError(f"custom_params['consensus_early_stop'] = {params.early_stop!r} needs n > 1 "
+                             f"(the vote is over one request's n samples), got n = {paths}")
+        attach_vote(obj, params.early_stop, paths, params.answer)
     if sampling_params is not None and (sampling_params.n or 1) > 1 and params.group is None:
         # All n children share this SamplingParams object (SGLang copies the tokenized request
         # shallowly per child), so they share the origin; the warm-up prefill gets it too.

@@ -8,11 +8,13 @@ different ranks, and each rank's drafter sees only part of the group. An AROUND 
 group (``custom_params["consensus_group"]``, or the server-stamped ``consensus_origin`` of ``n > 1``
 children; per tenant) a ``routed_dp_rank`` chosen by a stable hash of the group among the active
 ranks, which SGLang's own external-rank routing then honours. Requests outside any group, and
-requests that already name a rank, keep SGLang's policy.
+requests that already name a rank, keep SGLang's policy; ``CONSENSUS_DP_DISPATCH=sglang`` leaves every
+request to it (a baseline for measurements).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -40,10 +42,18 @@ def rank_for(key: str, active_ranks: Sequence[int]) -> int:
     return active_ranks[digest % len(active_ranks)]
 
 
+@functools.cache
+def _groups_together() -> bool:
+    """CONSENSUS_DP_DISPATCH, read once per controller process (validated at server start)."""
+    from sgl_consensus.settings import load_settings
+
+    return load_settings().dp_dispatch == "group"
+
+
 def dispatch_groups_together(original, controller, req, *args, **kwargs):
     """AROUND hook: pin grouped requests to their group's rank, then dispatch as SGLang does."""
     algorithm = str(getattr(getattr(controller, "server_args", None), "speculative_algorithm", None) or "")
-    if algorithm.upper() != ALGORITHM_NAME:
+    if algorithm.upper() != ALGORITHM_NAME or not _groups_together():
         return original(controller, req, *args, **kwargs)
     sampling = getattr(req, "sampling_params", None)
     key = group_key(getattr(sampling, "custom_params", None))

@@ -49,8 +49,11 @@ class RequestTracker:
         self.drafter = drafter
         self.grouper = grouper
         self._tracked: dict[Hashable, _Tracked] = {}
-        self._away: set[Hashable] = set()  # tracked, but not in the last decode batch
-        self._last_batch: set[Hashable] = set()
+        # Tracked, but not in the last decode batch. Ordered (dicts, not sets): the order requests
+        # leave in decides the global corpus' contents, which must be the same on every TP rank
+        # (a set of string rids iterates in a per-process hash order).
+        self._away: dict[Hashable, None] = {}
+        self._last_batch: list[Hashable] = []
         self.root_resyncs = 0  # drafter tail disagreed with SGLang's last committed token
         self.last_new_tokens: dict[Hashable, list[int]] = {}  # per request, what the last sync added
         self.tokens_with_probs = 0  # committed tokens handed to the drafter with the target's probability
@@ -70,14 +73,18 @@ class RequestTracker:
         """After a decode step: requests that left the batch are freed once SGLang says they finished.
 
         Only requests away from the batch are looked at (a set difference, not a poll of all)."""
-        current = {req.rid for req in batch_reqs}
-        self._away |= self._last_batch - current
-        self._away -= current
-        self._last_batch = current
+        batch = [req.rid for req in batch_reqs]
+        current = set(batch)
+        for rid in self._last_batch:
+            if rid not in current:
+                self._away[rid] = None
+        for rid in batch:
+            self._away.pop(rid, None)
+        self._last_batch = batch
         for rid in list(self._away):
             tracked = self._tracked.get(rid)
             if tracked is None:
-                self._away.discard(rid)
+                self._away.pop(rid, None)
             elif tracked.req.finished():
                 self._remove(rid)
 
@@ -173,7 +180,7 @@ class RequestTracker:
 
     def _remove(self, rid: Hashable) -> None:
         self._tracked.pop(rid, None)
-        self._away.discard(rid)
+        self._away.pop(rid, None)
         self.grouper.release(rid)
         self.drafter.remove(rid)
 

@@ -354,7 +354,7 @@ class ConsensusWorker(NGRAMWorker):
         state = {"drafter": self.settings.drafter, "isolation": self.settings.isolation,
                  "tracked_requests": len(self.tracker),
                  "live_prefix_clusters": self.tracker.grouper.live_clusters(), "plain_decode_steps": self.plain_steps,
-                 "tp_steps_checked": 0 if self._tp is None else self._tp.steps_checked,
+                 "tp_steps_checked": 0, **({} if self._tp is None else self._tp.report()),
                  **self.metrics.snapshot()}
         if self.tracker.drafter is not None:
             state["drafter_stats"] = self.tracker.drafter.stats()

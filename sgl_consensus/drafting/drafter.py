@@ -111,6 +111,7 @@ class ConsensusDrafter:
         active = index.write_prompt(prompt, self._depth, self.config.group_max_nodes)
         index.live.add(rid)
         index.ever += 1
+        self._counters["requests_added"] += 1
         self._requests[rid] = _Request(index, corpus, index.new_slot(), active, prompt[-self._depth:], len(prompt))
 
     def _corpus_of(self, tenant: Hashable | None) -> GlobalCorpus:
@@ -402,6 +403,7 @@ def _check_hashable(value: object, what: str) -> None:
 
 def _zero_counters() -> dict[str, int]:
     return {
+        "requests_added": 0,
         "tokens_extended": 0,
         "propose_calls": 0,
         "proposed_requests": 0,

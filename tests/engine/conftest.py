@@ -20,6 +20,12 @@ def tiny_qwen2() -> Path:
 
 
 @pytest.fixture(scope="session")
+def peaky_model() -> Path:
+    """Peakier next-token distributions than the default init: sampling tests need structure."""
+    return build_tiny_model(device_spec(arch="llama", initializer_range=1.0, seed=5))
+
+
+@pytest.fixture(scope="session")
 def engines():
     pool = EnginePool()
     yield pool

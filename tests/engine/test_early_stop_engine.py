@@ -110,3 +110,61 @@ def test_fork_program_votes_through_the_endpoint(consensus_server):
     marks = [m["consensus_vote"] for m in state["meta"]]
     assert sum(m["voted"] for m in marks) == 2 and sum(not m["sent"] for m in marks if not m["voted"]) == 2, marks
     assert {t for t, m in zip(state["texts"], marks) if m["voted"]} == voted_texts
+
+
+def _post_status(url: str, payload: dict) -> tuple[int, dict | str]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url + "/generate", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def test_server_stops_an_n_request_once_its_vote_is_decided(consensus_server):
+    """``n = 24`` greedy children on a server with 16 running slots, ESC(2) on the whole text: the
+    first finishers decide, the children still waiting or running are aborted, every child comes
+    back, and the children that voted said exactly what plain greedy decoding says."""
+    greedy = {"temperature": 0.0, "max_new_tokens": 32, "ignore_eos": True}
+    status, plain = _post_status(consensus_server, {"text": PROMPT, "sampling_params": greedy})
+    assert status == 200
+    status, outs = _post_status(consensus_server, {"text": PROMPT, "sampling_params": {
+        **greedy, "n": 24, "custom_params": {"consensus_early_stop": "esc:2", "consensus_answer": "text"}}})
+    assert status == 200 and len(outs) == 24
+    marks = [o["meta_info"]["consensus_vote"] for o in outs]
+    voted = [o for o, m in zip(outs, marks) if m["voted"]]
+    assert len(voted) == 2 and voted[-1]["meta_info"]["consensus_vote"]["stopped"], marks
+    assert all(o["text"] == plain["text"] for o in voted)
+    aborted = [o for o, m in zip(outs, marks) if m.get("aborted_by_early_stop")]
+    assert aborted and all(o["meta_info"]["finish_reason"]["type"] == "abort" for o in aborted)
+    assert sum(o["meta_info"]["completion_tokens"] for o in outs) < 24 * 32
+    state = _server_consensus(consensus_server)
+    assert state["tracked_requests"] == 0 and state["drafter_stats"]["live_requests"] == 0
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"n": 1, "custom_params": {"consensus_early_stop": "esc:2"}}, "needs n > 1"),
+    ({"n": 4, "custom_params": {"consensus_early_stop": "esc:1"}}, "ESC window"),
+])
+def test_server_refuses_a_bad_early_stop_with_a_clear_400(consensus_server, params, needle):
+    status, body = _post_status(consensus_server, {"text": PROMPT, "sampling_params": {"max_new_tokens": 4, **params}})
+    assert status == 400 and needle in str(body), (status, body)
+
+
+def _server_consensus(url: str) -> dict:
+    import json
+    import time
+    import urllib.request
+
+    for _ in range(50):  # finished requests leave the worker on its next step or report
+        with urllib.request.urlopen(url + "/server_info", timeout=60) as resp:
+            state = json.loads(resp.read())["internal_states"][0]["consensus"]
+        if state["tracked_requests"] == 0:
+            return state
+        time.sleep(0.2)
+    return state
