@@ -18,7 +18,7 @@ def _with_cpu_defaults(server_args: list[str]) -> list[str]:
     present = {a.split("=", 1)[0] for a in args if a.startswith("--")}
     for flag, value in server_flag_defaults().items():
         if flag not in present:
-            args += [flag, value]
+            args += [flag] if value is None else [flag, value]
     return args
 
 

@@ -33,12 +33,15 @@ ENGINE_DEFAULTS = {
     "dtype": "float32",
     "mem_fraction_static": 0.85,
     "max_total_tokens": 65536,
+    # An idle scheduler otherwise polls its sockets in a busy loop, holding a core that serving on
+    # a CPU needs (and other processes on the machine): block on them instead (woken by any request).
+    "sleep_on_idle": True,
 }
 
 
-def server_flag_defaults() -> dict[str, str]:
-    """ENGINE_DEFAULTS as ``sglang.launch_server`` flags."""
-    return {"--" + k.replace("_", "-"): str(v) for k, v in ENGINE_DEFAULTS.items()}
+def server_flag_defaults() -> dict[str, str | None]:
+    """ENGINE_DEFAULTS as ``sglang.launch_server`` flags (value None: a bare switch)."""
+    return {"--" + k.replace("_", "-"): (None if v is True else str(v)) for k, v in ENGINE_DEFAULTS.items()}
 ACTIVE_ENV = "CONSENSUS_CPU"
 
 
