@@ -17,15 +17,11 @@ a group; :func:`launch_router` starts a router as a child process (tests, benchm
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 from collections.abc import Sequence
-from pathlib import Path
 
-from sgl_consensus.server import ServerHandle, free_port
+from sgl_consensus.server import ServerHandle, free_port, start_and_wait
 
 ROUTING_KEY_HEADER = "X-SMG-Routing-Key"
 POLICIES = ("manual", "cache_aware", "round_robin", "random", "power_of_two")
@@ -40,26 +36,14 @@ def group_headers(group: str, tenant: str | None = None) -> dict[str, str]:
 def launch_router(worker_urls: Sequence[str], policy: str = "manual", timeout_s: float = 120,
                   extra_args: Sequence[str] = ()) -> ServerHandle:
     """Start ``sglang-router`` on a free loopback port in front of ``worker_urls``; returns once it
-    reports every worker healthy (it answers ``/health`` before it has registered them). Raises ValueError for an unknown policy, RuntimeError with the log tail if
-    it does not come up."""
+    reports every worker healthy (it answers ``/health`` before it has registered them). Raises
+    ValueError for an unknown policy, RuntimeError with the log tail if it does not come up."""
     if policy not in POLICIES:
         raise ValueError(f"router policy must be one of {list(POLICIES)}, got {policy!r}")
     port = free_port()
-    log_path = Path(tempfile.mkstemp(prefix="sgl-consensus-router-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "sgl_consensus.router", "--host", "127.0.0.1", "--port", str(port),
            "--worker-urls", *worker_urls, "--policy", policy, "--log-level", "warn", *extra_args]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    handle = ServerHandle(f"http://127.0.0.1:{port}", proc, log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the router exited with code {proc.returncode}:\n{handle.log_tail()}")
-        if _healthy_workers(handle.url) >= len(worker_urls):
-            return handle
-        time.sleep(0.5)
-    handle.close()
-    raise RuntimeError(f"the router did not become healthy within {timeout_s:.0f} s:\n{handle.log_tail()}")
+    return start_and_wait(cmd, port, "router", lambda url: _healthy_workers(url) >= len(worker_urls), timeout_s)
 
 
 def _healthy_workers(url: str) -> int:

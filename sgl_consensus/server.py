@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,21 +53,33 @@ def launch_server(model_path: str | Path, server_args: list[str], device: str = 
                   timeout_s: float = 300, env: dict | None = None) -> ServerHandle:
     """Start the server on a free loopback port; raises RuntimeError with the log tail if it fails."""
     port = free_port()
-    log_path = Path(tempfile.mkstemp(prefix="sgl-consensus-server-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "sgl_consensus.cli", "serve", "--device", device, "--",
            "--model-path", str(model_path), "--host", "127.0.0.1", "--port", str(port), *server_args]
+    return start_and_wait(cmd, port, "server", _answers_health, timeout_s, env)
+
+
+def start_and_wait(cmd: list[str], port: int, what: str, ready: Callable[[str], bool], timeout_s: float,
+                   env: dict | None = None) -> ServerHandle:
+    """Run ``cmd`` (serving on loopback ``port``) with its output in a log; return once ``ready(url)``.
+    Raises RuntimeError with the log tail if it exits or is not ready within ``timeout_s``."""
+    log_path = Path(tempfile.mkstemp(prefix=f"sgl-consensus-{what}-", suffix=".log")[1])
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     handle = ServerHandle(f"http://127.0.0.1:{port}", proc, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode}:\n{handle.log_tail()}")
-        try:
-            with urllib.request.urlopen(handle.url + "/health", timeout=5) as resp:
-                if resp.status == 200:
-                    return handle
-        except OSError:
-            time.sleep(1)
+            raise RuntimeError(f"the {what} exited with code {proc.returncode}:\n{handle.log_tail()}")
+        if ready(handle.url):
+            return handle
+        time.sleep(0.5)
     handle.close()
-    raise RuntimeError(f"the server did not become healthy within {timeout_s:.0f} s:\n{handle.log_tail()}")
+    raise RuntimeError(f"the {what} did not become ready within {timeout_s:.0f} s:\n{handle.log_tail()}")
+
+
+def _answers_health(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
