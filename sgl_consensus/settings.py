@@ -32,6 +32,9 @@ which reach every process SGLang spawns:
 - ``CONSENSUS_DP_DISPATCH``: how requests are spread over data-parallel ranks (``--dp-size``).
   ``group`` (default): every request of one sibling group on one rank (``adapter.dp_dispatch``);
   ``sglang``: SGLang's own policy for every request (a baseline: groups split across ranks).
+- ``CONSENSUS_CORE``: the drafter's data plane. ``auto`` (default): the C++ core
+  (``drafting/native``, compiled into the cache on first use) where it builds, else the Python
+  reference with one warning; ``native``: the C++ core or a start-up error; ``python``: the reference.
 - ``CONSENSUS_ISOLATION``: what drafts may carry between requests. ``tenant`` (default): nothing
   crosses tenants (``custom_params["consensus_tenant"]``; requests without one share the default
   tenant). ``strict``: nothing crosses declared sibling groups (tags, ``n > 1``): no global corpus,
@@ -62,6 +65,7 @@ DRAFTERS = ("consensus", "prompt_lookup", "ngram_corpus")
 ADAPTIVE_MODES = ("on", "off", "cycle")
 PLAIN_DECODE_MODES = ("auto", "on", "off")
 DP_DISPATCH_MODES = ("group", "sglang")
+CORE_MODES = ("auto", "native", "python")
 # Variables of this prefix that are not worker knobs.
 _OTHER_VARS = {"CONSENSUS_CPU", "CONSENSUS_CACHE", "CONSENSUS_VENV", "CONSENSUS_CONFIG", "CONSENSUS_CPU_OVERLAP",
                "CONSENSUS_TEST_WORKERS"}
@@ -100,6 +104,7 @@ class WorkerSettings:
     plain_decode: str = "auto"  # see PLAIN_DECODE_MODES
     check_tp: bool = False  # compare every TP rank's trees each step (debug guard)
     dp_dispatch: str = "group"  # see DP_DISPATCH_MODES
+    core: str = "auto"  # see CORE_MODES
 
     def decodes_plainly(self, on_cpu: bool) -> bool:
         """Whether width-1 steps run as plain decode forwards on this device."""
@@ -151,7 +156,7 @@ def _read_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} must hold a JSON object")
     unknown = set(data) - {"drafter", "grouping", "draft", "log_interval_s", "lead_tokens", "isolation", "adaptive",
-                           "adaptive_widths", "plain_decode", "check_tp", "dp_dispatch"}
+                           "adaptive_widths", "plain_decode", "check_tp", "dp_dispatch", "core"}
     if unknown:
         raise SettingsError(f"CONSENSUS_CONFIG={path!r} has unknown keys {sorted(unknown)}")
     for section in ("grouping", "draft"):
@@ -191,6 +196,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             raw["check_tp"] = _parse_bool(name, value)
         elif key == "dp_dispatch":
             raw["dp_dispatch"] = value
+        elif key == "core":
+            raw["core"] = value
         else:
             raise SettingsError(f"unknown setting {name}={value!r}; see sgl_consensus.settings for the list")
     return raw
@@ -248,6 +255,13 @@ def _dp_dispatch(value: Any) -> str:
     mode = str(value).strip().lower()
     if mode not in DP_DISPATCH_MODES:
         raise SettingsError(f"CONSENSUS_DP_DISPATCH must be one of {list(DP_DISPATCH_MODES)}, got {value!r}")
+    return mode
+
+
+def _core(value: Any) -> str:
+    mode = str(value).strip().lower()
+    if mode not in CORE_MODES:
+        raise SettingsError(f"CONSENSUS_CORE must be one of {list(CORE_MODES)}, got {value!r}")
     return mode
 
 
@@ -327,4 +341,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
                           adaptive_widths=_widths(merged.get("adaptive_widths")),
                           plain_decode=_plain_decode(merged.get("plain_decode", "auto")),
                           check_tp=_parse_bool("CONSENSUS_CHECK_TP", merged.get("check_tp", False)),
-                          dp_dispatch=_dp_dispatch(merged.get("dp_dispatch", "group")))
+                          dp_dispatch=_dp_dispatch(merged.get("dp_dispatch", "group")),
+                          core=_core(merged.get("core", "auto")))

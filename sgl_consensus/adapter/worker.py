@@ -53,7 +53,7 @@ def make_drafter(settings: WorkerSettings, num_draft_tokens: int):
         return PromptLookupDrafter(num_draft_tokens=num_draft_tokens)
     from sgl_consensus.drafting import ConsensusDrafter
 
-    return ConsensusDrafter(settings.draft_config(num_draft_tokens))
+    return ConsensusDrafter(settings.draft_config(num_draft_tokens), core=settings.core)
 
 
 class _NoCorpus:
@@ -166,7 +166,7 @@ class ConsensusWorker(NGRAMWorker):
             self._verify_sink.clear()
             rids, _, candidates, _ = self._last_proposal
             self._verified = (rids, logprobs, accept_lens, successors, self._staged_tokens,
-                              [min(width, len(c)) for c in candidates])
+                              np.minimum(candidates.lengths, width).tolist())
         if width != self._max_width and not plain:  # a plain step's rows already have the full width
             self._relay_at_max_width(result, width)
         if not batch.forward_mode.is_decode() and self.tracker.drafter is not None:
@@ -204,7 +204,7 @@ class ConsensusWorker(NGRAMWorker):
         candidates = drafter.propose_candidates(rids)
         keys = sum(seq_lens)
         tenants = self.tracker.tenants(rids)
-        width = self.policy.choose(tenants, [c.scores[1:] for c in candidates], keys)
+        width = self.policy.choose(tenants, candidates.scores[:, 1:], keys)
         if self._tp is not None and len(self.widths) > 1:
             width = self._tp.agree_width(width)
         tokens, mask = drafter.layout(candidates, width)
@@ -261,15 +261,17 @@ class ConsensusWorker(NGRAMWorker):
         self._last_proposal = None
         outcomes: dict[Hashable, tuple[list[float], list[bool]]] = {}
         committed = self.tracker.last_new_tokens
-        for rid, tenant, cands in zip(rids, tenants, candidates):
+        all_tokens, all_parents = candidates.tokens.tolist(), candidates.parents.tolist()
+        all_scores, lengths = candidates.scores.tolist(), candidates.lengths.tolist()
+        for b, (rid, tenant) in enumerate(zip(rids, tenants)):
             new = committed.get(rid)
             if not new:
                 continue
-            accepted = accepted_nodes(cands.tokens, cands.parents, min(width, len(cands)), new)
+            size = min(width, lengths[b])
+            accepted = accepted_nodes(all_tokens[b], all_parents[b], size, new)
             scores, hits = outcomes.setdefault(tenant, ([], []))
-            for i in range(1, min(width, len(cands))):
-                scores.append(cands.scores[i])
-                hits.append(i in accepted)
+            scores += all_scores[b][1:size]
+            hits += [i in accepted for i in range(1, size)]
         for tenant, (scores, hits) in outcomes.items():
             self.policy.record_outcome(tenant, scores, hits)
 
@@ -358,6 +360,9 @@ class ConsensusWorker(NGRAMWorker):
                  **self.metrics.snapshot()}
         if self.tracker.drafter is not None:
             state["drafter_stats"] = self.tracker.drafter.stats()
+            core = getattr(self.tracker.drafter, "core", None)
+            if core is not None:
+                state["draft_core"] = core.name
         if self.policy is not None:
             state["adaptive"] = {"mode": self.settings.adaptive, **self.policy.report()}
         return state

@@ -9,6 +9,8 @@ its last `trie_depth` tokens. Costs, per request:
   is looked up (O(max_match_len^2)) only when that match is shorter than `global_lookup_below`;
   the tree costs O(n log n + n x branching). Nothing depends on the sequence length or on the
   number of siblings (their evidence is already aggregated in the trie counts).
+Per-token and per-step work runs in a `DraftCore` (core.py): the C++ one (native/) when it is
+built, the pure-Python reference otherwise or on request (`core="python"`).
 Output layout is SGLang NGRAM's: node 0 is the last committed token, nodes in BFS order (parents
 first), mask[i, j] iff j is i or an ancestor of i. Padding rows (a tree smaller than the width) are
 token 0 with no ancestor: detached, so no verify walk reaches them. (SGLang's own NGRAM pads with
@@ -17,65 +19,77 @@ token-0 children of the root; two such siblings make its CUDA tree sampling coun
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import trie, validation
+from . import validation
 from .config import DraftConfig
+from .core import CandidateBatch, DraftCore, PythonCore
 from .sources import GlobalCorpus, GroupIndex
 from .successors import SuccessorTable, add_model_nodes
-from .tree import GLOBAL, MODEL, OWN, SIBLING, Candidates, build_tree
+from .tree import GLOBAL, MODEL, OWN, SIBLING, Candidates
+
+logger = logging.getLogger(__name__)
 
 _SOLO = object()  # group-key marker of a request drafting without siblings
 PADDING = 0  # token of padding rows; they are detached (no ancestor), so the token is never compared
-_MASK_CACHE_SIZE = 4096
 _MERGE_BATCH = 256
+CORES = ("auto", "native", "python")
 
 
 class _Request:
-    __slots__ = ("group", "corpus", "slot", "active", "tail", "length", "successors")
+    __slots__ = ("group", "corpus", "slot", "handle", "last", "successors")
 
-    def __init__(self, group: GroupIndex, corpus: GlobalCorpus, slot: int, active: list, tail: list[int],
-                 length: int) -> None:
+    def __init__(self, group: GroupIndex, corpus: GlobalCorpus, slot: int, handle: Any, last: int) -> None:
         self.group = group
         self.corpus = corpus  # its tenant's global corpus
         self.slot = slot
-        self.active = active
-        self.tail = tail  # last tokens (at least trie_depth of them once that many exist)
-        self.length = length
+        self.handle = handle  # its writer state in the core
+        self.last = last  # last token recorded: the next tree's root
         self.successors: SuccessorTable | None = None  # the target's earlier predictions (model nodes)
+
+
+def make_core(config: DraftConfig, core: str = "auto") -> DraftCore:
+    """The data plane: ``native`` (C++; raises if it cannot be built or loaded), ``python`` (the
+    reference) or ``auto`` (native when available, else python with one warning)."""
+    if core not in CORES:
+        raise ValueError(f"core must be one of {list(CORES)}, got {core!r}")
+    if core == "python":
+        return PythonCore(config)
+    from .native import NativeCore, NativeCoreUnavailable
+
+    try:
+        return NativeCore(config)
+    except NativeCoreUnavailable as exc:
+        if core == "native":
+            raise
+        logger.warning("sgl-consensus: native draft core unavailable (%s); using the Python core", exc)
+        return PythonCore(config)
 
 
 class ConsensusDrafter:
     """Drafts each path's next tokens from its siblings, the global corpus and its own history."""
 
-    def __init__(self, config: DraftConfig | None = None) -> None:
+    def __init__(self, config: DraftConfig | None = None, core: str = "auto") -> None:
         if config is None:
             config = DraftConfig()
         if not isinstance(config, DraftConfig):
             raise TypeError(f"config must be a DraftConfig, got {type(config).__name__}")
         self.config = config
-        self._depth = config.trie_depth
+        self.core = make_core(config, core)
         self._requests: dict[Hashable, _Request] = {}
         self._groups: dict[Hashable, GroupIndex] = {}
         self._lingering: OrderedDict[Hashable, GroupIndex] = OrderedDict()  # emptied groups, oldest first
         # One global corpus per tenant, least recently used dropped first: finished groups feed only
         # later requests of their own tenant.
         self._corpora: OrderedDict[Hashable, GlobalCorpus] = OrderedDict()
-        self._merge_due: set[GlobalCorpus] = set()  # corpora whose paid-for merges `maintain` runs
+        self._merge_due: dict[GlobalCorpus, None] = {}  # corpora whose paid-for merges `maintain` runs
         self._counters = _zero_counters()
-        self._mask_cache: dict[tuple[int, ...], np.ndarray] = {}
-        self._last_sources: list[tuple[int, int, int]] = []
-        self._last_model_nodes: list[int] = []
-        # Hot-path copies of derived settings.
-        self._max_match = config.max_match_len
-        self._min_match = config.min_match_len
-        self._global_min_match = max(config.min_match_len, config.global_min_match_len)
-        self._global_below = config.global_lookup_below
-        self._use_global = config.use_global
+        self._last_labels = np.zeros((0, 4), dtype=np.int64)
 
     # ------------------------------------------------------------------ lifecycle
     def add(
@@ -104,22 +118,23 @@ class ConsensusDrafter:
         if index is None:
             index = self._lingering.pop(key, None)  # a late sibling revives its finished group
             if index is None:
-                index = GroupIndex(key)
+                index = GroupIndex(key, self.core)
             else:
                 corpus.settle(index.trie)  # its merge into the global corpus must not see new writes
             self._groups[key] = index
-        active = index.write_prompt(prompt, self._depth, self.config.group_max_nodes)
-        index.live.add(rid)
-        index.ever += 1
+        active = index.write_prompt(prompt)
+        slot = index.join(rid)
         self._counters["requests_added"] += 1
-        self._requests[rid] = _Request(index, corpus, index.new_slot(), active, prompt[-self._depth:], len(prompt))
+        handle = self.core.new_request(index.trie, corpus.handle, slot, active, prompt[-self.config.trie_depth:])
+        self._requests[rid] = _Request(index, corpus, slot, handle, prompt[-1])
 
     def _corpus_of(self, tenant: Hashable | None) -> GlobalCorpus:
         corpus = self._corpora.get(tenant)
         if corpus is None:
             config = self.config
             corpus = self._corpora[tenant] = GlobalCorpus(
-                config.global_max_nodes, config.max_pending_merges, config.global_min_count, config.global_trie_depth
+                self.core, config.global_max_nodes, config.max_pending_merges, config.global_min_count,
+                config.global_trie_depth,
             )
             while len(self._corpora) > config.max_tenant_corpora:
                 self._corpora.popitem(last=False)  # live requests keep theirs until they end
@@ -134,15 +149,8 @@ class ConsensusDrafter:
         if not tokens:
             return
         probs = None if logprobs is None else validation.probabilities(rid, logprobs, len(tokens))
-        depth = self._depth
-        request.active = request.group.write_many(
-            request.active, tokens, probs, request.slot, depth, self.config.group_max_nodes
-        )
-        tail = request.tail
-        tail.extend(tokens)
-        if len(tail) > 2 * depth:
-            del tail[:-depth]
-        request.length += len(tokens)
+        self.core.extend(request.handle, tokens, probs)
+        request.last = tokens[-1]
         self._counters["tokens_extended"] += len(tokens)
         corpus = request.corpus
         if corpus.pending:
@@ -150,7 +158,7 @@ class ConsensusDrafter:
             # new writes; the work itself runs in `maintain` (off the drafting path).
             corpus.merge_credit += self.config.merge_visits_per_token * len(tokens)
             if corpus.merge_credit >= _MERGE_BATCH:
-                self._merge_due.add(corpus)
+                self._merge_due[corpus] = None
 
     def maintain(self) -> None:
         """Background work: run the global-corpus merges paid for by recent writes, in batches of
@@ -179,6 +187,7 @@ class ConsensusDrafter:
         request = self._requests.pop(rid, None)
         if request is None:
             raise KeyError(f"request {rid!r} is not tracked (never added, or already removed)")
+        self.core.free_request(request.handle)
         group = request.group
         group.live.discard(rid)
         if not group.live:
@@ -193,6 +202,8 @@ class ConsensusDrafter:
 
     def reset(self) -> None:
         """Drop every request, group and the global corpus (e.g. on an SGLang cache flush)."""
+        for request in self._requests.values():
+            self.core.free_request(request.handle)
         self._requests.clear()
         self._groups.clear()
         self._lingering.clear()
@@ -215,67 +226,37 @@ class ConsensusDrafter:
         width = self._check_width(width)
         return self.layout(self.propose_candidates(rids), width, budgets)
 
-    def propose_candidates(self, rids: Sequence[Hashable]) -> list[Candidates]:
+    def propose_candidates(self, rids: Sequence[Hashable]) -> CandidateBatch:
         """Per request, its best draft nodes (up to `num_draft_tokens`, root included), best first,
         with their scores: any prefix is the best tree of that size (`layout` turns one into rows)."""
-        config = self.config
-        n = config.num_draft_tokens
         requests = [self._get(rid) for rid in rids]
-        sources_of = self._sources
-        args = (config.draft_depth, config.alpha, config.prior_count, config.depth_prior, config.max_branch,
-                config.min_path_score, config.use_own_history, config.use_siblings)
-        candidates = [build_tree(request.tail[-1], sources_of(request), n, *args) for request in requests]
-        weight = config.model_weight
-        if weight > 0:  # the target's own earlier predictions fill what the evidence left open
-            candidates = [c if r.successors is None else add_model_nodes(c, r.successors, n, weight, config.min_path_score)
-                          for c, r in zip(candidates, requests)]
-        return candidates
+        batch = self.core.propose([request.handle for request in requests])
+        weight = self.config.model_weight
+        if weight > 0 and any(r.successors is not None for r in requests):
+            # The target's own earlier predictions fill what the evidence left open.
+            n, min_score = self.config.num_draft_tokens, self.config.min_path_score
+            rows = [batch[b] if r.successors is None else add_model_nodes(batch[b], r.successors, n, weight, min_score)
+                    for b, r in enumerate(requests)]
+            batch = CandidateBatch.from_rows(rows, n)
+        return batch
 
     def layout(
-        self, candidates: Sequence[Candidates], width: int, budgets: Sequence[int] | None = None
+        self, candidates: CandidateBatch | Sequence[Candidates], width: int, budgets: Sequence[int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rows of `width` nodes from each request's best candidates: BFS order, ancestor masks,
         detached padding. Also records each row's draft-node sources (`last_proposal_sources`)."""
         width = self._check_width(width)
+        if not isinstance(candidates, CandidateBatch):
+            candidates = CandidateBatch.from_rows(list(candidates), self.config.num_draft_tokens)
         batch = len(candidates)
         if budgets is not None:
             budgets = list(budgets)
             if len(budgets) != batch or any(not isinstance(b, (int, np.integer)) or not 1 <= b <= width
                                             for b in budgets):
                 raise ValueError(f"budgets must hold {batch} integers in [1, {width}], got {budgets!r}")
-        flat_tokens: list[int] = []
-        mask = np.empty((batch, width, width), dtype=np.bool_)
-        mask_cache = self._mask_cache
-        counts = [0, 0, 0, 0]
-        per_request: list[tuple[int, int, int]] = []
-        model_nodes: list[int] = []
-        padding = 0
-        for b, cands in enumerate(candidates):
-            size = width if budgets is None else int(budgets[b])
-            tokens, parents, labels = cands.bfs(size)
-            # Tree shapes repeat (chains, stars, ...): their masks are built once and cached.
-            shape = (width, *parents)
-            row_mask = mask_cache.get(shape)
-            if row_mask is None:
-                row_mask = _ancestor_mask(parents, width)
-                if len(mask_cache) >= _MASK_CACHE_SIZE:
-                    mask_cache.clear()
-                mask_cache[shape] = row_mask
-            mask[b] = row_mask
-            flat_tokens += tokens
-            missing = width - len(tokens)
-            if missing:
-                flat_tokens += [PADDING] * missing  # detached rows (see _ancestor_mask)
-                padding += missing
-            row = [0, 0, 0, 0]
-            for label in labels[1:]:
-                row[label] += 1
-            per_request.append((row[SIBLING], row[GLOBAL], row[OWN]))
-            model_nodes.append(row[MODEL])
-            for k in range(4):
-                counts[k] += row[k]
-        self._last_sources = per_request
-        self._last_model_nodes = model_nodes
+        tokens, mask, labels = self.core.layout(candidates, width, budgets)
+        self._last_labels = labels
+        counts = labels.sum(axis=0).tolist() if batch else [0, 0, 0, 0]
         counters = self._counters
         counters["propose_calls"] += 1
         counters["proposed_requests"] += batch
@@ -283,8 +264,8 @@ class ConsensusDrafter:
         counters["draft_nodes_global"] += counts[GLOBAL]
         counters["draft_nodes_own"] += counts[OWN]
         counters["draft_nodes_model"] += counts[MODEL]
-        counters["padding_nodes"] += padding
-        return np.array(flat_tokens, dtype=np.int64).reshape(batch, width), mask
+        counters["padding_nodes"] += batch * (width - 1) - sum(counts)  # rows minus roots minus draft nodes
+        return tokens, mask
 
     def _check_width(self, width: int | None) -> int:
         n = self.config.num_draft_tokens
@@ -296,56 +277,21 @@ class ConsensusDrafter:
 
     def last_proposal_sources(self) -> list[tuple[int, int, int]]:
         """Per request of the last `propose`: draft nodes from (siblings, global corpus, own history)."""
-        return list(self._last_sources)
+        return [tuple(row) for row in self._last_labels[:, :3].tolist()]
 
     def last_proposal_model_nodes(self) -> list[int]:
         """Per request of the last `propose`: model-informed draft nodes (`DraftConfig.model_weight`)."""
-        return list(self._last_model_nodes)
-
-    def _sources(self, request: _Request) -> list[tuple]:
-        """Matched trie nodes for the request's current suffix, one per evidence source."""
-        config = self.config
-        sources: list[tuple] = []
-        group = request.group
-        own_only = group.ever <= 1
-        if config.use_own_history or (config.use_siblings and not own_only):
-            group_trie = group.trie
-            # The group match is read off the active pointers: deepest suffix with a continuation.
-            child_total = group_trie.child_total
-            active = request.active
-            node = None
-            for depth in range(min(len(active) - 1, self._max_match), self._min_match - 1, -1):
-                if child_total[active[depth]]:
-                    node = active[depth]
-                    break
-            if node is None and config.fuzzy_max_edits:
-                node, depth = trie.fuzzy_match(
-                    group_trie,
-                    request.tail,
-                    self._max_match,
-                    self._min_match,
-                    config.fuzzy_max_edits,
-                    config.max_branch,
-                )
-            if node is not None:
-                other_weight = config.own_weight if own_only else config.sibling_weight
-                sources.append((group_trie, node, depth, other_weight, config.own_weight, request.slot))
-        if self._use_global and (not sources or sources[0][2] < self._global_below):
-            weight = config.global_weight
-            for generation, node, depth in request.corpus.match(request.tail, self._max_match, self._global_min_match):
-                sources.append((generation, node, depth, weight, weight, None))
-            if len(sources) > 1:
-                sources.sort(key=_source_rank, reverse=True)
-        return sources
+        return self._last_labels[:, MODEL].tolist()
 
     # ------------------------------------------------------------------ introspection
     def stats(self) -> dict[str, int]:
         """Plain counts for metrics and leak checks (per-request/group counts are 0 once all are removed)."""
+        group_nodes = [group.nodes for group in self._groups.values()]
         result = {
             "live_requests": len(self._requests),
             "live_groups": len(self._groups),
-            "group_trie_nodes": sum(group.nodes for group in self._groups.values()),
-            "group_trie_nodes_max": max((group.nodes for group in self._groups.values()), default=0),
+            "group_trie_nodes": sum(group_nodes),
+            "group_trie_nodes_max": max(group_nodes, default=0),
             "lingering_groups": len(self._lingering),
             "lingering_trie_nodes": sum(group.nodes for group in self._lingering.values()),
             "tenant_corpora": len(self._corpora),
@@ -362,7 +308,7 @@ class ConsensusDrafter:
 
     def last_token(self, rid: Hashable) -> int:
         """The last token recorded for `rid` (its prompt's, if no output yet): the next tree's root."""
-        return self._get(rid).tail[-1]
+        return self._get(rid).last
 
     def __contains__(self, rid: object) -> bool:
         return rid in self._requests
@@ -374,24 +320,6 @@ class ConsensusDrafter:
             raise KeyError(f"request {rid!r} is not tracked (never added, or already removed)") from None
         except TypeError:
             raise TypeError(f"rid must be hashable, got {type(rid).__name__}") from None
-
-
-def _source_rank(source: tuple) -> tuple[int, float]:
-    return source[2], source[3]  # longer match first, then the more trusted source
-
-
-def _ancestor_mask(parents: list[int], n: int) -> np.ndarray:
-    """mask[i, j] iff j is i or an ancestor of i. Padding rows (beyond the tree) are *detached*:
-    no ancestor, so no tree walk can reach them (see `PADDING`)."""
-    mask = np.zeros((n, n), dtype=np.bool_)
-    for i, parent in enumerate(parents):
-        if parent >= 0:
-            mask[i] = mask[parent]
-        mask[i, i] = True
-    for i in range(len(parents), n):
-        mask[i, i] = True
-    mask.setflags(write=False)
-    return mask
 
 
 def _check_hashable(value: object, what: str) -> None:

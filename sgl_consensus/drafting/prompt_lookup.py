@@ -73,14 +73,23 @@ class PromptLookupDrafter:
             probabilities(rid, logprobs, len(ids))  # validated for API parity; own history ignores them
         self._append(history, ids)
 
-    def propose(self, rids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
-        n = self.num_draft_tokens
+    def propose(self, rids: Sequence[Hashable], budgets: Sequence[int] | None = None,
+                width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Chains of up to ``width - 1`` tokens (``budgets[i] - 1`` for request i), padded to ``width``."""
+        n = self.num_draft_tokens if width is None else width
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= self.num_draft_tokens:
+            raise ValueError(f"width must be an integer in [1, {self.num_draft_tokens}] (num_draft_tokens), got {width!r}")
+        if budgets is not None and (len(budgets) != len(rids) or any(
+                isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 1 <= b <= n for b in budgets)):
+            raise ValueError(f"budgets must hold {len(rids)} integers in [1, {n}], got {budgets!r}")
         tokens = np.zeros((len(rids), n), dtype=np.int64)
         masks = np.zeros((len(rids), n, n), dtype=np.bool_)
         self._last_sources = []
         for row, rid in enumerate(rids):
             history = self._history(rid)
             chain = self._lookup(history)
+            if budgets is not None:
+                chain = chain[: int(budgets[row]) - 1]
             tokens[row], masks[row] = chain_tree(history.tokens[-1], chain, n)
             drafted = min(len(chain), n - 1)
             self._drafted_nodes += drafted
@@ -101,6 +110,15 @@ class PromptLookupDrafter:
 
     def reset(self) -> None:
         self._requests.clear()
+
+    def maintain(self) -> None:
+        """Nothing runs in the background: the own-history index is updated by `extend`."""
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._requests
+
+    def __len__(self) -> int:
+        return len(self._requests)
 
     def stats(self) -> dict[str, int]:
         return {

@@ -23,39 +23,71 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from .trie import PROMPT, Trie
 
 SIBLING, GLOBAL, OWN = 0, 1, 2
 MODEL = 3  # a node from the target's own earlier predictions (drafting/successors.py)
 SOURCE_NAMES = ("sibling", "global", "own")
-_WIDE = 16  # nodes with more children than this score only their most frequent ones
-
-# A source entry: (trie, node, its depth = matched context length, weight of other writers'
-# n-grams, weight of own n-grams, owner slot of the requesting path or None for the global corpus).
-Source = tuple
+WIDE = 16  # nodes with more children than this score only their 2 x max_branch most frequent ones
 
 
-def score_children(
-    sources: list[Source],
-    alpha: float,
-    prior: float,
-    depth_prior: float,
-    max_branch: int,
-    own_enabled: bool,
-    siblings_enabled: bool,
-) -> list[tuple[float, int, list, int]]:
-    """Top `max_branch` (score, token, [(child node, its source)], label) continuations of a node."""
-    if len(sources) == 1:
-        return _score_single(sources[0], alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled)
-    merged: dict[int, list] = {}
-    remaining = 1.0
+class Source(NamedTuple):
+    """One evidence source matched for a draft node's context."""
+
+    trie: Any  # the trie holding the evidence (a `Trie` here; the native core has its own)
+    node: int  # the trie node of the matched context
+    depth: int  # matched context length: longer contexts are more reliable
+    other_weight: float  # weight of n-grams other writers (siblings, finished groups) wrote
+    own_weight: float  # weight of n-grams only the requesting path and/or the prompt wrote
+    owner: int | None  # owner slot of the requesting path in a group trie; None for the global corpus
+
+
+@dataclass(frozen=True, slots=True)
+class TreeParams:
+    """Everything `build_tree` needs besides the sources (from `DraftConfig`, see there)."""
+
+    max_depth: int  # draft depth below the root
+    alpha: float  # weight of the recorded model probability against the observed frequency
+    prior: float  # pseudo-count: evidence from n observations is trusted n / (n + prior)
+    depth_prior: float  # a match of d context tokens is trusted d / (d + depth_prior)
+    max_branch: int  # children kept per draft node
+    min_score: float  # nodes whose path score is not above this are never proposed
+    own_enabled: bool  # a path may draft from its own history
+    siblings_enabled: bool  # a path may draft from its siblings
+
+    @classmethod
+    def from_config(cls, config: Any) -> TreeParams:
+        return cls(config.draft_depth, config.alpha, config.prior_count, config.depth_prior, config.max_branch,
+                   config.min_path_score, config.use_own_history, config.use_siblings)
+
+
+class Continuation(NamedTuple):
+    """A scored next token of a draft node."""
+
+    score: float  # estimated probability that the token is accepted after the node
+    token: int
+    children: list[tuple[int, Source]]  # (child trie node, source it is in), one per source that knows it
+    label: int  # the source that contributed most: SIBLING, GLOBAL or OWN
+
+
+def score_children(sources: list[Source], params: TreeParams) -> list[Continuation]:
+    """The top ``max_branch`` continuations of a draft node whose context matched ``sources``
+    (deepest match first), merged by stick-breaking; in first-seen order unless pruned, then best
+    first (ties in first-seen order). The one place the drafter's score is written."""
+    alpha = params.alpha
     beta = 1.0 - alpha
+    max_branch = params.max_branch
+    merged: dict[int, list] = {}  # token -> [score, children, best contribution, its label]
+    remaining = 1.0
     for source in sources:  # deepest match first: its estimate dominates, shallower ones back off
         source_trie, node, depth, other_weight, own_weight, owner = source
         total = source_trie.child_total[node]
         # Confidence in this source: more observations and longer matched contexts are more reliable.
-        evidence = other_weight * total / (total + prior) * depth / (depth + depth_prior)
+        evidence = other_weight * total / (total + params.prior) * depth / (depth + params.depth_prior)
         if evidence > 1.0:
             evidence = 1.0
         share = remaining * evidence  # stick-breaking: the mass the deeper sources left over
@@ -69,7 +101,7 @@ def score_children(
         prob_sum = source_trie.prob_sum
         writers = source_trie.owner
         kids = source_trie.kids[node]
-        for token, child in kids.items() if len(kids) <= _WIDE else _frequent_children(source_trie, node, max_branch):
+        for token, child in kids.items() if len(kids) <= WIDE else frequent_children(source_trie, node, max_branch):
             pc = prob_count[child]
             # share * (alpha * mean recorded prob + (1 - alpha) * frequency); frequency alone without probs
             contribution = (alpha * total * prob_sum[child] / pc + beta * count[child]) * scale if pc else count[child] * scale
@@ -78,12 +110,12 @@ def score_children(
             else:
                 writer = writers[child]
                 if writer == owner or writer == PROMPT or writer == -3 - owner:  # trie.is_own, inlined
-                    if not own_enabled:
+                    if not params.own_enabled:
                         continue
                     contribution *= own_scale
                     label = OWN
                 else:
-                    if not siblings_enabled:
+                    if not params.siblings_enabled:
                         continue
                     label = SIBLING
             entry = merged.get(token)
@@ -95,68 +127,19 @@ def score_children(
                 if contribution > entry[2]:
                     entry[2] = contribution
                     entry[3] = label
-    if not merged:
-        return []
     items = merged.items()
     if len(merged) > max_branch:
-        items = heapq.nlargest(max_branch, items, key=_merged_score)
-    return [(entry[0], token, entry[1], entry[3]) for token, entry in items]
+        items = heapq.nlargest(max_branch, items, key=_merged_score)  # stable: ties keep first-seen order
+    return [Continuation(entry[0], token, entry[1], entry[3]) for token, entry in items]
 
 
 def _merged_score(item: tuple) -> float:
     return item[1][0]
 
 
-def _score_single(
-    source: Source,
-    alpha: float,
-    prior: float,
-    depth_prior: float,
-    max_branch: int,
-    own_enabled: bool,
-    siblings_enabled: bool,
-) -> list[tuple[float, int, list, int]]:
-    """`score_children` for one source (the common case below the first levels): no merging."""
-    source_trie, node, depth, other_weight, own_weight, owner = source
-    total = source_trie.child_total[node]
-    evidence = other_weight * total / (total + prior) * depth / (depth + depth_prior)
-    scale = (evidence if evidence < 1.0 else 1.0) / total
-    beta = 1.0 - alpha
-    own_scale = own_weight / other_weight if other_weight > 0.0 else 0.0
-    count = source_trie.count
-    prob_count = source_trie.prob_count
-    prob_sum = source_trie.prob_sum
-    writers = source_trie.owner
-    result = []
-    kids = source_trie.kids[node]
-    for token, child in kids.items() if len(kids) <= _WIDE else _frequent_children(source_trie, node, max_branch):
-        pc = prob_count[child]
-        score = (alpha * total * prob_sum[child] / pc + beta * count[child]) * scale if pc else count[child] * scale
-        if owner is None:
-            label = GLOBAL
-        else:
-            writer = writers[child]
-            if writer == owner or writer == PROMPT or writer == -3 - owner:  # trie.is_own, inlined
-                if not own_enabled:
-                    continue
-                score *= own_scale
-                label = OWN
-            else:
-                if not siblings_enabled:
-                    continue
-                label = SIBLING
-        result.append((score, token, [(child, source)], label))
-    if len(result) > max_branch:
-        result = heapq.nlargest(max_branch, result, key=_first)
-    return result
-
-
-def _first(item: tuple) -> float:
-    return item[0]
-
-
-def _frequent_children(source_trie: Trie, node: int, max_branch: int) -> list[tuple[int, int]]:
-    """The 2 * max_branch most frequent children of a wide node, cached until the node changes.
+def frequent_children(source_trie: Trie, node: int, max_branch: int) -> list[tuple[int, int]]:
+    """The 2 * max_branch most frequent (token, child) pairs of a wide node (ties in insertion
+    order), cached until the node changes.
 
     Short contexts (one token) have hundreds of continuations; scoring them all every time would
     make `propose` cost grow with the corpus. The cache is keyed by the node's child total, which
@@ -170,59 +153,6 @@ def _frequent_children(source_trie: Trie, node: int, max_branch: int) -> list[tu
     items = heapq.nlargest(2 * max_branch, source_trie.kids[node].items(), key=lambda item: count[item[1]])
     source_trie.wide_cache[node] = (stamp, items)
     return items
-
-
-def _expand_single(
-    frontier: list,
-    tick,
-    source: Source,
-    path_score: float,
-    parent_index: int,
-    alpha: float,
-    prior: float,
-    depth_prior: float,
-    max_branch: int,
-    min_score: float,
-    own_enabled: bool,
-    siblings_enabled: bool,
-) -> None:
-    """Push the children of a single-source draft node onto the frontier (the hot path of deep levels).
-
-    Same scores as `_score_single`, without the intermediate list when no pruning is needed.
-    """
-    source_trie, node, depth, other_weight, own_weight, owner = source
-    kids = source_trie.kids[node]
-    if len(kids) > max_branch:
-        for score, token, pairs, label in _score_single(
-            source, alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled
-        ):
-            child_score = path_score * score
-            if child_score > min_score:
-                heapq.heappush(frontier, (-child_score, next(tick), parent_index, token, pairs, label))
-        return
-    total = source_trie.child_total[node]
-    evidence = other_weight * total / (total + prior) * depth / (depth + depth_prior)
-    scale = (evidence if evidence < 1.0 else 1.0) / total * path_score
-    count = source_trie.count
-    prob_count = source_trie.prob_count
-    for token, child in kids.items():
-        pc = prob_count[child]
-        score = (alpha * total * source_trie.prob_sum[child] / pc + (1.0 - alpha) * count[child]) * scale if pc else count[child] * scale
-        if owner is None:
-            label = GLOBAL
-        else:
-            writer = source_trie.owner[child]
-            if writer == owner or writer == PROMPT or writer == -3 - owner:  # trie.is_own, inlined
-                if not own_enabled:
-                    continue
-                score *= own_weight / other_weight if other_weight > 0.0 else 0.0
-                label = OWN
-            else:
-                if not siblings_enabled:
-                    continue
-                label = SIBLING
-        if score > min_score:
-            heapq.heappush(frontier, (-score, next(tick), parent_index, token, ((child, source),), label))
 
 
 @dataclass(slots=True)
@@ -261,20 +191,10 @@ class Candidates:
                 [self.labels[old] for old in order])
 
 
-def build_tree(
-    root_token: int,
-    sources: list[Source],
-    n: int,
-    max_depth: int,
-    alpha: float,
-    prior: float,
-    depth_prior: float,
-    max_branch: int,
-    min_score: float,
-    own_enabled: bool,
-    siblings_enabled: bool,
-) -> Candidates:
-    """The best draft nodes below ``root_token``, at most ``n`` including the root, best first."""
+def build_tree(root_token: int, sources: list[Source], n: int, params: TreeParams) -> Candidates:
+    """The best draft nodes below ``root_token``, at most ``n`` including the root, best first.
+
+    A node's path score is its parent's times its continuation score; ties pop in push order."""
     tokens = [root_token]
     parents = [-1]
     depths = [0]
@@ -283,53 +203,39 @@ def build_tree(
     result = Candidates(tokens, parents, depths, labels, scores)
     if n <= 1 or not sources:
         return result
-    frontier: list = []
+    min_score = params.min_score
+    max_depth = params.max_depth
+    frontier: list = []  # (-path score, push order, parent index, token, children, label)
     tick = itertools.count()
     push = heapq.heappush
     pop = heapq.heappop
-    for score, token, pairs, label in score_children(
-        sources, alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled
-    ):
+    for score, token, children, label in score_children(sources, params):
         if score > min_score:
-            push(frontier, (-score, next(tick), 0, token, pairs, label))
-    add_token, add_parent, add_depth, add_label = tokens.append, parents.append, depths.append, labels.append
-    add_score = scores.append
+            push(frontier, (-score, next(tick), 0, token, children, label))
     index = 0
     while frontier:
-        negative_score, _, parent_index, token, pairs, label = pop(frontier)
+        negative_score, _, parent_index, token, children, label = pop(frontier)
         index += 1
         depth = depths[parent_index] + 1
-        add_token(token)
-        add_parent(parent_index)
-        add_depth(depth)
-        add_label(label)
-        add_score(-negative_score)
+        tokens.append(token)
+        parents.append(parent_index)
+        depths.append(depth)
+        labels.append(label)
+        scores.append(-negative_score)
         if index + 1 >= n:
             break
         if depth >= max_depth:
             continue
-        if len(pairs) == 1:
-            child, source = pairs[0]
-            source_trie = source[0]
-            if source_trie.child_total[child]:
-                _expand_single(
-                    frontier, tick, (source_trie, child, source[2] + 1, source[3], source[4], source[5]),
-                    -negative_score, index, alpha, prior, depth_prior, max_branch, min_score,
-                    own_enabled, siblings_enabled,
-                )
-            continue
         child_sources = [
-            (source[0], child, source[2] + 1, source[3], source[4], source[5])
-            for child, source in pairs
-            if source[0].child_total[child]
+            Source(source.trie, child, source.depth + 1, source.other_weight, source.own_weight, source.owner)
+            for child, source in children
+            if source.trie.child_total[child]
         ]
         if not child_sources:
             continue
         path_score = -negative_score
-        for score, child_token, child_pairs, child_label in score_children(
-            child_sources, alpha, prior, depth_prior, max_branch, own_enabled, siblings_enabled
-        ):
+        for score, child_token, grandchildren, child_label in score_children(child_sources, params):
             child_score = path_score * score
             if child_score > min_score:
-                push(frontier, (-child_score, next(tick), index, child_token, child_pairs, child_label))
+                push(frontier, (-child_score, next(tick), index, child_token, grandchildren, child_label))
     return result

@@ -58,7 +58,7 @@ def is_own(writers: int, slot: int) -> bool:
 class Trie:
     """Struct-of-arrays n-gram trie (see the module docstring)."""
 
-    __slots__ = ("count", "prob_sum", "prob_count", "owner", "child_total", "kids", "wide_cache")
+    __slots__ = ("count", "prob_sum", "prob_count", "owner", "child_total", "kids", "wide_cache", "members")
 
     def __init__(self) -> None:
         self.count: list[int] = [0]
@@ -69,6 +69,7 @@ class Trie:
         self.kids: list[dict[int, int] | None] = [None]
         # node -> (child_total when computed, most frequent (token, child) pairs): see tree.py
         self.wide_cache: dict[int, tuple[int, list[tuple[int, int]]]] = {}
+        self.members = 0  # paths ever added to the group owning this trie (> 1: sibling evidence)
 
     @property
     def nodes(self) -> int:

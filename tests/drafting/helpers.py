@@ -78,7 +78,9 @@ def accepted(tokens: np.ndarray, mask: np.ndarray, continuation: list[int]) -> i
 
 
 def load_streams(name: str) -> dict:
-    with gzip.open(DATA_DIR / f"sibling_streams_{name}.json.gz", "rt") as f:
+    """``name``: ``T07`` / ``T10`` (the sibling streams) or a file stem of benchmarks/data."""
+    stem = name if name.endswith(tuple("0123456789")) and "_" in name else f"sibling_streams_{name}"
+    with gzip.open(DATA_DIR / f"{stem}.json.gz", "rt") as f:
         return json.load(f)
 
 

@@ -1,0 +1,277 @@
+"""The drafter's data plane: tries, per-request writer state, tree building and row layout.
+
+`ConsensusDrafter` (drafter.py) holds the policy: which group a request joins, when a group lingers
+or goes to the global corpus, which corpus generation is current, when merges run. Everything it
+does per token or per step goes through a `DraftCore`:
+
+- `PythonCore` (here): the reference, built on `trie.py` and `tree.py`;
+- `NativeCore` (`native/`): the same operations in C++, one call per batch on the hot path.
+
+Both must produce identical drafts for identical call sequences (tests/drafting/test_native_core.py
+feeds both the same random streams). Handles (tries, corpora, requests, merge jobs) are opaque:
+the policy only passes them back to the core that made them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from . import trie
+from .config import DraftConfig
+from .tree import Candidates, Source, TreeParams, build_tree
+
+LABELS = 4  # SIBLING, GLOBAL, OWN, MODEL (tree.py)
+
+
+class CandidateBatch:
+    """One `propose`: per request its best draft nodes, best first (see `tree.Candidates`), as
+    [batch, num_draft_tokens] arrays; entries past a row's length are 0 (scores 0.0)."""
+
+    __slots__ = ("tokens", "parents", "depths", "labels", "scores", "lengths")
+
+    def __init__(self, tokens: np.ndarray, parents: np.ndarray, depths: np.ndarray, labels: np.ndarray,
+                 scores: np.ndarray, lengths: np.ndarray) -> None:
+        self.tokens = tokens  # int32: node tokens, node 0 the root (the last committed token)
+        self.parents = parents  # int32: parent index, -1 for the root
+        self.depths = depths  # int32: depth below the root
+        self.labels = labels  # int32: SIBLING / GLOBAL / OWN / MODEL (the root: -1)
+        self.scores = scores  # float64: path score, the drafter's estimate that the node is accepted
+        self.lengths = lengths  # int32 [batch]: nodes per row, root included
+
+    @classmethod
+    def empty(cls, batch: int, n: int, fill=np.empty) -> CandidateBatch:
+        i32 = np.int32
+        return cls(fill((batch, n), i32), fill((batch, n), i32), fill((batch, n), i32), fill((batch, n), i32),
+                   fill((batch, n), np.float64), fill(batch, i32))
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Candidates], n: int) -> CandidateBatch:
+        batch = cls.empty(len(rows), n, np.zeros)
+        for b, row in enumerate(rows):
+            k = len(row)
+            batch.tokens[b, :k] = row.tokens
+            batch.parents[b, :k] = row.parents
+            batch.depths[b, :k] = row.depths
+            batch.labels[b, :k] = row.labels
+            batch.scores[b, :k] = row.scores
+            batch.lengths[b] = k
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, b: int) -> Candidates:
+        k = int(self.lengths[b])
+        return Candidates(self.tokens[b, :k].tolist(), self.parents[b, :k].tolist(), self.depths[b, :k].tolist(),
+                          self.labels[b, :k].tolist(), self.scores[b, :k].tolist())
+
+    def __iter__(self):
+        return (self[b] for b in range(len(self)))
+
+
+class DraftCore(Protocol):
+    """The operations the drafter's policy needs from its data plane (see the module docstring)."""
+
+    name: str
+
+    def new_trie(self) -> Any: ...
+    def trie_nodes(self, handle: Any) -> int: ...
+    def trie_is_empty(self, handle: Any) -> bool: ...
+    def set_members(self, handle: Any, members: int) -> None:
+        """Paths ever added to the group owning this trie (> 1: it holds sibling evidence)."""
+    def write(self, handle: Any, active: list[int], tokens: list[int], owner: int) -> list[int]:
+        """Write tokens (no probabilities: prompts) after `active`; the new pointers."""
+    def new_corpus(self) -> Any: ...
+    def set_generations(self, corpus: Any, current: Any, previous: Any | None) -> None: ...
+    def new_request(self, group_trie: Any, corpus: Any, slot: int, active: list[int], tail: list[int]) -> Any: ...
+    def free_request(self, request: Any) -> None: ...
+    def extend(self, request: Any, tokens: list[int], probs: list[float] | None) -> None: ...
+    def merge_start(self, source: Any, destination: Any) -> Any: ...
+    def merge_step(self, job: Any, budget: int, min_count: int, max_depth: int) -> tuple[int, bool]:
+        """Visit up to `budget` source children; (visited, finished)."""
+    def propose(self, requests: Sequence[Any]) -> CandidateBatch: ...
+    def layout(self, batch: CandidateBatch, width: int, budgets: Sequence[int] | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(tokens int64 [bs, w], ancestor mask bool [bs, w, w], label counts int64 [bs, 4])."""
+
+
+class _PyRequest:
+    __slots__ = ("trie", "corpus", "slot", "active", "tail")
+
+    def __init__(self, group_trie: trie.Trie, corpus: _PyCorpus, slot: int, active: list[int], tail: list[int]):
+        self.trie = group_trie
+        self.corpus = corpus
+        self.slot = slot
+        self.active = active
+        self.tail = tail  # last tokens: at least trie_depth of them once that many exist
+
+
+class _PyCorpus:
+    __slots__ = ("current", "previous")
+
+    def __init__(self) -> None:
+        self.current: trie.Trie | None = None
+        self.previous: trie.Trie | None = None
+
+
+class _PyMerge:
+    __slots__ = ("source", "destination", "stack")
+
+    def __init__(self, source: trie.Trie, destination: trie.Trie) -> None:
+        self.source = source
+        self.destination = destination
+        self.stack = trie.merge_job(source, destination)
+
+
+class PythonCore:
+    """The reference data plane (pure Python; see the module docstring)."""
+
+    name = "python"
+
+    def __init__(self, config: DraftConfig) -> None:
+        self.config = config
+        self.params = TreeParams.from_config(config)
+        self._depth = config.trie_depth
+        self._max_nodes = config.group_max_nodes
+        self._max_match = config.max_match_len
+        self._min_match = config.min_match_len
+        self._global_min_match = max(config.min_match_len, config.global_min_match_len)
+        self._global_below = config.global_lookup_below
+
+    # -- tries and corpora
+    def new_trie(self) -> trie.Trie:
+        return trie.Trie()
+
+    def trie_nodes(self, handle: trie.Trie) -> int:
+        return handle.nodes
+
+    def trie_is_empty(self, handle: trie.Trie) -> bool:
+        return handle.child_total[trie.ROOT] == 0
+
+    def set_members(self, handle: trie.Trie, members: int) -> None:
+        handle.members = members
+
+    def write(self, handle: trie.Trie, active: list[int], tokens: list[int], owner: int) -> list[int]:
+        return _write_many(handle, active, tokens, None, owner, self._depth, self._max_nodes)
+
+    def new_corpus(self) -> _PyCorpus:
+        return _PyCorpus()
+
+    def set_generations(self, corpus: _PyCorpus, current: trie.Trie, previous: trie.Trie | None) -> None:
+        corpus.current, corpus.previous = current, previous
+
+    # -- requests
+    def new_request(self, group_trie: trie.Trie, corpus: _PyCorpus, slot: int, active: list[int],
+                    tail: list[int]) -> _PyRequest:
+        return _PyRequest(group_trie, corpus, slot, list(active), list(tail))
+
+    def free_request(self, request: _PyRequest) -> None:
+        pass
+
+    def extend(self, request: _PyRequest, tokens: list[int], probs: list[float] | None) -> None:
+        depth = self._depth
+        request.active = _write_many(request.trie, request.active, tokens, probs, request.slot, depth, self._max_nodes)
+        tail = request.tail
+        tail.extend(tokens)
+        if len(tail) > 2 * depth:
+            del tail[:-depth]
+
+    # -- merges of finished groups into the global corpus
+    def merge_start(self, source: trie.Trie, destination: trie.Trie) -> _PyMerge:
+        return _PyMerge(source, destination)
+
+    def merge_step(self, job: _PyMerge, budget: int, min_count: int, max_depth: int) -> tuple[int, bool]:
+        visited, _ = trie.merge_step(job.source, job.destination, job.stack, budget, min_count, max_depth)
+        return visited, not job.stack
+
+    # -- drafting
+    def propose(self, requests: Sequence[_PyRequest]) -> CandidateBatch:
+        n = self.config.num_draft_tokens
+        params = self.params
+        rows = [build_tree(request.tail[-1], self._sources(request), n, params) for request in requests]
+        return CandidateBatch.from_rows(rows, n)
+
+    def _sources(self, request: _PyRequest) -> list[Source]:
+        """Matched trie nodes for the request's current suffix, one per evidence source, deepest first."""
+        config = self.config
+        sources: list[Source] = []
+        group_trie = request.trie
+        own_only = group_trie.members <= 1
+        if config.use_own_history or (config.use_siblings and not own_only):
+            # The group match is read off the active pointers: deepest suffix with a continuation.
+            child_total = group_trie.child_total
+            active = request.active
+            node = None
+            for depth in range(min(len(active) - 1, self._max_match), self._min_match - 1, -1):
+                if child_total[active[depth]]:
+                    node = active[depth]
+                    break
+            if node is None and config.fuzzy_max_edits:
+                node, depth = trie.fuzzy_match(group_trie, request.tail, self._max_match, self._min_match,
+                                               config.fuzzy_max_edits, config.max_branch)
+            if node is not None:
+                other_weight = config.own_weight if own_only else config.sibling_weight
+                sources.append(Source(group_trie, node, depth, other_weight, config.own_weight, request.slot))
+        if config.use_global and (not sources or sources[0].depth < self._global_below):
+            weight = config.global_weight
+            corpus = request.corpus
+            for generation in (corpus.current, corpus.previous):
+                if generation is None or generation.child_total[trie.ROOT] == 0:
+                    continue
+                node, length = trie.longest_match(generation, request.tail, self._max_match, self._global_min_match)
+                if node is not None:
+                    sources.append(Source(generation, node, length, weight, weight, None))
+            if len(sources) > 1:
+                sources.sort(key=_source_rank, reverse=True)  # stable: ties keep group, newer generation first
+        return sources
+
+    def layout(self, batch: CandidateBatch, width: int, budgets: Sequence[int] | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return layout_rows(batch, width, budgets)
+
+
+def _source_rank(source: Source) -> tuple[int, float]:
+    return source.depth, source.other_weight  # longer match first, then the more trusted source
+
+
+def _write_many(group_trie: trie.Trie, active: list[int], tokens: list[int], probs: list[float] | None,
+                owner: int, depth: int, max_nodes: int) -> list[int]:
+    """Write `tokens` (with their probabilities, if any) after the suffixes `active` points at.
+    Past `max_nodes` the trie stops growing and the pointers only follow what exists."""
+    advance = trie.advance
+    for i, token in enumerate(tokens):
+        if len(group_trie.count) > max_nodes:
+            for rest in tokens[i:]:
+                active = trie.follow(group_trie, active, rest, depth)
+            return active
+        active, _ = advance(group_trie, active, token, None if probs is None else probs[i], owner, depth)
+    return active
+
+
+def layout_rows(batch: CandidateBatch, width: int, budgets: Sequence[int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of `width` nodes from each request's best candidates: the first `budget` (default
+    `width`) nodes reordered breadth-first (stable by depth), ancestor masks, padding rows of
+    token 0 that are *detached* (no ancestor, so no verify walk reaches them)."""
+    size = len(batch)
+    tokens = np.zeros((size, width), dtype=np.int64)
+    mask = np.zeros((size, width, width), dtype=np.bool_)
+    label_counts = np.zeros((size, LABELS), dtype=np.int64)
+    for b in range(size):
+        cands = batch[b]
+        count = width if budgets is None else int(budgets[b])
+        row_tokens, parents, labels = cands.bfs(count)
+        tokens[b, :len(row_tokens)] = row_tokens
+        row_mask = mask[b]
+        for i, parent in enumerate(parents):
+            if parent >= 0:
+                row_mask[i] = row_mask[parent]
+            row_mask[i, i] = True
+        for i in range(len(parents), width):
+            row_mask[i, i] = True
+        for label in labels[1:]:
+            label_counts[b, label] += 1
+    return tokens, mask, label_counts

@@ -1,0 +1,263 @@
+"""ctypes bindings of core.cpp: `NativeCore`, the C++ `DraftCore` (see drafting/core.py).
+
+Bindings only: every operation is one C call. Handles are small Python objects holding the C id;
+tries, corpora and merge jobs are freed when their handle is garbage (the policy drops them by
+reference, as it drops Python tries), requests explicitly by `free_request`. `extend` calls are
+queued and written in one C call before anything else reads or writes the tries, so the order of
+trie operations is exactly the policy's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..config import DraftConfig
+from ..core import LABELS, CandidateBatch
+from .build import NativeCoreUnavailable, build
+
+ABI_VERSION = 1
+_i32, _i64, _f64, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+_NAN = math.nan
+
+
+class _Config(ctypes.Structure):
+    """core.cpp's CoreConfig (field order is the ABI; meanings there)."""
+
+    _fields_ = [(name, _i32) for name in (
+        "num_draft_tokens", "trie_depth", "max_match", "min_match", "global_min_match", "global_below",
+        "fuzzy_max_edits", "max_branch", "max_depth", "use_siblings", "use_global", "use_own", "group_max_nodes",
+    )] + [(name, _f64) for name in (
+        "alpha", "prior", "depth_prior", "min_score", "sibling_weight", "own_weight", "global_weight",
+    )]
+
+    @classmethod
+    def of(cls, config: DraftConfig) -> _Config:
+        return cls(
+            config.num_draft_tokens, config.trie_depth, config.max_match_len, config.min_match_len,
+            max(config.min_match_len, config.global_min_match_len), config.global_lookup_below,
+            config.fuzzy_max_edits, config.max_branch, config.draft_depth, config.use_siblings, config.use_global,
+            config.use_own_history, min(config.group_max_nodes, 2**31 - 1), config.alpha, config.prior_count,
+            config.depth_prior, config.min_path_score, config.sibling_weight, config.own_weight, config.global_weight,
+        )
+
+
+_SIGNATURES = {
+    "sgc_abi_version": ([], _i32),
+    "sgc_core_new": ([ctypes.POINTER(_Config)], _ptr),
+    "sgc_core_free": ([_ptr], None),
+    "sgc_trie_new": ([_ptr], _i32),
+    "sgc_trie_free": ([_ptr, _i32], None),
+    "sgc_trie_nodes": ([_ptr, _i32], _i64),
+    "sgc_trie_root_total": ([_ptr, _i32], _i64),
+    "sgc_trie_set_members": ([_ptr, _i32, _i32], None),
+    "sgc_trie_write": ([_ptr, _i32, _ptr, _i32, _ptr, _i64, _i32, _ptr], _i32),
+    "sgc_corpus_new": ([_ptr], _i32),
+    "sgc_corpus_free": ([_ptr, _i32], None),
+    "sgc_corpus_set": ([_ptr, _i32, _i32, _i32], None),
+    "sgc_request_new": ([_ptr, _i32, _i32, _i32, _ptr, _i32, _ptr, _i32], _i32),
+    "sgc_request_free": ([_ptr, _i32], None),
+    "sgc_extend_batch": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr], _i32),
+    "sgc_merge_new": ([_ptr, _i32, _i32], _i32),
+    "sgc_merge_free": ([_ptr, _i32], None),
+    "sgc_merge_step": ([_ptr, _i32, _i64, _i64, _i32, _ptr], _i64),
+    "sgc_propose": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr], _i32),
+    "sgc_layout": ([_i32, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr], _i32),
+}
+_library: ctypes.PyDLL | None = None
+
+
+def load() -> ctypes.PyDLL:
+    """The compiled library (built on first use), with its signatures declared."""
+    global _library
+    if _library is None:
+        path = build()
+        try:
+            # PyDLL: calls keep the GIL (they take microseconds), so no other Python thread, nor a
+            # handle finalised by the garbage collector there, ever runs inside the core meanwhile.
+            lib = ctypes.PyDLL(str(path))
+        except OSError as exc:
+            raise NativeCoreUnavailable(f"cannot load {path}: {exc}") from None
+        for name, (argtypes, restype) in _SIGNATURES.items():
+            function = getattr(lib, name)
+            function.argtypes, function.restype = argtypes, restype
+        if lib.sgc_abi_version() != ABI_VERSION:
+            raise NativeCoreUnavailable(f"{path} has ABI {lib.sgc_abi_version()}, expected {ABI_VERSION}")
+        _library = lib
+    return _library
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def _check(result: int) -> int:
+    if result < 0:
+        raise MemoryError("the native draft core could not allocate memory")
+    return result
+
+
+class _Owner:
+    """Owns the C core; every handle refers to it, so it is freed after the last handle."""
+
+    __slots__ = ("lib", "pointer")
+
+    def __init__(self, lib: ctypes.PyDLL, config: DraftConfig) -> None:
+        self.lib = lib
+        self.pointer = lib.sgc_core_new(ctypes.byref(_Config.of(config)))
+        if not self.pointer:
+            raise MemoryError("the native draft core could not allocate memory")
+
+    def __del__(self) -> None:
+        if self.pointer:
+            self.lib.sgc_core_free(self.pointer)
+            self.pointer = None
+
+
+class _Handle:
+    """A trie, corpus or merge job of the C core, freed with this object."""
+
+    __slots__ = ("owner", "id", "free", "refs")
+
+    def __init__(self, owner: _Owner, id_: int, free: str, refs: tuple = ()) -> None:
+        self.owner, self.id, self.free, self.refs = owner, _check(id_), free, refs
+
+    def __del__(self) -> None:
+        # In a garbage cycle the owner may be finalised first: the core (and this object) is gone.
+        if self.owner.pointer:
+            getattr(self.owner.lib, self.free)(self.owner.pointer, self.id)
+
+
+class NativeCore:
+    """The C++ data plane (same operations and results as `PythonCore`)."""
+
+    name = "native"
+
+    def __init__(self, config: DraftConfig) -> None:
+        self.config = config
+        self.lib = load()
+        self._owner = _Owner(self.lib, config)
+        self._pointer = self._owner.pointer
+        self._n = config.num_draft_tokens
+        self._depth = config.trie_depth
+        self._queue_requests: list[int] = []
+        self._queue_offsets: list[int] = [0]
+        self._queue_tokens: list[int] = []
+        self._queue_probs: list[float] = []
+        self._queue_has_probs = False
+
+    # -- tries and corpora
+    def new_trie(self) -> _Handle:
+        self._flush()
+        return _Handle(self._owner, self.lib.sgc_trie_new(self._pointer), "sgc_trie_free")
+
+    def trie_nodes(self, handle: _Handle) -> int:
+        self._flush()
+        return self.lib.sgc_trie_nodes(self._pointer, handle.id)
+
+    def trie_is_empty(self, handle: _Handle) -> bool:
+        self._flush()
+        return self.lib.sgc_trie_root_total(self._pointer, handle.id) == 0
+
+    def set_members(self, handle: _Handle, members: int) -> None:
+        self._flush()
+        self.lib.sgc_trie_set_members(self._pointer, handle.id, members)
+
+    def write(self, handle: _Handle, active: list[int], tokens: list[int], owner: int) -> list[int]:
+        self._flush()
+        pointers = np.asarray(active, dtype=np.int32)
+        values = np.asarray(tokens, dtype=np.int32)
+        out = np.empty(self._depth + 1, dtype=np.int32)
+        count = _check(self.lib.sgc_trie_write(self._pointer, handle.id, _address(pointers), len(pointers),
+                                               _address(values), len(values), owner, _address(out)))
+        return out[:count].tolist()
+
+    def new_corpus(self) -> _Handle:
+        self._flush()
+        return _Handle(self._owner, self.lib.sgc_corpus_new(self._pointer), "sgc_corpus_free")
+
+    def set_generations(self, corpus: _Handle, current: _Handle, previous: _Handle | None) -> None:
+        self._flush()
+        corpus.refs = (current, previous)  # the corpus reads them: keep them alive
+        self.lib.sgc_corpus_set(self._pointer, corpus.id, current.id, -1 if previous is None else previous.id)
+
+    # -- requests
+    def new_request(self, group_trie: _Handle, corpus: _Handle, slot: int, active: list[int], tail: list[int]) -> int:
+        self._flush()
+        pointers = np.asarray(active, dtype=np.int32)
+        last = np.asarray(tail, dtype=np.int32)
+        return _check(self.lib.sgc_request_new(self._pointer, group_trie.id, corpus.id, slot, _address(pointers),
+                                               len(pointers), _address(last), len(last)))
+
+    def free_request(self, request: int) -> None:
+        self._flush()
+        self.lib.sgc_request_free(self._pointer, request)
+
+    def extend(self, request: int, tokens: list[int], probs: list[float] | None) -> None:
+        self._queue_requests.append(request)
+        self._queue_tokens += tokens
+        self._queue_offsets.append(len(self._queue_tokens))
+        if probs is None:
+            self._queue_probs += [_NAN] * len(tokens)
+        else:
+            self._queue_probs += probs
+            self._queue_has_probs = True
+
+    def _flush(self) -> None:
+        if not self._queue_requests:
+            return
+        requests = np.asarray(self._queue_requests, dtype=np.int32)
+        offsets = np.asarray(self._queue_offsets, dtype=np.int64)
+        tokens = np.asarray(self._queue_tokens, dtype=np.int32)
+        probs = np.asarray(self._queue_probs, dtype=np.float64) if self._queue_has_probs else None
+        self._queue_requests, self._queue_offsets, self._queue_tokens, self._queue_probs = [], [0], [], []
+        self._queue_has_probs = False
+        _check(self.lib.sgc_extend_batch(self._pointer, _address(requests), len(requests), _address(offsets),
+                                         _address(tokens), None if probs is None else _address(probs)))
+
+    # -- merges
+    def merge_start(self, source: _Handle, destination: _Handle) -> _Handle:
+        self._flush()
+        return _Handle(self._owner, self.lib.sgc_merge_new(self._pointer, source.id, destination.id), "sgc_merge_free",
+                       (source, destination))
+
+    def merge_step(self, job: _Handle, budget: int, min_count: int, max_depth: int) -> tuple[int, bool]:
+        self._flush()
+        finished = ctypes.c_int32(0)
+        visited = _check(self.lib.sgc_merge_step(self._pointer, job.id, budget, min_count, min(max_depth, 2**31 - 1),
+                                                 ctypes.byref(finished)))
+        return visited, bool(finished.value)
+
+    # -- drafting
+    def propose(self, requests: Sequence[int]) -> CandidateBatch:
+        self._flush()
+        ids = np.asarray(requests, dtype=np.int32)
+        batch = CandidateBatch.empty(len(ids), self._n)
+        _check(self.lib.sgc_propose(self._pointer, _address(ids), len(ids), _address(batch.tokens),
+                                    _address(batch.parents), _address(batch.depths), _address(batch.labels),
+                                    _address(batch.scores), _address(batch.lengths)))
+        return batch
+
+    def layout(self, batch: CandidateBatch, width: int, budgets: Sequence[int] | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return native_layout(batch, width, budgets)
+
+
+def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`core.layout_rows` in C (stateless)."""
+    lib = load()
+    size, n = batch.tokens.shape
+    tokens = np.empty((size, width), dtype=np.int64)
+    mask = np.empty((size, width, width), dtype=np.bool_)
+    labels = np.empty((size, LABELS), dtype=np.int64)
+    limits = None if budgets is None else np.asarray(budgets, dtype=np.int32)
+    _check(lib.sgc_layout(size, n, _address(batch.tokens), _address(batch.parents), _address(batch.depths),
+                          _address(batch.labels), _address(batch.lengths), width,
+                          None if limits is None else _address(limits), _address(tokens), _address(mask),
+                          _address(labels)))
+    return tokens, mask, labels

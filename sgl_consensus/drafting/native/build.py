@@ -1,0 +1,68 @@
+"""Compile `core.cpp` into a shared library, once per source version, into the user's cache.
+
+The library has a C ABI (no Python headers), so one build serves every Python version; its file
+name carries a digest of the source and flags, so an edited source is rebuilt and a stale library
+is never loaded. Concurrent builds (test workers, tensor-parallel ranks) each compile to a private
+temporary file and rename it into place: the last rename wins, every one is complete.
+
+    python -m sgl_consensus.drafting.native      # build now (the set-up scripts do), print the path
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("core.cpp")
+# -ffp-contract=off: no fused multiply-adds, so scores round exactly as the Python reference's.
+FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fvisibility=hidden")
+
+
+class NativeCoreUnavailable(RuntimeError):
+    """The native core cannot be built or loaded (the message says why, in one line)."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("CONSENSUS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sgl-consensus"
+    return Path(base) / "native"
+
+
+def compiler() -> str:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    raise NativeCoreUnavailable("no C++ compiler found (install g++ or set CXX)")
+
+
+def library_path() -> Path:
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    return cache_dir() / f"core-{digest}.so"
+
+
+def build(force: bool = False) -> Path:
+    """The compiled library's path, compiling it first if needed."""
+    target = library_path()
+    if target.exists() and not force:
+        return target
+    cxx = compiler()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NativeCoreUnavailable(f"cannot create {target.parent}: {exc.strerror}") from None
+    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        result = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        if result.returncode != 0:
+            first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:200])
+            raise NativeCoreUnavailable(f"{cxx} failed to compile {SOURCE.name}: {first}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+

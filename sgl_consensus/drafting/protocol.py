@@ -1,0 +1,68 @@
+"""`Drafter`: what the worker asks of a drafter, and `RankedDrafter`: one whose candidates are
+ranked, so the worker can choose the verify width per step (sgl_consensus.adaptive).
+
+Every drafter implements `Drafter` (tests/drafting/test_protocol.py checks the signatures):
+`ConsensusDrafter` (siblings, global corpus, own history) and `PromptLookupDrafter` (own history).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .core import CandidateBatch
+from .tree import Candidates
+
+
+@runtime_checkable
+class Drafter(Protocol):
+    """Per-request token history in, draft trees out (SGLang NGRAM's layout, see drafter.py)."""
+
+    def add(self, rid: Hashable, group: Hashable | None, prompt_ids: Sequence[int] | np.ndarray,
+            tenant: Hashable | None = None) -> None:
+        """Start tracking `rid`; `group` names its siblings, `tenant` bounds what it drafts from."""
+
+    def extend(self, rid: Hashable, token_ids: Sequence[int] | np.ndarray, logprobs: Any = None) -> None:
+        """Tokens committed to `rid` since the last call, with their logprobs if known."""
+
+    def remove(self, rid: Hashable) -> None:
+        """Forget `rid` (KeyError if it is not tracked)."""
+
+    def propose(self, rids: Sequence[Hashable], budgets: Sequence[int] | None = None,
+                width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens int64 [bs, width] and ancestor mask bool [bs, width, width]; `width` defaults to the
+        drafter's draft size, `budgets` caps each request's nodes (the rest of its row padding)."""
+
+    def last_proposal_sources(self) -> list[tuple[int, int, int]]:
+        """Per request of the last proposal: draft nodes from (siblings, global corpus, own history)."""
+
+    def last_token(self, rid: Hashable) -> int:
+        """The last token recorded for `rid`: the next tree's root."""
+
+    def maintain(self) -> None:
+        """Background work, run while the device verifies."""
+
+    def reset(self) -> None:
+        """Drop every request and index."""
+
+    def stats(self) -> dict[str, int]:
+        """Plain counts for metrics and leak checks."""
+
+    def __contains__(self, rid: object) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class RankedDrafter(Drafter, Protocol):
+    """A drafter whose candidates carry scores: any prefix of a request's candidates is its best
+    tree of that size, so the width can be chosen after proposing."""
+
+    def propose_candidates(self, rids: Sequence[Hashable]) -> CandidateBatch:
+        """Per request its best draft nodes, best first, with path scores."""
+
+    def layout(self, candidates: CandidateBatch | Sequence[Candidates], width: int,
+               budgets: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of `width` nodes from `propose_candidates`'s result (as `propose` returns them)."""

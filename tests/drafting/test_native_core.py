@@ -1,0 +1,147 @@
+"""The native (C++) draft core against the Python reference: identical drafts, scores and state.
+
+Both drafters get the same random life: requests of several groups and tenants added, extended
+(with and without logprobs), removed (groups then linger, go to the global corpus, merge in
+steps and rotate generations), proposals at random widths and budgets, maintenance. Every
+proposal must be identical: candidate arrays (scores bit for bit), rows, masks, label counts,
+and the drafters' stats.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from sgl_consensus.drafting import ConsensusDrafter, DraftConfig
+from sgl_consensus.drafting.native import NativeCore
+
+CONFIGS = {
+    "defaults": {},
+    "wide_nodes_small_global": {"global_max_nodes": 400, "max_pending_merges": 2, "merge_visits_per_token": 8},
+    "frequency_only_fuzzy": {"alpha": 0.0, "fuzzy_max_edits": 2, "max_branch": 2},
+    "probability_only_deep": {"alpha": 1.0, "max_match_len": 3, "num_draft_tokens": 16, "max_branch": 6},
+    "no_siblings_min_score": {"use_siblings": False, "min_path_score": 0.05},
+    "no_own_no_global": {"use_own_history": False, "use_global": False, "linger_groups": 0},
+    "tiny_group_cap": {"group_max_nodes": 300, "global_min_count": 1},
+}
+
+
+def _pair(overrides: dict) -> tuple[ConsensusDrafter, ConsensusDrafter]:
+    config = DraftConfig(**overrides)
+    return ConsensusDrafter(config, core="python"), ConsensusDrafter(config, core="native")
+
+
+def _assert_same_proposal(reference: ConsensusDrafter, native: ConsensusDrafter, rids: list, rng: random.Random):
+    want = reference.propose_candidates(rids)
+    got = native.propose_candidates(rids)
+    for field in ("lengths", "tokens", "parents", "depths", "labels", "scores"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+    n = reference.config.num_draft_tokens
+    width = rng.randint(1, n)
+    budgets = [rng.randint(1, width) for _ in rids] if rng.random() < 0.3 else None
+    rows_ref, mask_ref = reference.layout(want, width, budgets)
+    rows_nat, mask_nat = native.layout(got, width, budgets)
+    np.testing.assert_array_equal(rows_nat, rows_ref)
+    np.testing.assert_array_equal(mask_nat, mask_ref)
+    assert native.last_proposal_sources() == reference.last_proposal_sources()
+
+
+def _life(overrides: dict, seed: int, steps: int = 120) -> int:
+    """Drive both drafters through one random life; the number of proposals compared."""
+    rng = random.Random(seed)
+    reference, native = _pair(overrides)
+    vocab = rng.choice([6, 40, 300])  # small vocabularies make wide (> 16 children) trie nodes
+    prompts = {g: [rng.randrange(vocab) for _ in range(rng.randint(1, 30))] for g in range(6)}
+    live: dict[str, tuple[int, object]] = {}
+    next_id = 0
+    compared = 0
+    for _ in range(steps):
+        action = rng.random()
+        if action < 0.15 or len(live) < 2:
+            group = rng.randrange(6)
+            tenant = rng.choice([None, "a", "b"])
+            rid = f"r{next_id}"
+            next_id += 1
+            prompt = prompts[group] if rng.random() < 0.8 else [rng.randrange(vocab) for _ in range(5)]
+            for drafter in (reference, native):
+                drafter.add(rid, None if group == 5 else f"g{group}", prompt, tenant=tenant)
+            live[rid] = (group, tenant)
+        elif action < 0.25:
+            rid = rng.choice(sorted(live))
+            del live[rid]
+            for drafter in (reference, native):
+                drafter.remove(rid)
+        elif action < 0.3:
+            reference.maintain()
+            native.maintain()
+        else:
+            rids = sorted(live)
+            for rid in rids:
+                group = live[rid][0]
+                base = prompts[group]
+                length = rng.randint(0, 4)
+                # Siblings mostly repeat one another (shifted copies of the prompt plus noise).
+                tokens = [base[(i + rng.randrange(3)) % len(base)] if rng.random() < 0.7 else rng.randrange(vocab)
+                          for i in range(length)]
+                logprobs = [-rng.random() * 3 for _ in tokens] if tokens and rng.random() < 0.6 else None
+                for drafter in (reference, native):
+                    drafter.extend(rid, tokens, logprobs)
+            rng.shuffle(rids)
+            _assert_same_proposal(reference, native, rids, rng)
+            compared += 1
+            native.maintain()
+            reference.maintain()
+        assert native.stats() == reference.stats()
+    for rid in sorted(live):
+        assert native.last_token(rid) == reference.last_token(rid)
+    return compared
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("seed", range(6))
+def test_native_core_drafts_exactly_as_the_python_reference(name: str, seed: int) -> None:
+    assert _life(CONFIGS[name], seed) > 20
+
+
+def test_native_core_matches_on_real_sibling_streams() -> None:
+    """Real text (SmolLM2 and the tiny reasoner's recorded streams, with logprobs), lock-step."""
+    from tests.drafting.helpers import load_streams
+
+    problems = []
+    for name in ("sibling_streams_T07", "smollm2_streams_T07"):
+        for problem in load_streams(name)["problems"][:3]:
+            logprobs = problem.get("logprobs") or [None] * len(problem["samples"])
+            problems.append((problem["prompt_ids"], list(zip(problem["samples"], logprobs))))
+    reference, native = _pair({})
+    rng = random.Random(0)
+    for p, (prompt, outputs) in enumerate(problems):
+        rids = [f"p{p}.{i}" for i in range(len(outputs))]
+        for drafter in (reference, native):
+            for rid in rids:
+                drafter.add(rid, f"g{p}", prompt)
+        longest = max(len(tokens) for tokens, _ in outputs)
+        for position in range(0, longest, 3):
+            running = [rid for rid, (tokens, _) in zip(rids, outputs) if position < len(tokens)]
+            for rid, (tokens, logprobs) in zip(rids, outputs):
+                if position < len(tokens):
+                    chunk = slice(position, position + 3)
+                    for drafter in (reference, native):
+                        drafter.extend(rid, tokens[chunk], None if logprobs is None else logprobs[chunk])
+            if running:
+                _assert_same_proposal(reference, native, running, rng)
+        for drafter in (reference, native):
+            for rid in rids:
+                drafter.remove(rid)
+            drafter.maintain()
+        assert native.stats() == reference.stats()
+
+
+def test_native_core_is_the_default_where_it_builds() -> None:
+    assert isinstance(ConsensusDrafter().core, NativeCore)
+
+
+def test_unknown_core_name_is_a_one_line_error() -> None:
+    with pytest.raises(ValueError, match=r"core must be one of \['auto', 'native', 'python'\], got 'fast'"):
+        ConsensusDrafter(core="fast")
