@@ -45,6 +45,7 @@ def test_env_overrides_file(tmp_path):
     ({"CONSENSUS_PLAIN_DECODE": "sometimes"}, "^CONSENSUS_PLAIN_DECODE must be one of .*'sometimes'"),
     ({"CONSENSUS_CHECK_TP": "loud"}, "^CONSENSUS_CHECK_TP must be on or off, got 'loud'"),
     ({"CONSENSUS_DP_DISPATCH": "hash"}, "^CONSENSUS_DP_DISPATCH must be one of .*'hash'"),
+    ({"CONSENSUS_CORE": "rust"}, r"^CONSENSUS_CORE must be one of \['auto', 'native', 'python'\], got 'rust'"),
 ])
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(SettingsError, match=needle):
@@ -140,3 +141,11 @@ def test_strict_isolation_turns_off_prefix_clusters_and_the_global_corpus():
 def test_grouping_disabled():
     g = SiblingGrouper(GroupingConfig(enabled=False))
     assert g.assign("a", _params(group="tag"), list(range(40))) is None
+
+
+def test_worker_settings_choose_the_core() -> None:
+    from sgl_consensus.adapter.worker import make_drafter
+    from sgl_consensus.settings import load_settings
+
+    assert make_drafter(load_settings({"CONSENSUS_CORE": "Python"}), 8).core.name == "python"
+    assert make_drafter(load_settings({}), 8).core.name == "native"

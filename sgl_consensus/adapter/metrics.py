@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 logger = logging.getLogger("sgl_consensus.metrics")
 
 SOURCE_KEYS = ("draft_nodes_sibling", "draft_nodes_global", "draft_nodes_own", "padding_nodes")
+# Where a draft step's time goes, in the order of the step (adapter/worker.py, `_draft`):
+DRAFT_PHASES = (
+    "inputs",  # SGLang's committed lengths and tokens of the batch (host copies)
+    "sync",  # the tracker brings the drafter up to date (extends, adds, departures)
+    "learn",  # verify outcomes to the calibration, the target's successors to the drafter
+    "propose",  # the drafter's candidates for the batch
+    "width",  # the width policy's choice
+    "layout",  # rows and masks at that width
+)
 
 
 @dataclass
@@ -29,6 +38,7 @@ class DraftMetrics:
     verified_nodes: int = 0  # tree nodes verified (width x batch), root included
     model_nodes: int = 0  # model-informed draft nodes (the target's earlier predictions)
     nodes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCE_KEYS, 0))
+    phase_seconds: list[float] = field(default_factory=lambda: [0.0] * len(DRAFT_PHASES))
     _last_log: float = field(default_factory=time.monotonic)
 
     def record_step(self, batch_size: int, seconds: float,
@@ -51,6 +61,12 @@ class DraftMetrics:
             self.model_nodes += sum(model)
         self._maybe_log()
 
+    def record_phases(self, marks: list[float]) -> None:
+        """``marks``: perf_counter at the step's start and at the end of each of DRAFT_PHASES."""
+        totals = self.phase_seconds
+        for i in range(len(DRAFT_PHASES)):
+            totals[i] += marks[i + 1] - marks[i]
+
     def snapshot(self) -> dict[str, float]:
         drafted = sum(self.nodes[k] for k in SOURCE_KEYS[:3])
         return {
@@ -58,6 +74,8 @@ class DraftMetrics:
             "request_steps": self.request_steps,
             "draft_ms_per_step": 1000 * self.draft_seconds / max(self.steps, 1),
             "draft_ms_per_request_step": 1000 * self.draft_seconds / max(self.request_steps, 1),
+            "draft_phase_ms_per_step": {name: round(1000 * seconds / max(self.steps, 1), 4)
+                                        for name, seconds in zip(DRAFT_PHASES, self.phase_seconds)},
             "root_resyncs": self.root_resyncs,
             "tokens_with_probs": self.tokens_with_probs,
             "draft_nodes_model": self.model_nodes,

@@ -190,25 +190,34 @@ class ConsensusWorker(NGRAMWorker):
     # -- one decode step: index update -> width choice -> propose ----------------------------
     def _draft(self, batch) -> int:
         start = time.perf_counter()
+        marks = [start]
         seq_lens = self._seq_lens(batch)
         if self._last_step is not None:
             last_start, last_tenants, last_width, last_keys = self._last_step
             self.policy.record_cost(last_tenants, last_width, last_keys, start - last_start)
         verified = self._verified
         self._verified = None
-        rids, roots = self.tracker.sync(batch.reqs, seq_lens, self._pending_accepted_tokens(batch),
-                                        self._committed_logprobs(verified))
+        pending = self._pending_accepted_tokens(batch)
+        committed_logprobs = self._committed_logprobs(verified)
+        marks.append(time.perf_counter())
+        rids, roots = self.tracker.sync(batch.reqs, seq_lens, pending, committed_logprobs)
+        marks.append(time.perf_counter())
         self._observe_successors(verified)
         self._record_outcomes()
+        marks.append(time.perf_counter())
         drafter = self.tracker.drafter
         candidates = drafter.propose_candidates(rids)
+        marks.append(time.perf_counter())
         keys = sum(seq_lens)
         tenants = self.tracker.tenants(rids)
         width = self.policy.choose(tenants, candidates.scores[:, 1:], keys)
         if self._tp is not None and len(self.widths) > 1:
             width = self._tp.agree_width(width)
+        marks.append(time.perf_counter())
         tokens, mask = drafter.layout(candidates, width)
         tokens[:, 0] = roots  # node 0 is the verify input: always SGLang's last committed token
+        marks.append(time.perf_counter())
+        self.metrics.record_phases(marks)
         if self._tp is not None:
             self._tp.check(tokens, mask)
         self._staged = (tokens.reshape(-1), mask.reshape(-1))

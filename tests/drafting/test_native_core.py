@@ -145,3 +145,4 @@ def test_native_core_is_the_default_where_it_builds() -> None:
 def test_unknown_core_name_is_a_one_line_error() -> None:
     with pytest.raises(ValueError, match=r"core must be one of \['auto', 'native', 'python'\], got 'fast'"):
         ConsensusDrafter(core="fast")
+

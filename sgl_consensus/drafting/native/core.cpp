@@ -71,13 +71,13 @@ class EdgeMap {
   int32_t find(int32_t parent, int32_t token) const {
     const uint64_t key = pack(parent, token);
     for (size_t i = slot(key);; i = (i + 1) & mask_) {
-      if (keys_[i] == key) return values_[i];
-      if (keys_[i] == kEmpty) return -1;
+      if (slots_[i].key == key) return slots_[i].value;
+      if (slots_[i].key == kEmpty) return -1;
     }
   }
 
   void insert(int32_t parent, int32_t token, int32_t child) {
-    if (2 * (size_ + 1) > keys_.size()) rehash(2 * keys_.size());
+    if (2 * (size_ + 1) > slots_.size()) rehash(2 * slots_.size());
     place(pack(parent, token), child);
     ++size_;
   }
@@ -87,80 +87,92 @@ class EdgeMap {
   static uint64_t pack(int32_t parent, int32_t token) {
     return (uint64_t(uint32_t(parent)) << 32) | uint32_t(token);
   }
-  size_t slot(uint64_t key) const {
-    uint64_t h = key * 0x9E3779B97F4A7C15ull;
-    return size_t(h ^ (h >> 29)) & mask_;
+  size_t slot(uint64_t key) const {  // splitmix64's finaliser: every key bit moves every slot bit
+    uint64_t h = key;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return size_t(h) & mask_;
   }
+  struct Slot {
+    uint64_t key;
+    int32_t value;
+  };
   void place(uint64_t key, int32_t value) {
     size_t i = slot(key);
-    while (keys_[i] != kEmpty) i = (i + 1) & mask_;
-    keys_[i] = key;
-    values_[i] = value;
+    while (slots_[i].key != kEmpty) i = (i + 1) & mask_;
+    slots_[i] = Slot{key, value};
   }
   void rehash(size_t capacity) {
-    std::vector<uint64_t> old_keys = std::move(keys_);
-    std::vector<int32_t> old_values = std::move(values_);
-    keys_.assign(capacity, kEmpty);
-    values_.assign(capacity, 0);
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(capacity, Slot{kEmpty, 0});
     mask_ = capacity - 1;
-    for (size_t i = 0; i < old_keys.size(); ++i)
-      if (old_keys[i] != kEmpty) place(old_keys[i], old_values[i]);
+    for (const Slot& entry : old)
+      if (entry.key != kEmpty) place(entry.key, entry.value);
   }
 
-  std::vector<uint64_t> keys_;
-  std::vector<int32_t> values_;
+  std::vector<Slot> slots_;
   size_t mask_ = 0;
   size_t size_ = 0;
 };
 
 using Kid = std::pair<int32_t, int32_t>;  // (token, child)
 
-// Struct-of-arrays n-gram trie; field meanings as in drafting/trie.py. Children of a node form a
-// singly linked list in insertion order (first_child / next_sibling, last_child for appends).
+// One trie node; field meanings as in drafting/trie.py. All of a node's fields share one cache
+// line (the trie is walked at random: one miss per node visited, not one per field).
+struct Node {
+  int64_t count;         // times the n-gram root->node was written
+  int64_t child_total;   // sum of the children's counts
+  int64_t prob_count;    // recorded model probabilities of the last token
+  double prob_sum;       // and their sum
+  int32_t owner;         // who wrote it (slot >= 0, kPrompt, -3 - slot, kMixed)
+  int32_t token;         // the edge token from the parent
+  int32_t first_child;   // children form a singly linked list in insertion order
+  int32_t last_child;
+  int32_t next_sibling;
+  int32_t num_kids;
+};
+
+// The n-gram trie: nodes in one array (node 0 the root) and a (parent, token) -> child map.
 struct Trie {
-  std::vector<int64_t> count, child_total, prob_count;
-  std::vector<double> prob_sum;
-  std::vector<int32_t> owner, token, first_child, last_child, next_sibling, num_kids;
+  std::vector<Node> nodes;
   EdgeMap edges;
   int32_t members = 0;  // paths ever added to the owning group (> 1: sibling evidence)
   std::unordered_map<int32_t, std::pair<int64_t, std::vector<Kid>>> wide_cache;
 
-  Trie() { push_node(0, 0, 0.0, 0, kMixed); }
+  Trie() { nodes.push_back(Node{0, 0, 0, 0.0, kMixed, 0, -1, -1, -1, 0}); }
 
-  int32_t size() const { return int32_t(count.size()); }
-  int32_t child(int32_t node, int32_t tok) const { return num_kids[node] ? edges.find(node, tok) : -1; }
+  int32_t size() const { return int32_t(nodes.size()); }
+  int32_t child(int32_t node, int32_t tok) const { return nodes[node].num_kids ? edges.find(node, tok) : -1; }
 
   int32_t add_child(int32_t node, int32_t tok, int64_t cnt, double psum, int64_t pcnt, int32_t own) {
     const int32_t id = size();
-    push_node(tok, cnt, psum, pcnt, own);
-    if (num_kids[node] == 0) first_child[node] = id; else next_sibling[last_child[node]] = id;
-    last_child[node] = id;
-    ++num_kids[node];
+    nodes.push_back(Node{cnt, 0, pcnt, psum, own, tok, -1, -1, -1, 0});
+    Node& parent = nodes[node];
+    if (parent.num_kids == 0) parent.first_child = id; else nodes[parent.last_child].next_sibling = id;
+    parent.last_child = id;
+    ++parent.num_kids;
     edges.insert(node, tok, id);
     return id;
   }
 
   template <class F> void for_kids(int32_t node, F&& f) const {
-    for (int32_t c = num_kids[node] ? first_child[node] : -1; c >= 0; c = next_sibling[c]) f(token[c], c);
-  }
-
- private:
-  void push_node(int32_t tok, int64_t cnt, double psum, int64_t pcnt, int32_t own) {
-    count.push_back(cnt); child_total.push_back(0); prob_count.push_back(pcnt); prob_sum.push_back(psum);
-    owner.push_back(own); token.push_back(tok); first_child.push_back(-1); last_child.push_back(-1);
-    next_sibling.push_back(-1); num_kids.push_back(0);
+    for (int32_t c = nodes[node].num_kids ? nodes[node].first_child : -1; c >= 0; c = nodes[c].next_sibling)
+      f(nodes[c].token, c);
   }
 };
 
 // The 2 x max_branch most frequent children of a wide node (stable), cached per child total.
 const std::vector<Kid>& frequent_children(Trie& t, int32_t node, int max_branch) {
-  const int64_t stamp = t.child_total[node];
+  const int64_t stamp = t.nodes[node].child_total;
   auto& entry = t.wide_cache[node];
   if (!entry.second.empty() && entry.first == stamp) return entry.second;
   std::vector<Kid> kids;
   t.for_kids(node, [&](int32_t tok, int32_t c) { kids.emplace_back(tok, c); });
   std::stable_sort(kids.begin(), kids.end(),
-                   [&](const Kid& a, const Kid& b) { return t.count[a.second] > t.count[b.second]; });
+                   [&](const Kid& a, const Kid& b) { return t.nodes[a.second].count > t.nodes[b.second].count; });
   if (kids.size() > size_t(2 * max_branch)) kids.resize(2 * max_branch);
   entry.first = stamp;
   entry.second = std::move(kids);
@@ -177,11 +189,11 @@ void advance(Trie& t, const std::vector<int32_t>& active, int32_t tok, bool has_
     if (c < 0) {
       c = t.add_child(node, tok, 1, has_prob ? prob : 0.0, has_prob ? 1 : 0, owner);
     } else {
-      t.count[c] += 1;
-      if (has_prob) { t.prob_sum[c] += prob; t.prob_count[c] += 1; }
-      if (t.owner[c] != owner) t.owner[c] = combine_owners(t.owner[c], owner);
+      t.nodes[c].count += 1;
+      if (has_prob) { t.nodes[c].prob_sum += prob; t.nodes[c].prob_count += 1; }
+      if (t.nodes[c].owner != owner) t.nodes[c].owner = combine_owners(t.nodes[c].owner, owner);
     }
-    t.child_total[node] += 1;
+    t.nodes[node].child_total += 1;
     out.push_back(c);
   }
   if (int(out.size()) > depth) out.pop_back();
@@ -229,7 +241,7 @@ std::pair<int32_t, int> longest_match(const Trie& t, const std::vector<int32_t>&
   const int n = int(tail.size());
   for (int length = std::min(max_len, n); length >= min_len; --length) {
     const int32_t node = walk(t, tail.data() + n - length, length);
-    if (node >= 0 && t.child_total[node] > 0) return {node, length};
+    if (node >= 0 && t.nodes[node].child_total > 0) return {node, length};
   }
   return {-1, 0};
 }
@@ -237,7 +249,7 @@ std::pair<int32_t, int> longest_match(const Trie& t, const std::vector<int32_t>&
 // trie._fuzzy_walk: (node, edits used), fewest edits first; node -1 if none.
 std::pair<int32_t, int> fuzzy_walk(const Trie& t, int32_t node, const int32_t* query, int qlen, int i, int edits,
                                    int max_branch) {
-  if (i == qlen) return t.child_total[node] > 0 ? std::make_pair(node, 0) : std::make_pair(-1, 0);
+  if (i == qlen) return t.nodes[node].child_total > 0 ? std::make_pair(node, 0) : std::make_pair(-1, 0);
   std::pair<int32_t, int> best{-1, 0};
   const int32_t exact = t.child(node, query[i]);
   if (exact >= 0) {
@@ -248,7 +260,7 @@ std::pair<int32_t, int> fuzzy_walk(const Trie& t, int32_t node, const int32_t* q
   std::vector<Kid> kids;
   t.for_kids(node, [&](int32_t tok, int32_t c) { kids.emplace_back(tok, c); });
   std::stable_sort(kids.begin(), kids.end(),
-                   [&](const Kid& a, const Kid& b) { return t.count[a.second] > t.count[b.second]; });
+                   [&](const Kid& a, const Kid& b) { return t.nodes[a.second].count > t.nodes[b.second].count; });
   if (kids.size() > size_t(max_branch)) kids.resize(max_branch);
   std::vector<std::pair<int32_t, int>> options;
   for (const Kid& kid : kids) {
@@ -304,7 +316,7 @@ void score_children(const Source* sources, int num_sources, const CoreConfig& cf
   for (int s = 0; s < num_sources; ++s) {
     const Source& src = sources[s];
     Trie& t = *src.trie;
-    const double total = double(t.child_total[src.node]);
+    const double total = double(t.nodes[src.node].child_total);
     const double depth = double(src.depth);
     double evidence = src.other_weight * total / (total + cfg.prior) * depth / (depth + cfg.depth_prior);
     if (evidence > 1.0) evidence = 1.0;
@@ -314,14 +326,14 @@ void score_children(const Source* sources, int num_sources, const CoreConfig& cf
     const double scale = share / total;
     const double own_scale = src.other_weight > 0.0 ? src.own_weight / src.other_weight : 0.0;
     auto visit = [&](int32_t tok, int32_t c) {
-      const int64_t pc = t.prob_count[c];
-      double contribution = pc ? (alpha * total * t.prob_sum[c] / double(pc) + beta * double(t.count[c])) * scale
-                               : double(t.count[c]) * scale;
+      const int64_t pc = t.nodes[c].prob_count;
+      double contribution = pc ? (alpha * total * t.nodes[c].prob_sum / double(pc) + beta * double(t.nodes[c].count)) * scale
+                               : double(t.nodes[c].count) * scale;
       int32_t label;
       if (src.owner == kGlobal) {
         label = kGlobalLabel;
       } else {
-        const int32_t writer = t.owner[c];
+        const int32_t writer = t.nodes[c].owner;
         if (writer == src.owner || writer == kPrompt || writer == -3 - src.owner) {
           if (!cfg.use_own) return;
           contribution *= own_scale;
@@ -349,7 +361,7 @@ void score_children(const Source* sources, int num_sources, const CoreConfig& cf
       entry.children[0] = child;
       out.push_back(entry);
     };
-    if (t.num_kids[src.node] <= kWide) {
+    if (t.nodes[src.node].num_kids <= kWide) {
       t.for_kids(src.node, visit);
     } else {
       for (const Kid& kid : frequent_children(t, src.node, cfg.max_branch)) visit(kid.first, kid.second);
@@ -431,7 +443,7 @@ struct TreeBuilder {
       if (depth >= cfg.max_depth) continue;
       int count = 0;
       for (int k = 0; k < item.num_children; ++k)
-        if (item.children[k].trie->child_total[item.children[k].node]) next[count++] = item.children[k];
+        if (item.children[k].trie->nodes[item.children[k].node].child_total) next[count++] = item.children[k];
       if (count == 0) continue;
       score_children(next, count, cfg, scored);
       push_all(item.score, index, cfg, tick);
@@ -501,7 +513,7 @@ struct Core {
       int32_t node = -1;
       int depth = 0;
       for (int d = std::min(int(r.active.size()) - 1, cfg.max_match); d >= cfg.min_match; --d) {
-        if (group.child_total[r.active[d]]) { node = r.active[d]; depth = d; break; }
+        if (group.nodes[r.active[d]].child_total) { node = r.active[d]; depth = d; break; }
       }
       if (node < 0 && cfg.fuzzy_max_edits) {
         const auto found = fuzzy_match(group, r.tail, cfg.max_match, cfg.min_match, cfg.fuzzy_max_edits, cfg.max_branch);
@@ -517,7 +529,7 @@ struct Core {
       for (int32_t generation : {corpus.current, corpus.previous}) {
         if (generation < 0) continue;
         Trie& t = tries[generation];
-        if (t.child_total[kRoot] == 0) continue;
+        if (t.nodes[kRoot].child_total == 0) continue;
         const auto found = longest_match(t, r.tail, cfg.max_match, cfg.global_min_match);
         if (found.first >= 0) {
           out[n++] = Source{&t, found.first, found.second, cfg.global_weight, cfg.global_weight, kGlobal};
@@ -545,19 +557,19 @@ int64_t merge_step(Core& core, MergeJob& job, int64_t budget, int64_t min_count,
     bool finished = true;
     int32_t s = frame.cursor;
     while (s >= 0) {
-      const int32_t next = src.next_sibling[s];
+      const int32_t next = src.nodes[s].next_sibling;
       ++visited;
-      const int64_t cnt = src.count[s];
-      if (cnt >= min_count && src.owner[s] != kPrompt) {
-        int32_t d = dst.child(frame.destination, src.token[s]);
+      const int64_t cnt = src.nodes[s].count;
+      if (cnt >= min_count && src.nodes[s].owner != kPrompt) {
+        int32_t d = dst.child(frame.destination, src.nodes[s].token);
         if (d < 0) {
-          d = dst.add_child(frame.destination, src.token[s], cnt, src.prob_sum[s], src.prob_count[s], kMixed);
+          d = dst.add_child(frame.destination, src.nodes[s].token, cnt, src.nodes[s].prob_sum, src.nodes[s].prob_count, kMixed);
         } else {
-          dst.count[d] += cnt;
-          if (src.prob_count[s]) { dst.prob_sum[d] += src.prob_sum[s]; dst.prob_count[d] += src.prob_count[s]; }
+          dst.nodes[d].count += cnt;
+          if (src.nodes[s].prob_count) { dst.nodes[d].prob_sum += src.nodes[s].prob_sum; dst.nodes[d].prob_count += src.nodes[s].prob_count; }
         }
-        dst.child_total[frame.destination] += cnt;
-        if (deeper && src.num_kids[s]) job.stack.push_back(MergeFrame{src.first_child[s], d, frame.depth + 1});
+        dst.nodes[frame.destination].child_total += cnt;
+        if (deeper && src.nodes[s].num_kids) job.stack.push_back(MergeFrame{src.nodes[s].first_child, d, frame.depth + 1});
       }
       s = next;
       if (visited >= budget) { finished = false; break; }
@@ -596,7 +608,7 @@ void sgc_trie_free(void* c, int32_t trie) { static_cast<Core*>(c)->tries.remove(
 
 int64_t sgc_trie_nodes(void* c, int32_t trie) { return static_cast<Core*>(c)->tries[trie].size() - 1; }
 
-int64_t sgc_trie_root_total(void* c, int32_t trie) { return static_cast<Core*>(c)->tries[trie].child_total[kRoot]; }
+int64_t sgc_trie_root_total(void* c, int32_t trie) { return static_cast<Core*>(c)->tries[trie].nodes[kRoot].child_total; }
 
 void sgc_trie_set_members(void* c, int32_t trie, int32_t members) { static_cast<Core*>(c)->tries[trie].members = members; }
 
@@ -666,7 +678,7 @@ int32_t sgc_merge_new(void* c, int32_t source, int32_t destination) {
     job->source = source;
     job->destination = destination;
     const Trie& src = core.tries[source];
-    if (src.num_kids[kRoot]) job->stack.push_back(MergeFrame{src.first_child[kRoot], kRoot, 1});
+    if (src.nodes[kRoot].num_kids) job->stack.push_back(MergeFrame{src.nodes[kRoot].first_child, kRoot, 1});
     return core.merges.add(std::move(job));
   })
 }
