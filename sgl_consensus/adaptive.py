@@ -85,12 +85,12 @@ class Calibration:
         self.proposed *= self.decay
         self.accepted *= self.decay
         self.score_sum *= self.decay
-        for score, hit in zip(scores, accepted):
-            b = self.bin_of(score)
-            self.proposed[b] += 1.0
-            self.score_sum[b] += score
-            if hit:
-                self.accepted[b] += 1.0
+        values = np.asarray(scores, dtype=np.float64)
+        bins = np.clip(np.searchsorted(SCORE_BINS, values, side="right") - 1, 0, len(SCORE_BINS) - 2)
+        size = len(SCORE_BINS) - 1
+        self.proposed += np.bincount(bins, minlength=size)
+        self.score_sum += np.bincount(bins, weights=values, minlength=size)
+        self.accepted += np.bincount(bins, weights=np.asarray(accepted, dtype=np.float64), minlength=size)
 
     def report(self) -> list[dict]:
         return [
@@ -126,6 +126,11 @@ class CostModel:
     def predict(self, batch: int, width: int, keys: int) -> float:
         return float(self.features(batch, width, keys) @ self.theta)
 
+    def predict_widths(self, batch: int, widths: np.ndarray, keys: int) -> np.ndarray:
+        """``predict`` at every width of ``widths`` (one array operation)."""
+        a, b, c, d, e = self.theta
+        return a + b * batch + c * batch * (widths - 1) + d * keys / 1e3 + e * keys * (widths - 1) / 1e3
+
     def record(self, batch: int, width: int, keys: int, seconds: float) -> None:
         self._rows.append(self.features(batch, width, keys))
         self._seconds.append(seconds)
@@ -157,6 +162,7 @@ class WidthPolicy:
     def __init__(self, widths: Sequence[int], explore_every: int = 32, early_explore_every: int = 8,
                  early_steps: int = 64, min_observations: int = 2, cycle: bool = False) -> None:
         self.widths = tuple(sorted(widths))
+        self._width_array = np.asarray(self.widths, dtype=np.float64)
         self.cycle = cycle  # diagnostic: every width in turn, one per step
         self.calibration = Calibration()
         self.cost = CostModel()
@@ -170,13 +176,17 @@ class WidthPolicy:
 
     def predicted_cost(self, batch: int, width: int, keys: int) -> float:
         """Seconds of a verify step (see the class docstring for widths not measured yet)."""
+        return self.predicted_costs(batch, keys)[width]
+
+    def predicted_costs(self, batch: int, keys: int) -> dict[int, float]:
+        """``predicted_cost`` of every allowed width."""
         known = [w for w in self.widths if self.measured[w] >= self.min_observations]
         if not known:
-            return float(width)
+            return {w: float(w) for w in self.widths}
         reference = max(known)
-        if width <= reference:
-            return max(self.cost.predict(batch, width, keys), 1e-6)
-        return max(self.cost.predict(batch, reference, keys), 1e-6) * width / reference
+        costs = np.maximum(self.cost.predict_widths(batch, self._width_array, keys), 1e-6).tolist()
+        at_reference = costs[self.widths.index(reference)]
+        return {w: cost if w <= reference else at_reference * w / reference for w, cost in zip(self.widths, costs)}
 
     def expected_tokens(self, scores: Sequence[Sequence[float]] | np.ndarray,
                         calibrations: Sequence[Calibration] | None = None) -> dict[int, float]:
@@ -211,7 +221,8 @@ class WidthPolicy:
             width = self.widths[step % len(self.widths)]
         else:
             gains = self.expected_tokens(scores, calibrations)
-            rates = {w: gains[w] / self.predicted_cost(batch, w, keys) for w in self.widths}
+            costs = self.predicted_costs(batch, keys)
+            rates = {w: gains[w] / costs[w] for w in self.widths}
             width = max(self.widths, key=lambda w: (rates[w], -w))
             period = self.early_explore_every if step < self.early_steps else self.explore_every
             if period and step % period == period - 1:
