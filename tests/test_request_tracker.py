@@ -30,6 +30,13 @@ class RecordingDrafter(ConsensusDrafter):
         self.seen[rid] += list(token_ids)
         self.logprobs.setdefault(rid, []).extend(logprobs if logprobs is not None else [None] * len(token_ids))
 
+    def extend_many(self, rids, token_lists, logprob_lists=None):
+        super().extend_many(rids, token_lists, logprob_lists)
+        for i, (rid, tokens) in enumerate(zip(rids, token_lists)):
+            known = list((logprob_lists[i] if logprob_lists is not None else None) or [])
+            self.seen[rid] += list(tokens)
+            self.logprobs.setdefault(rid, []).extend([None] * (len(tokens) - len(known)) + known)
+
 
 def _req(rid, prompt, tag=None, n=1, max_new_tokens=16):
     ids = array("q", prompt)

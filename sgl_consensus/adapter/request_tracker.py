@@ -119,14 +119,20 @@ class RequestTracker:
         target's logprobs of the tokens its last verify committed (the newest committed tokens)."""
         rids, roots = [], []
         self.last_new_tokens = {}
+        batch = _Extensions()
         for i, req in enumerate(reqs):
             roots.append(self._sync_one(req, None if seq_lens is None else int(seq_lens[i]),
                                         pending[i] if pending is not None else (),
-                                        logprobs.get(req.rid) if logprobs else None))
+                                        logprobs.get(req.rid) if logprobs else None, batch))
             rids.append(req.rid)
+        if batch.rids:
+            self.drafter.extend_many(batch.rids, batch.tokens, batch.logprobs if batch.with_logprobs else None)
+            self.tokens_with_probs += batch.known
+            self.prob_sum += batch.prob_sum
         return rids, roots
 
-    def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], logprobs: list[float] | None) -> int:
+    def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], logprobs: list[float] | None,
+                  batch: _Extensions) -> int:
         outputs = req.output_ids
         committed = len(outputs) + len(pending) if seq_len is None else seq_len + 1 - len(req.origin_input_ids)
         if committed > len(outputs) + len(pending):
@@ -139,14 +145,14 @@ class RequestTracker:
         if tracked is None:
             tracked = self._add(req)
         seen = tracked.committed_outputs
+        new: list[int] = []
         if seen < committed:
             new = _committed_slice(outputs, pending, seen, committed)
-            self._extend(req.rid, new, logprobs)
             self.last_new_tokens[req.rid] = new
             tracked.committed_outputs = committed
         root = _committed_slice(outputs, pending, committed - 1, committed)[0] if committed else \
             int(req.origin_input_ids_unpadded[-1])
-        if self.drafter.last_token(req.rid) != root:
+        if (new[-1] if new else self.drafter.last_token(req.rid)) != root:
             # The drafter missed or doubled a token: rebuild its view from SGLang's.
             self.root_resyncs += 1
             self._remove(req.rid)
@@ -154,17 +160,9 @@ class RequestTracker:
             if committed:
                 self.drafter.extend(req.rid, _committed_slice(outputs, pending, 0, committed))
             tracked.committed_outputs = committed
+        elif new:
+            batch.add(req.rid, new, logprobs)
         return root
-
-    def _extend(self, rid: Hashable, new: list[int], logprobs: list[float] | None) -> None:
-        """Extend with probabilities where known: the last verify's logprobs cover the newest tokens."""
-        known = len(logprobs) if logprobs and len(logprobs) <= len(new) else 0
-        if known < len(new):
-            self.drafter.extend(rid, new[: len(new) - known])
-        if known:
-            self.drafter.extend(rid, new[len(new) - known:], logprobs)
-            self.tokens_with_probs += known
-            self.prob_sum += sum(math.exp(x) for x in logprobs)
 
     def tenants(self, rids: Sequence[Hashable]) -> list[Hashable | None]:
         """The tenant of each (synced) request."""
@@ -183,6 +181,32 @@ class RequestTracker:
         self._away.pop(rid, None)
         self.grouper.release(rid)
         self.drafter.remove(rid)
+
+
+class _Extensions:
+    """One sync's new tokens, handed to the drafter in one `extend_many` call."""
+
+    __slots__ = ("rids", "tokens", "logprobs", "with_logprobs", "known", "prob_sum")
+
+    def __init__(self) -> None:
+        self.rids: list[Hashable] = []
+        self.tokens: list[list[int]] = []
+        self.logprobs: list[list[float] | None] = []
+        self.with_logprobs = False
+        self.known = 0  # tokens that come with the target's probability
+        self.prob_sum = 0.0
+
+    def add(self, rid: Hashable, new: list[int], logprobs: list[float] | None) -> None:
+        """The last verify's logprobs cover the newest tokens (ignored if there are more of them)."""
+        self.rids.append(rid)
+        self.tokens.append(new)
+        if logprobs and len(logprobs) <= len(new):
+            self.logprobs.append(logprobs)
+            self.with_logprobs = True
+            self.known += len(logprobs)
+            self.prob_sum += sum(math.exp(x) for x in logprobs)
+        else:
+            self.logprobs.append(None)
 
 
 def _committed_slice(outputs, pending: Sequence[int], start: int, stop: int) -> list[int]:

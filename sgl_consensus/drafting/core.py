@@ -89,6 +89,8 @@ class DraftCore(Protocol):
     def new_request(self, group_trie: Any, corpus: Any, slot: int, active: list[int], tail: list[int]) -> Any: ...
     def free_request(self, request: Any) -> None: ...
     def extend(self, request: Any, tokens: list[int], probs: list[float] | None) -> None: ...
+    def extend_many(self, requests: Sequence[Any], token_lists: Sequence[list[int]], probs: list[float] | None) -> None:
+        """`extend` for a batch; `probs`: flat over the concatenated tokens, NaN = not recorded."""
     def merge_start(self, source: Any, destination: Any) -> Any: ...
     def merge_step(self, job: Any, budget: int, min_count: int, max_depth: int) -> tuple[int, bool]:
         """Visit up to `budget` source children; (visited, finished)."""
@@ -178,6 +180,17 @@ class PythonCore:
         tail.extend(tokens)
         if len(tail) > 2 * depth:
             del tail[:-depth]
+
+    def extend_many(self, requests: Sequence[_PyRequest], token_lists: Sequence[list[int]],
+                    probs: list[float] | None) -> None:
+        start = 0
+        for request, tokens in zip(requests, token_lists):
+            row = None
+            if probs is not None:
+                row = [None if value != value else value for value in probs[start:start + len(tokens)]]
+            start += len(tokens)
+            if tokens:
+                self.extend(request, tokens, row)
 
     # -- merges of finished groups into the global corpus
     def merge_start(self, source: trie.Trie, destination: trie.Trie) -> _PyMerge:

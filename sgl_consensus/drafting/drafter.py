@@ -160,6 +160,31 @@ class ConsensusDrafter:
             if corpus.merge_credit >= _MERGE_BATCH:
                 self._merge_due[corpus] = None
 
+    def extend_many(self, rids: Sequence[Hashable], token_lists: Sequence[Sequence[int]],
+                    logprob_lists: Sequence[Sequence[float] | None] | None = None) -> None:
+        """`extend` for a batch, with the logprobs checked in one array operation. ``logprob_lists[i]``
+        (None: none known) covers the *last* ``len(logprob_lists[i])`` tokens of ``token_lists[i]``
+        (a verify knows the target's logprobs of the tokens it committed, not of older ones)."""
+        if len(token_lists) != len(rids) or (logprob_lists is not None and len(logprob_lists) != len(rids)):
+            raise ValueError(f"extend_many needs one token list (and logprob list) per request: {len(rids)} rids, "
+                             f"{len(token_lists)} token lists")
+        requests = [self._get(rid) for rid in rids]
+        tokens = [validation.token_list(rid, values, "token_ids") for rid, values in zip(rids, token_lists)]
+        probs = validation.probability_rows(rids, tokens, logprob_lists)
+        self.core.extend_many([request.handle for request in requests], tokens, probs)
+        credit = self.config.merge_visits_per_token
+        written = 0
+        for request, row in zip(requests, tokens):
+            if row:
+                request.last = row[-1]
+                written += len(row)
+                corpus = request.corpus
+                if corpus.pending:
+                    corpus.merge_credit += credit * len(row)
+                    if corpus.merge_credit >= _MERGE_BATCH:
+                        self._merge_due[corpus] = None
+        self._counters["tokens_extended"] += written
+
     def maintain(self) -> None:
         """Background work: run the global-corpus merges paid for by recent writes, in batches of
         _MERGE_BATCH visits or more (tiny increments would cost more in call overhead than work).

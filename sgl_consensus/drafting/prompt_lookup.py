@@ -73,6 +73,15 @@ class PromptLookupDrafter:
             probabilities(rid, logprobs, len(ids))  # validated for API parity; own history ignores them
         self._append(history, ids)
 
+    def extend_many(self, rids: Sequence[Hashable], token_lists: Sequence[Sequence[int]],
+                    logprob_lists: Sequence[Sequence[float] | None] | None = None) -> None:
+        """`extend` for a batch (logprobs, which cover each row's last tokens, are validated and ignored)."""
+        for i, (rid, tokens) in enumerate(zip(rids, token_lists)):
+            row = None if logprob_lists is None else logprob_lists[i]
+            if row is not None:
+                probabilities(rid, row, len(row))
+            self.extend(rid, tokens)
+
     def propose(self, rids: Sequence[Hashable], budgets: Sequence[int] | None = None,
                 width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Chains of up to ``width - 1`` tokens (``budgets[i] - 1`` for request i), padded to ``width``."""

@@ -27,6 +27,10 @@ class Drafter(Protocol):
     def extend(self, rid: Hashable, token_ids: Sequence[int] | np.ndarray, logprobs: Any = None) -> None:
         """Tokens committed to `rid` since the last call, with their logprobs if known."""
 
+    def extend_many(self, rids: Sequence[Hashable], token_lists: Sequence[Sequence[int]],
+                    logprob_lists: Sequence[Sequence[float] | None] | None = None) -> None:
+        """`extend` for a batch; ``logprob_lists[i]`` covers the last tokens of ``token_lists[i]``."""
+
     def remove(self, rid: Hashable) -> None:
         """Forget `rid` (KeyError if it is not tracked)."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,3 +61,44 @@ def probabilities(rid: Hashable, logprobs: Any, expected: int) -> list[float]:
             raise ValueError(f"request {rid!r}: logprobs must be <= 0 (log of a probability), got {value}")
         probs.append(math.exp(min(value, 0.0)))
     return probs
+
+
+def probability_rows(rids: Sequence[Hashable], tokens: Sequence[Sequence[int]],
+                     logprob_rows: Sequence[Any] | None) -> list[float] | None:
+    """Per-token probabilities of a batch, flat and aligned with the concatenated ``tokens``: NaN
+    where no logprob is known. Row i's logprobs cover the last ones of ``tokens[i]``. A bad row is
+    named as `probabilities` would name it."""
+    if logprob_rows is None or all(row is None for row in logprob_rows):
+        return None
+    out: list[float] = []
+    exp, nan = math.exp, math.nan
+    for rid, row_tokens, row in zip(rids, tokens, logprob_rows):
+        size = len(row_tokens)
+        if row is None:
+            out += [nan] * size
+            continue
+        if isinstance(row, np.ndarray):
+            row = row.tolist()
+        if not isinstance(row, (list, tuple)) or len(row) > size or not all(
+                type(value) is float and value <= 1e-6 for value in row):  # NaN fails the comparison
+            if isinstance(row, (list, tuple)) and len(row) <= size:
+                return _slow_rows(rids, tokens, logprob_rows)  # ints, NumPy scalars, or a bad value
+            probabilities(rid, row, size)  # raises the one-line error for this row
+        out += [nan] * (size - len(row))
+        out += [exp(value if value < 0.0 else 0.0) for value in row]  # as `probabilities`, bit for bit
+    return out
+
+
+def _slow_rows(rids: Sequence[Hashable], tokens: Sequence[Sequence[int]], logprob_rows: Sequence[Any]) -> list[float]:
+    out: list[float] = []
+    for rid, row_tokens, row in zip(rids, tokens, logprob_rows):
+        size = len(row_tokens)
+        if row is None:
+            out += [math.nan] * size
+            continue
+        if isinstance(row, np.ndarray):
+            row = row.tolist()
+        if not isinstance(row, (list, tuple)) or len(row) > size:
+            probabilities(rid, row, size)
+        out += [math.nan] * (size - len(row)) + probabilities(rid, row, len(row))
+    return out

@@ -146,3 +146,44 @@ def test_unknown_core_name_is_a_one_line_error() -> None:
     with pytest.raises(ValueError, match=r"core must be one of \['auto', 'native', 'python'\], got 'fast'"):
         ConsensusDrafter(core="fast")
 
+
+
+@pytest.mark.parametrize("core", ["native", "python"])
+def test_extend_many_equals_one_extend_per_request(core: str) -> None:
+    """The batch call (logprobs covering each row's last tokens) leaves the drafter exactly as
+    per-request calls do: tokens without logprobs first, then those with."""
+    rng = random.Random(3)
+    one, many = (ConsensusDrafter(DraftConfig(), core=core) for _ in range(2))
+    rids = [f"r{i}" for i in range(6)]
+    for drafter in (one, many):
+        for i, rid in enumerate(rids):
+            drafter.add(rid, f"g{i % 2}", [1, 2, 3, 4, 5])
+    for _ in range(40):
+        tokens = [[rng.randrange(8) for _ in range(rng.randint(0, 3))] for _ in rids]
+        logprobs = [None if not row or rng.random() < 0.3 else [-rng.random() for _ in range(rng.randint(1, len(row)))]
+                    for row in tokens]
+        many.extend_many(rids, tokens, logprobs)
+        for rid, row, lps in zip(rids, tokens, logprobs):
+            known = len(lps) if lps else 0
+            one.extend(rid, row[:len(row) - known])
+            if known:
+                one.extend(rid, row[len(row) - known:], lps)
+        a, b = one.propose_candidates(rids), many.propose_candidates(rids)
+        for field in ("lengths", "tokens", "parents", "scores"):
+            np.testing.assert_array_equal(getattr(b, field), getattr(a, field))
+        assert [many.last_token(r) for r in rids] == [one.last_token(r) for r in rids]
+    assert many.stats() == one.stats()
+
+
+def test_extend_many_names_the_request_with_bad_input() -> None:
+    drafter = ConsensusDrafter(DraftConfig())
+    drafter.add("a", None, [1, 2])
+    drafter.add("b", None, [1, 2])
+    with pytest.raises(ValueError, match=r"request 'b': logprobs must be <= 0 .*got 0\.5"):
+        drafter.extend_many(["a", "b"], [[3], [4]], [[-0.1], [0.5]])
+    with pytest.raises(ValueError, match=r"request 'a': got 2 logprobs for 1 tokens"):
+        drafter.extend_many(["a", "b"], [[3], [4]], [[-0.1, -0.2], None])
+    with pytest.raises(ValueError, match=r"request 'b': token_ids must be in \[0, 2147483647\], got -1"):
+        drafter.extend_many(["a", "b"], [[3], [-1]])
+    with pytest.raises(KeyError, match="request 'c' is not tracked"):
+        drafter.extend_many(["c"], [[3]])

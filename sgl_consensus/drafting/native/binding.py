@@ -207,6 +207,18 @@ class NativeCore:
             self._queue_probs += probs
             self._queue_has_probs = True
 
+    def extend_many(self, requests: Sequence[int], token_lists: Sequence[list[int]], probs: list[float] | None) -> None:
+        queue_tokens, offsets = self._queue_tokens, self._queue_offsets
+        self._queue_requests += requests
+        for tokens in token_lists:
+            queue_tokens += tokens
+            offsets.append(len(queue_tokens))
+        if probs is None:
+            self._queue_probs += [_NAN] * (len(queue_tokens) - len(self._queue_probs))
+        else:
+            self._queue_probs += probs
+            self._queue_has_probs = True
+
     def _flush(self) -> None:
         if not self._queue_requests:
             return
