@@ -30,7 +30,7 @@ class CandidateBatch:
     """One `propose`: per request its best draft nodes, best first (see `tree.Candidates`), as
     [batch, num_draft_tokens] arrays; entries past a row's length are 0 (scores 0.0)."""
 
-    __slots__ = ("tokens", "parents", "depths", "labels", "scores", "lengths")
+    __slots__ = ("tokens", "parents", "depths", "labels", "scores", "lengths", "block")
 
     def __init__(self, tokens: np.ndarray, parents: np.ndarray, depths: np.ndarray, labels: np.ndarray,
                  scores: np.ndarray, lengths: np.ndarray) -> None:
@@ -40,12 +40,18 @@ class CandidateBatch:
         self.labels = labels  # int32: SIBLING / GLOBAL / OWN / MODEL (the root: -1)
         self.scores = scores  # float64: path score, the drafter's estimate that the node is accepted
         self.lengths = lengths  # int32 [batch]: nodes per row, root included
+        self.block: np.ndarray | None = None  # when the int32 arrays are views of one block (see `empty`)
 
     @classmethod
     def empty(cls, batch: int, n: int, fill=np.empty) -> CandidateBatch:
-        i32 = np.int32
-        return cls(fill((batch, n), i32), fill((batch, n), i32), fill((batch, n), i32), fill((batch, n), i32),
-                   fill((batch, n), np.float64), fill(batch, i32))
+        """Arrays for `batch` rows; the int32 ones are consecutive views of one block (tokens,
+        parents, depths, labels, lengths), so a native call needs one address for all five."""
+        block = fill(4 * batch * n + batch, np.int32)
+        size = batch * n
+        views = [block[k * size:(k + 1) * size].reshape(batch, n) for k in range(4)]
+        result = cls(*views, fill((batch, n), np.float64), block[4 * size:])
+        result.block = block
+        return result
 
     @classmethod
     def from_rows(cls, rows: Sequence[Candidates], n: int) -> CandidateBatch:
@@ -96,8 +102,9 @@ class DraftCore(Protocol):
         """Visit up to `budget` source children; (visited, finished)."""
     def propose(self, requests: Sequence[Any]) -> CandidateBatch: ...
     def layout(self, batch: CandidateBatch, width: int, budgets: Sequence[int] | None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(tokens int64 [bs, w], ancestor mask bool [bs, w, w], label counts int64 [bs, 4])."""
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(tokens int64 [bs, w], ancestor mask bool [bs, w, w], label counts int64 [bs, 4], their
+        totals int64 [4])."""
 
 
 class _PyRequest:
@@ -242,8 +249,9 @@ class PythonCore:
         return sources
 
     def layout(self, batch: CandidateBatch, width: int, budgets: Sequence[int] | None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return layout_rows(batch, width, budgets)
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        tokens, mask, labels = layout_rows(batch, width, budgets)
+        return tokens, mask, labels, labels.sum(axis=0)
 
 
 def _source_rank(source: Source) -> tuple[int, float]:

@@ -279,9 +279,9 @@ class ConsensusDrafter:
             if len(budgets) != batch or any(not isinstance(b, (int, np.integer)) or not 1 <= b <= width
                                             for b in budgets):
                 raise ValueError(f"budgets must hold {batch} integers in [1, {width}], got {budgets!r}")
-        tokens, mask, labels = self.core.layout(candidates, width, budgets)
+        tokens, mask, labels, totals = self.core.layout(candidates, width, budgets)
         self._last_labels = labels
-        counts = labels.sum(axis=0).tolist() if batch else [0, 0, 0, 0]
+        counts = totals.tolist()
         counters = self._counters
         counters["propose_calls"] += 1
         counters["proposed_requests"] += batch

@@ -719,7 +719,8 @@ int32_t sgc_propose(void* c, const int32_t* requests, int32_t batch, int32_t* to
 }
 
 // core.layout_rows: the first min(budget, length) candidates of each row in BFS order (stable by
-// depth), ancestor masks, detached token-0 padding, per-row label counts (4 labels).
+// depth), ancestor masks, detached token-0 padding, per-row label counts (4 labels) followed by
+// the batch's totals (out_labels holds batch + 1 rows of 4).
 int32_t sgc_layout(int32_t batch, int32_t n, const int32_t* tokens, const int32_t* parents, const int32_t* depths,
                    const int32_t* labels, const int32_t* lengths, int32_t width, const int32_t* budgets,
                    int64_t* out_tokens, uint8_t* out_mask, int64_t* out_labels) {
@@ -751,6 +752,10 @@ int32_t sgc_layout(int32_t batch, int32_t n, const int32_t* tokens, const int32_
         mask[int64_t(i) * width + i] = 1;
       }
     }
+    int64_t* totals = out_labels + int64_t(batch) * 4;
+    std::fill(totals, totals + 4, 0);
+    for (int32_t b = 0; b < batch; ++b)
+      for (int k = 0; k < 4; ++k) totals[k] += out_labels[int64_t(b) * 4 + k];
     return 0;
   })
 }
