@@ -25,7 +25,6 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import numpy as np
 
 from .trie import PROMPT, Trie
 
