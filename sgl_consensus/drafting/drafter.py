@@ -150,19 +150,11 @@ class ConsensusDrafter:
             return
         probs = None if logprobs is None else validation.probabilities(rid, logprobs, len(tokens))
         self.core.extend(request.handle, tokens, probs)
-        request.last = tokens[-1]
-        self._counters["tokens_extended"] += len(tokens)
-        corpus = request.corpus
-        if corpus.pending:
-            # Finished groups merge into their tenant's global corpus at a pace set by that tenant's
-            # new writes; the work itself runs in `maintain` (off the drafting path).
-            corpus.merge_credit += self.config.merge_visits_per_token * len(tokens)
-            if corpus.merge_credit >= _MERGE_BATCH:
-                self._merge_due[corpus] = None
+        self._written(request, tokens)
 
     def extend_many(self, rids: Sequence[Hashable], token_lists: Sequence[Sequence[int]],
                     logprob_lists: Sequence[Sequence[float] | None] | None = None) -> None:
-        """`extend` for a batch, with the logprobs checked in one array operation. ``logprob_lists[i]``
+        """`extend` for a batch, in one call to the core. ``logprob_lists[i]``
         (None: none known) covers the *last* ``len(logprob_lists[i])`` tokens of ``token_lists[i]``
         (a verify knows the target's logprobs of the tokens it committed, not of older ones)."""
         if len(token_lists) != len(rids) or (logprob_lists is not None and len(logprob_lists) != len(rids)):
@@ -172,18 +164,21 @@ class ConsensusDrafter:
         tokens = [validation.token_list(rid, values, "token_ids") for rid, values in zip(rids, token_lists)]
         probs = validation.probability_rows(rids, tokens, logprob_lists)
         self.core.extend_many([request.handle for request in requests], tokens, probs)
-        credit = self.config.merge_visits_per_token
-        written = 0
         for request, row in zip(requests, tokens):
             if row:
-                request.last = row[-1]
-                written += len(row)
-                corpus = request.corpus
-                if corpus.pending:
-                    corpus.merge_credit += credit * len(row)
-                    if corpus.merge_credit >= _MERGE_BATCH:
-                        self._merge_due[corpus] = None
-        self._counters["tokens_extended"] += written
+                self._written(request, row)
+
+    def _written(self, request: _Request, tokens: list[int]) -> None:
+        """Bookkeeping after `tokens` were written for `request`."""
+        request.last = tokens[-1]
+        self._counters["tokens_extended"] += len(tokens)
+        corpus = request.corpus
+        if corpus.pending:
+            # Finished groups merge into their tenant's global corpus at a pace set by that tenant's
+            # new writes; the work itself runs in `maintain` (off the drafting path).
+            corpus.merge_credit += self.config.merge_visits_per_token * len(tokens)
+            if corpus.merge_credit >= _MERGE_BATCH:
+                self._merge_due[corpus] = None
 
     def maintain(self) -> None:
         """Background work: run the global-corpus merges paid for by recent writes, in batches of

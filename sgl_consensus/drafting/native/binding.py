@@ -199,14 +199,7 @@ class NativeCore:
         self.lib.sgc_request_free(self._pointer, request)
 
     def extend(self, request: int, tokens: list[int], probs: list[float] | None) -> None:
-        self._queue_requests.append(request)
-        self._queue_tokens += tokens
-        self._queue_offsets.append(len(self._queue_tokens))
-        if probs is None:
-            self._queue_probs += [_NAN] * len(tokens)
-        else:
-            self._queue_probs += probs
-            self._queue_has_probs = True
+        self.extend_many((request,), (tokens,), probs)
 
     def extend_many(self, requests: Sequence[int], token_lists: Sequence[list[int]], probs: list[float] | None) -> None:
         queue_tokens, offsets = self._queue_tokens, self._queue_offsets
