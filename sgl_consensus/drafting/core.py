@@ -74,9 +74,6 @@ class CandidateBatch:
         return Candidates(self.tokens[b, :k].tolist(), self.parents[b, :k].tolist(), self.depths[b, :k].tolist(),
                           self.labels[b, :k].tolist(), self.scores[b, :k].tolist())
 
-    def __iter__(self):
-        return (self[b] for b in range(len(self)))
-
 
 class DraftCore(Protocol):
     """The operations the drafter's policy needs from its data plane (see the module docstring)."""
@@ -85,7 +82,6 @@ class DraftCore(Protocol):
 
     def new_trie(self) -> Any: ...
     def trie_nodes(self, handle: Any) -> int: ...
-    def trie_is_empty(self, handle: Any) -> bool: ...
     def set_members(self, handle: Any, members: int) -> None:
         """Paths ever added to the group owning this trie (> 1: it holds sibling evidence)."""
     def write(self, handle: Any, active: list[int], tokens: list[int], owner: int) -> list[int]:
@@ -156,9 +152,6 @@ class PythonCore:
 
     def trie_nodes(self, handle: trie.Trie) -> int:
         return handle.nodes
-
-    def trie_is_empty(self, handle: trie.Trie) -> bool:
-        return handle.child_total[trie.ROOT] == 0
 
     def set_members(self, handle: trie.Trie, members: int) -> None:
         handle.members = members

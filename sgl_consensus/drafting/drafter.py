@@ -36,7 +36,6 @@ from .tree import GLOBAL, MODEL, OWN, SIBLING, Candidates
 logger = logging.getLogger(__name__)
 
 _SOLO = object()  # group-key marker of a request drafting without siblings
-PADDING = 0  # token of padding rows; they are detached (no ancestor), so the token is never compared
 _MERGE_BATCH = 256
 CORES = ("auto", "native", "python")
 

@@ -30,7 +30,6 @@ from .trie import PROMPT, Trie
 
 SIBLING, GLOBAL, OWN = 0, 1, 2
 MODEL = 3  # a node from the target's own earlier predictions (drafting/successors.py)
-SOURCE_NAMES = ("sibling", "global", "own")
 WIDE = 16  # nodes with more children than this score only their 2 x max_branch most frequent ones
 
 

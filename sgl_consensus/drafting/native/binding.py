@@ -19,7 +19,7 @@ from ..config import DraftConfig
 from ..core import LABELS, CandidateBatch
 from .build import NativeCoreUnavailable, build
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 _i32, _i64, _f64, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _NAN = math.nan
 
@@ -52,7 +52,6 @@ _SIGNATURES = {
     "sgc_trie_new": ([_ptr], _i32),
     "sgc_trie_free": ([_ptr, _i32], None),
     "sgc_trie_nodes": ([_ptr, _i32], _i64),
-    "sgc_trie_root_total": ([_ptr, _i32], _i64),
     "sgc_trie_set_members": ([_ptr, _i32, _i32], None),
     "sgc_trie_write": ([_ptr, _i32, _ptr, _i32, _ptr, _i64, _i32, _ptr], _i32),
     "sgc_corpus_new": ([_ptr], _i32),
@@ -159,10 +158,6 @@ class NativeCore:
     def trie_nodes(self, handle: _Handle) -> int:
         self._flush()
         return self.lib.sgc_trie_nodes(self._pointer, handle.id)
-
-    def trie_is_empty(self, handle: _Handle) -> bool:
-        self._flush()
-        return self.lib.sgc_trie_root_total(self._pointer, handle.id) == 0
 
     def set_members(self, handle: _Handle, members: int) -> None:
         self._flush()

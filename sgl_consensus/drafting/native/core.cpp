@@ -23,7 +23,7 @@
 
 namespace {
 
-constexpr int32_t kAbiVersion = 1;
+constexpr int32_t kAbiVersion = 2;
 constexpr int32_t kMixed = -1;        // owner code: two or more requests wrote the n-gram
 constexpr int32_t kPrompt = -2;       // owner code: only the group's prompt wrote it
 constexpr int32_t kRoot = 0;
@@ -607,8 +607,6 @@ int32_t sgc_trie_new(void* c) {
 void sgc_trie_free(void* c, int32_t trie) { static_cast<Core*>(c)->tries.remove(trie); }
 
 int64_t sgc_trie_nodes(void* c, int32_t trie) { return static_cast<Core*>(c)->tries[trie].size() - 1; }
-
-int64_t sgc_trie_root_total(void* c, int32_t trie) { return static_cast<Core*>(c)->tries[trie].nodes[kRoot].child_total; }
 
 void sgc_trie_set_members(void* c, int32_t trie, int32_t members) { static_cast<Core*>(c)->tries[trie].members = members; }
 
