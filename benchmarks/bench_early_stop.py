@@ -54,12 +54,18 @@ def _never(paths: int):
     return Decided(min_votes=paths + 1)  # fires only when every path has voted
 
 
-def _live(engine, prompts, params, n, rule, extract, in_flight=None) -> tuple[list, float]:
+def _live(engine, prompts, params, n, rule, extract, in_flight=None, lead: float = 0) -> tuple[list, float]:
     from sgl_consensus.early_stop_runner import EngineBackend, run_votes
 
     start = time.perf_counter()
-    results = engine.run(run_votes(EngineBackend(engine), prompts, params, n, rule, extract, in_flight))
+    results = engine.run(run_votes(EngineBackend(engine), prompts, params, n, rule, extract, in_flight, lead))
     return results, time.perf_counter() - start
+
+
+def early_stop_runs(run: dict) -> list[dict]:
+    """A run's live early-stop rows, one per lead (files written before ``--leads`` hold one, lead 0)."""
+    return run.get("early_stops") or [{"lead": 0, **run["early_stop"], "tokens_saved_live": run["tokens_saved_live"],
+                                        "wall_speedup_live": run["wall_speedup_live"]}]
 
 
 def _record(results, answers) -> list[dict]:
@@ -143,7 +149,8 @@ def measure(ns) -> dict:
     rules = [parse_rule(r) for r in ns.rules.split(",")]
     data = {"settings": {"model": str(ns.model).replace(str(Path.home()), "~", 1), "problems": ns.problems,
                          "n": ns.n, "temperature": ns.temperature, "max_new_tokens": ns.max_new_tokens,
-                         "max_running": ns.max_running, "live_rule": ns.live_rule, "in_flight": ns.in_flight, "dataset": ns.dataset},
+                         "max_running": ns.max_running, "live_rule": ns.live_rule, "in_flight": ns.in_flight, "dataset": ns.dataset,
+                         "leads": [_lead_key(x) for x in ns.leads]},
             "command": shlex.join([".venv/bin/python", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
             "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "runs": []}
@@ -160,35 +167,49 @@ def measure(ns) -> dict:
             replays = [{"rule": _spec(r), **replay_rule(r, problems, n, w)}
                        for n in ns.replay_n for w in sorted({min(ns.in_flight, n), n}) for r in rules]
             live_spec = ns.live_rule if ns.live_rule != "auto" else _pick(replays, ns.n, ns.in_flight, interval)
-            flush(engine)
-            stopped, stop_wall = _live(engine, workload.prompts, params, ns.n, parse_rule(live_spec),
-                                       workload.extract, ns.in_flight)
+            stops = []
+            for lead in ns.leads:
+                flush(engine)
+                stopped, stop_wall = _live(engine, workload.prompts, params, ns.n, parse_rule(live_spec),
+                                           workload.extract, ns.in_flight, lead)
+                stops.append(_early_stop_row(_record(stopped, workload.answers), stop_wall, live_spec, lead, ns))
             state = engine.get_server_info()["internal_states"][0].get("consensus")
         finally:
             engine.shutdown()
-        live = _record(stopped, workload.answers)
+        full_tokens = sum(sum(p["tokens"]) for p in problems)
+        for row in stops:
+            row["tokens_saved_live"] = 1 - row["tokens"] / max(full_tokens, 1)
+            row["wall_speedup_live"] = full_wall / max(row["wall_s"], 1e-9)
         run = {
             "algorithm": algorithm,
-            "full": {"wall_s": full_wall, "wall_s_per_problem": full_wall / ns.problems,
-                     "tokens": sum(sum(p["tokens"]) for p in problems),
+            "full": {"wall_s": full_wall, "wall_s_per_problem": full_wall / ns.problems, "tokens": full_tokens,
                      "accuracy": sum(p["vote"] == p["truth"] for p in problems) / ns.problems},
-            "early_stop": {"rule": live_spec, "in_flight": ns.in_flight, "wall_s": stop_wall, "wall_s_per_problem": stop_wall / ns.problems,
-                           "tokens": sum(sum(p["tokens"]) for p in live),
-                           "accuracy": sum(p["vote"] == p["truth"] for p in live) / ns.problems,
-                           "mean_votes": sum(p["stopped_after"] for p in live) / ns.problems,
-                           "paths_never_launched": sum(p["never_launched"] for p in live)},
+            "early_stops": [{k: v for k, v in row.items() if k != "problems"} for row in stops],
             "full_vote_interval": {str(n): bootstrap_interval(problems, n) for n in ns.replay_n},
             "replay": replays,
             "worker_state_after": {k: state[k] for k in ("tracked_requests", "live_prefix_clusters")}
             if state else None,
-            "problems_full": problems, "problems_early_stop": live,
+            "problems_full": problems,
+            "problems_early_stop": {_lead_key(row["lead"]): row["problems"] for row in stops},
         }
-        run["tokens_saved_live"] = 1 - run["early_stop"]["tokens"] / max(run["full"]["tokens"], 1)
-        run["wall_speedup_live"] = full_wall / max(stop_wall, 1e-9)
         data["runs"].append(run)
         ns.out.parent.mkdir(parents=True, exist_ok=True)
         ns.out.write_text(json.dumps(data, indent=1))
     return data
+
+
+def _lead_key(lead: float) -> str:
+    from sgl_consensus.lead_lag import format_lead
+
+    return format_lead(lead)
+
+
+def _early_stop_row(live: list[dict], wall: float, rule: str, lead: float, ns) -> dict:
+    return {"rule": rule, "lead": _lead_key(lead), "in_flight": ns.in_flight, "wall_s": wall,
+            "wall_s_per_problem": wall / ns.problems, "tokens": sum(sum(p["tokens"]) for p in live),
+            "accuracy": sum(p["vote"] == p["truth"] for p in live) / ns.problems,
+            "mean_votes": sum(p["stopped_after"] for p in live) / ns.problems,
+            "paths_never_launched": sum(p["never_launched"] for p in live), "problems": live}
 
 
 def report(data: dict, out: Path) -> None:
@@ -196,13 +217,14 @@ def report(data: dict, out: Path) -> None:
     lines = [f"# Early-stopping self-consistency ({s['problems']} problems, N = {s['n']}, T = {s['temperature']})", "",
              f"Command: `{data['command']}` ({data['started_utc']}); machine: {os.cpu_count()}-core CPU VM.", "",
              "## Live (same run): full vote vs early stop", "",
-             "| algorithm | rule (in flight) | tokens full | tokens early | saved | wall/problem full s | early s | speed-up | "
-             "acc full | acc early | mean votes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| algorithm | rule (in flight) | lead | tokens full | tokens early | saved | wall/problem full s | early s | "
+             "speed-up | acc full | acc early | mean votes |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["runs"]:
-        f, e = r["full"], r["early_stop"]
-        lines.append(f"| {r['algorithm']} | {e['rule']} ({e['in_flight']}) | {f['tokens']} | {e['tokens']} | {r['tokens_saved_live']:.0%} | "
-                     f"{f['wall_s_per_problem']:.2f} | {e['wall_s_per_problem']:.2f} | {r['wall_speedup_live']:.2f}x | "
-                     f"{f['accuracy']:.3f} | {e['accuracy']:.3f} | {e['mean_votes']:.1f} |")
+        f = r["full"]
+        for e in early_stop_runs(r):
+            lines.append(f"| {r['algorithm']} | {e['rule']} ({e['in_flight']}) | {e['lead']} | {f['tokens']} | {e['tokens']} | "
+                         f"{e['tokens_saved_live']:.0%} | {f['wall_s_per_problem']:.2f} | {e['wall_s_per_problem']:.2f} | "
+                         f"{e['wall_speedup_live']:.2f}x | {f['accuracy']:.3f} | {e['accuracy']:.3f} | {e['mean_votes']:.1f} |")
     lines += ["", "## Replay of every rule over the recorded full votes", "",
               "| algorithm | N | in flight | rule | tokens saved | acc (full vote) | full-vote 95 % interval | acc early | "
               "agrees with full | mean votes |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -225,8 +247,10 @@ def report(data: dict, out: Path) -> None:
                        label=f"{r['algorithm']} N={n}, {w} in flight (replay)")
             for x in xs:
                 ax.annotate(x["rule"], (100 * x["tokens_saved"], 100 * (x["accuracy"] - x["full_accuracy"])), fontsize=7)
-        ax.scatter([100 * r["tokens_saved_live"]], [100 * (r["early_stop"]["accuracy"] - r["full"]["accuracy"])],
-                   marker="*", s=150, label=f"{r['algorithm']} N={data['settings']['n']} live {r['early_stop']['rule']}")
+        for e in early_stop_runs(r):
+            lead = f", lead {e['lead']}" if str(e["lead"]) != "0" else ""
+            ax.scatter([100 * e["tokens_saved_live"]], [100 * (e["accuracy"] - r["full"]["accuracy"])],
+                       marker="*", s=150, label=f"{r['algorithm']} N={data['settings']['n']} live {e['rule']}{lead}")
     for r in data["runs"][:1]:  # the full vote's own sampling noise at N (bootstrap 95 %)
         lo, hi = r["full_vote_interval"][str(data["settings"]["n"])]
         full = r["full"]["accuracy"]
@@ -257,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the rule run live; auto: the replayed rule that saves the most tokens with accuracy "
                              "inside the full vote's bootstrap interval (chosen on the full run, run on fresh samples)")
     parser.add_argument("--in-flight", type=int, default=4, help="paths of one problem running at a time (early stop)")
+    parser.add_argument("--leads", default="0",
+                        help="comma-separated leads (tokens or inf) for the live early-stop runs: the first path of "
+                             "each vote runs this far ahead of the others (sgl_consensus.lead_lag)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/early_stop.json")
     parser.add_argument("--report-only", action="store_true")
     ns = parser.parse_args(argv)
@@ -267,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         for spec in ([] if ns.live_rule == "auto" else [ns.live_rule]) + ns.rules.split(","):
             parse_rule(spec)
     except EarlyStopError as exc:
+        parser.error(str(exc))
+    from sgl_consensus.lead_lag import parse_lead
+
+    try:
+        ns.leads = [parse_lead(x, "--leads") for x in ns.leads.split(",")]
+    except ValueError as exc:
         parser.error(str(exc))
     ns.replay_n = [int(x) for x in ns.replay_n.split(",")]
     if any(n > ns.n or n < 1 for n in ns.replay_n):
