@@ -194,11 +194,14 @@ class WidthPolicy:
         request 1 + the calibrated acceptance probabilities of its best ``w - 1`` nodes
         (``calibrations``: one per request, default this policy's)."""
         longest = self.widths[-1] - 1
-        matrix = np.zeros((len(scores), max(longest, 1)))
-        if isinstance(scores, np.ndarray):  # [batch, nodes], 0.0 past each request's candidates
+        if isinstance(scores, np.ndarray) and scores.ndim == 2 and scores.shape[1] >= max(longest, 1):
+            matrix = scores[:, : max(longest, 1)]  # [batch, nodes], 0.0 past each request's candidates
+        elif isinstance(scores, np.ndarray):
+            matrix = np.zeros((len(scores), max(longest, 1)))
             taken = scores[:, :longest]
             matrix[:, : taken.shape[1]] = taken
         else:
+            matrix = np.zeros((len(scores), max(longest, 1)))
             for row, request in enumerate(scores):
                 taken = request[:longest]
                 matrix[row, : len(taken)] = taken
@@ -249,7 +252,7 @@ class WidthPolicy:
 
     def record_outcome(self, scores: Sequence[float], accepted: Sequence[bool]) -> None:
         """Per proposed draft node of a step: its score and whether it was accepted."""
-        if scores:
+        if len(scores):
             self.calibration.record(scores, accepted)
 
     def report(self) -> dict:
@@ -292,10 +295,11 @@ class TenantWidthPolicies:
         return policy
 
     def choose(self, tenants: Sequence[Hashable], scores: Sequence[Sequence[float]], keys: int = 0) -> int:
+        first = tenants[0]
+        if all(t == first for t in tenants):  # one tenant: its policy alone
+            return self.policy(first).choose(scores, keys)
         lead = Counter(tenants).most_common(1)[0][0]
         policy = self.policy(lead)
-        if all(t == lead for t in tenants):
-            return policy.choose(scores, keys)
         calibrations = [self.policy(t).calibration for t in tenants]
         return policy.choose(scores, keys, calibrations)
 

@@ -44,6 +44,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                         "--draft-tokens wide); also ngram_stock (SGLang's own CPU NGRAM worker, which "
                         "verifies sampled requests greedily: flagged), consensus_strict, consensus_model (with model-informed nodes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--write-dataset", type=Path, default=None, metavar="FILE",
+                        help="write the --problems held-out problems of the synthetic task to FILE as GSM8K-format "
+                        "JSON lines (a --dataset file) and exit")
 
 
 def _validate(ns: argparse.Namespace) -> list[str]:
@@ -119,6 +122,15 @@ def _worker_metrics(engine) -> dict:
 
 def run_demo(ns: argparse.Namespace) -> int:
     algorithms = _validate(ns)
+    if ns.write_dataset is not None:
+        from sgl_consensus.workload.datasets import write_synthetic
+
+        try:
+            count = write_synthetic(ns.write_dataset, ns.problems, EVAL_SEED_START)
+        except OSError as exc:
+            raise SystemExit(f"sgl-consensus demo: --write-dataset {ns.write_dataset}: {exc.strerror or exc}") from None
+        print(f"wrote {count} held-out problems to {ns.write_dataset}")
+        return 0
     from sgl_consensus import cpu
 
     cpu.activate()

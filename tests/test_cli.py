@@ -44,6 +44,18 @@ def test_demo_rejects_unknown_algorithm():
 
 
 @pytest.mark.engine
+def test_demo_writes_a_dataset_file_the_loader_reads(tmp_path):
+    from sgl_consensus.workload.datasets import load_jsonl
+
+    path = tmp_path / "heldout.jsonl"
+    out = _run(["demo", "--write-dataset", str(path), "--problems", "3"])
+    assert out.returncode == 0 and "wrote 3 held-out problems" in out.stdout
+    problems = load_jsonl(path)
+    assert len(problems) == 3 and all(isinstance(p.answer, int) and p.question for p in problems)
+    bad = _run(["demo", "--write-dataset", str(tmp_path / "missing" / "x.jsonl"), "--problems", "3"])
+    assert bad.returncode == 1 and "--write-dataset" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_demo_runs_all_algorithms_and_reports_json():
     from sgl_consensus.demo import ALGORITHMS
 

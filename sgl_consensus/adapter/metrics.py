@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 logger = logging.getLogger("sgl_consensus.metrics")
 
@@ -42,23 +45,23 @@ class DraftMetrics:
     _last_log: float = field(default_factory=time.monotonic)
 
     def record_step(self, batch_size: int, seconds: float,
-                    sources: list[tuple[int, int, int]] | None = None, tree_nodes: int = 0,
-                    model_nodes: list[int] | None = None) -> None:
-        """One draft step; ``sources`` = per request (sibling, global, own) node counts, if known;
-        ``model_nodes`` = per request model-informed nodes (counted apart from the sources)."""
+                    sources: np.ndarray | Sequence[Sequence[int]] | None = None, tree_nodes: int = 0) -> None:
+        """One draft step; ``sources``: per request its draft-node counts (sibling, global, own) and,
+        as a fourth column if known, model-informed nodes (counted apart from the sources)."""
         self.steps += 1
         self.request_steps += batch_size
         self.draft_seconds += seconds
         self.verified_nodes += batch_size * tree_nodes
-        if sources is not None:
+        if sources is not None and len(sources):
+            counts = np.asarray(sources, dtype=np.int64).reshape(len(sources), -1).sum(axis=0).tolist()
+            sibling, global_, own = counts[:3]
+            model = counts[3] if len(counts) > 3 else 0
             nodes = self.nodes
-            model = model_nodes or [0] * len(sources)
-            for (sibling, global_, own), from_model in zip(sources, model):
-                nodes["draft_nodes_sibling"] += sibling
-                nodes["draft_nodes_global"] += global_
-                nodes["draft_nodes_own"] += own
-                nodes["padding_nodes"] += tree_nodes - 1 - sibling - global_ - own - from_model
-            self.model_nodes += sum(model)
+            nodes["draft_nodes_sibling"] += sibling
+            nodes["draft_nodes_global"] += global_
+            nodes["draft_nodes_own"] += own
+            nodes["padding_nodes"] += len(sources) * (tree_nodes - 1) - sibling - global_ - own - model
+            self.model_nodes += model
         self._maybe_log()
 
     def record_phases(self, marks: list[float]) -> None:

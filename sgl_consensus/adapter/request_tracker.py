@@ -17,10 +17,10 @@ is stale (its tokens already in ``output_ids``) is then simply not used.
 
 from __future__ import annotations
 
-import math
-
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
+
+import numpy as np
 
 from sgl_consensus.grouping import SiblingGrouper
 from sgl_consensus.request_params import ConsensusParams, read_params
@@ -31,6 +31,7 @@ class _Tracked:
     req: Any  # sglang Req
     committed_outputs: int  # how many output tokens the drafter has seen
     tenant: Hashable | None = None  # custom_params["consensus_tenant"] (None: the default tenant)
+    prompt_len: int = 0  # len(req.origin_input_ids): committed outputs = seq_len + 1 - prompt_len
 
 
 def consensus_params(req) -> ConsensusParams:
@@ -118,17 +119,34 @@ class RequestTracker:
         ``pending``, which is exact without overlap scheduling). ``logprobs``: per request, the
         target's logprobs of the tokens its last verify committed (the newest committed tokens)."""
         rids, roots = [], []
-        self.last_new_tokens = {}
+        self.last_new_tokens = new_tokens = {}
         batch = _Extensions()
+        tracked_requests = self._tracked
         for i, req in enumerate(reqs):
-            roots.append(self._sync_one(req, None if seq_lens is None else int(seq_lens[i]),
-                                        pending[i] if pending is not None else (),
-                                        logprobs.get(req.rid) if logprobs else None, batch))
-            rids.append(req.rid)
+            rid = req.rid
+            rids.append(rid)
+            tracked = tracked_requests.get(rid)
+            outputs = req.output_ids
+            row = pending[i] if pending is not None else ()
+            if tracked is not None and seq_lens is not None:
+                # The common step: new tokens since the last sync, all known (output_ids + pending).
+                committed = int(seq_lens[i]) + 1 - tracked.prompt_len
+                seen = tracked.committed_outputs
+                if seen < committed <= len(outputs) + len(row):
+                    new = list(outputs[seen:committed]) if committed <= len(outputs) else \
+                        _committed_slice(outputs, row, seen, committed)
+                    new_tokens[rid] = new
+                    tracked.committed_outputs = committed
+                    batch.add(rid, new, logprobs.get(rid) if logprobs else None)
+                    roots.append(new[-1])  # = SGLang's last committed token, so the drafter's tail agrees
+                    continue
+            roots.append(self._sync_one(req, None if seq_lens is None else int(seq_lens[i]), row,
+                                        logprobs.get(rid) if logprobs else None, batch))
         if batch.rids:
             self.drafter.extend_many(batch.rids, batch.tokens, batch.logprobs if batch.with_logprobs else None)
-            self.tokens_with_probs += batch.known
-            self.prob_sum += batch.prob_sum
+            known, prob_sum = batch.probability_stats()
+            self.tokens_with_probs += known
+            self.prob_sum += prob_sum
         return rids, roots
 
     def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], logprobs: list[float] | None,
@@ -173,7 +191,7 @@ class RequestTracker:
         params = consensus_params(req)
         group = self.grouper.assign(req.rid, params, prompt)
         self.drafter.add(req.rid, group, list(prompt), tenant=params.tenant)
-        tracked = self._tracked[req.rid] = _Tracked(req, 0, params.tenant)
+        tracked = self._tracked[req.rid] = _Tracked(req, 0, params.tenant, len(req.origin_input_ids))
         return tracked
 
     def _remove(self, rid: Hashable) -> None:
@@ -186,15 +204,13 @@ class RequestTracker:
 class _Extensions:
     """One sync's new tokens, handed to the drafter in one `extend_many` call."""
 
-    __slots__ = ("rids", "tokens", "logprobs", "with_logprobs", "known", "prob_sum")
+    __slots__ = ("rids", "tokens", "logprobs", "with_logprobs")
 
     def __init__(self) -> None:
         self.rids: list[Hashable] = []
         self.tokens: list[list[int]] = []
         self.logprobs: list[list[float] | None] = []
         self.with_logprobs = False
-        self.known = 0  # tokens that come with the target's probability
-        self.prob_sum = 0.0
 
     def add(self, rid: Hashable, new: list[int], logprobs: list[float] | None) -> None:
         """The last verify's logprobs cover the newest tokens (ignored if there are more of them)."""
@@ -203,10 +219,15 @@ class _Extensions:
         if logprobs and len(logprobs) <= len(new):
             self.logprobs.append(logprobs)
             self.with_logprobs = True
-            self.known += len(logprobs)
-            self.prob_sum += sum(math.exp(x) for x in logprobs)
         else:
             self.logprobs.append(None)
+
+    def probability_stats(self) -> tuple[int, float]:
+        """Tokens that came with the target's probability, and the sum of those probabilities."""
+        if not self.with_logprobs:
+            return 0, 0.0
+        known = [x for row in self.logprobs if row for x in row]
+        return len(known), float(np.exp(np.asarray(known, dtype=np.float64)).sum())
 
 
 def _committed_slice(outputs, pending: Sequence[int], start: int, stop: int) -> list[int]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Hashable, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ from sglang.srt.speculative import ngram_worker
 from sglang.srt.speculative.ngram_worker import NGRAMWorker
 
 from sgl_consensus.adaptive import TenantWidthPolicies
+from sgl_consensus.adapter.draft_step import DraftStep, VerifyRecord
 from sgl_consensus.adapter.exact_trees import detach_duplicate_siblings
 from sgl_consensus.adapter.metrics import DraftMetrics
 from sgl_consensus.adapter.plain_decode import can_decode_plainly, decode_plainly
@@ -105,8 +105,6 @@ class ConsensusWorker(NGRAMWorker):
         self.widths = self.settings.widths(self._max_width) if ranked else (self._max_width,)
         self.policy = self._new_policy() if ranked else None
         self._staged: tuple[np.ndarray, np.ndarray] | None = None  # this step's trees, drafted up front
-        self._last_proposal: tuple[list[Hashable], list, list, int] | None = None  # rids, tenants, candidates, width
-        self._last_step: tuple[float, list, int, int] | None = None  # start, tenants, width, keys
         # The target's probability of every committed token feeds the drafter's edge weights
         # (alpha * p + (1 - alpha) * freq): recorded at each verify, handed over at the next sync.
         self._records_probs = ranked and drafter.config.alpha > 0
@@ -121,6 +119,7 @@ class ConsensusWorker(NGRAMWorker):
         # (Nothing to agree on with one allowed width and no tree check.)
         tp = TensorParallelSync(self.settings.check_tp)
         self._tp = tp if tp.active and (len(self.widths) > 1 or tp.check_trees) else None
+        self.step = DraftStep(self.tracker, self.policy, self.metrics, self._tp) if ranked else None
         logger.info("consensus worker: drafter=%s, grouping=%s, isolation=%s, %d draft tokens, widths %s",
                     self.settings.drafter, self.settings.grouping.enabled, self.settings.isolation,
                     self.draft_token_num, list(self.widths))
@@ -150,8 +149,8 @@ class ConsensusWorker(NGRAMWorker):
         exact = needs_exact_verification(batch.sampling_info, self._on_cpu)
         ranked_decode = self.policy is not None and batch.forward_mode.is_decode() and len(batch.reqs) > 0
         width = self._draft(batch) if ranked_decode else self._max_width
-        if not ranked_decode:
-            self._last_step = None  # a prefill in between: the next step's period is not a verify's cost
+        if not ranked_decode and self.step is not None:
+            self.step.forget_timing()  # a prefill in between: the next step's period is not a verify's cost
         record = (self._records_probs or self._successors_k) and ranked_decode
         recording = recording_committed_logprobs(self._verify_sink, self._successors_k) if record else \
             contextlib.nullcontext()
@@ -164,9 +163,9 @@ class ConsensusWorker(NGRAMWorker):
         if self._verify_sink:
             logprobs, accept_lens, successors = self._verify_sink.pop()
             self._verify_sink.clear()
-            rids, _, candidates, _ = self._last_proposal
-            self._verified = (rids, logprobs, accept_lens, successors, self._staged_tokens,
-                              np.minimum(candidates.lengths, width).tolist())
+            proposal = self.step.proposal
+            self._verified = (proposal.rids, logprobs, accept_lens, successors, self._staged_tokens,
+                              np.minimum(proposal.candidates.lengths, width).tolist())
         if width != self._max_width and not plain:  # a plain step's rows already have the full width
             self._relay_at_max_width(result, width)
         if not batch.forward_mode.is_decode() and self.tracker.drafter is not None:
@@ -187,102 +186,31 @@ class ConsensusWorker(NGRAMWorker):
         self._update_ngram_corpus(batch)
         return result
 
-    # -- one decode step: index update -> width choice -> propose ----------------------------
+    # -- one decode step: inputs from SGLang -> adapter.draft_step ---------------------------
     def _draft(self, batch) -> int:
         start = time.perf_counter()
-        marks = [start]
         seq_lens = self._seq_lens(batch)
-        if self._last_step is not None:
-            last_start, last_tenants, last_width, last_keys = self._last_step
-            self.policy.record_cost(last_tenants, last_width, last_keys, start - last_start)
-        verified = self._verified
-        self._verified = None
-        pending = self._pending_accepted_tokens(batch)
-        committed_logprobs = self._committed_logprobs(verified)
-        marks.append(time.perf_counter())
-        rids, roots = self.tracker.sync(batch.reqs, seq_lens, pending, committed_logprobs)
-        marks.append(time.perf_counter())
-        self._observe_successors(verified)
-        self._record_outcomes()
-        marks.append(time.perf_counter())
-        drafter = self.tracker.drafter
-        candidates = drafter.propose_candidates(rids)
-        marks.append(time.perf_counter())
-        keys = sum(seq_lens)
-        tenants = self.tracker.tenants(rids)
-        width = self.policy.choose(tenants, candidates.scores[:, 1:], keys)
-        if self._tp is not None and len(self.widths) > 1:
-            width = self._tp.agree_width(width)
-        marks.append(time.perf_counter())
-        tokens, mask = drafter.layout(candidates, width)
-        tokens[:, 0] = roots  # node 0 is the verify input: always SGLang's last committed token
-        marks.append(time.perf_counter())
-        self.metrics.record_phases(marks)
-        if self._tp is not None:
-            self._tp.check(tokens, mask)
-        self._staged = (tokens.reshape(-1), mask.reshape(-1))
-        self._staged_tokens = tokens
-        self._last_proposal = (rids, tenants, candidates, width)
-        self._last_step = (start, tenants, width, keys)
-        seconds = time.perf_counter() - start
-        sources = drafter.last_proposal_sources()
-        self.metrics.record_step(len(rids), seconds, sources, width, drafter.last_proposal_model_nodes())
-        self.metrics.root_resyncs = self.tracker.root_resyncs
-        self.metrics.tokens_with_probs = self.tracker.tokens_with_probs
-        self.metrics.mean_committed_prob = self.tracker.prob_sum / max(self.tracker.tokens_with_probs, 1)
-        self._step_report = {
-            "consensus_draft_ms": [round(1000 * seconds, 3)] * len(rids),
-            "consensus_draft_nodes": [list(row) for row in sources],
-            "consensus_width": [width] * len(rids),
-        }
-        return width
+        pending = self._pending_accepted_tokens(batch)  # waits for the last step's accepted tokens
+        plan = self.step.plan(batch.reqs, seq_lens, pending, self._take_verified(), start)
+        self._staged = (plan.tokens.reshape(-1), plan.mask.reshape(-1))
+        self._staged_tokens = plan.tokens
+        self._step_report = plan.report
+        return plan.width
 
-    def _committed_logprobs(self, verified: tuple | None) -> dict[Hashable, list[float]]:
-        """The last verify's committed-token logprobs per request (one small host copy, after the
-        pending-token copy has already waited for that step)."""
-        if verified is None or not self._records_probs:
-            return {}
-        rids, logprobs, accept_lens = verified[:3]
-        rows, lens = logprobs.cpu().tolist(), accept_lens.cpu().tolist()
-        # NaN (logits SGLang had to sanitise): that request's tokens go in by frequency alone.
-        return {rid: row[:n] for rid, row, n in zip(rids, rows, lens) if not any(x != x for x in row[:n])}
-
-    def _observe_successors(self, verified: tuple | None) -> None:
-        """The target's top successors at each real node of the last verify, to the drafter."""
-        if verified is None or verified[3] is None:
-            return
-        rids, _, _, (top_tokens, top_probs), node_tokens, counts = verified
-        width = node_tokens.shape[1]
-        top_tokens, top_probs = top_tokens.cpu().view(len(rids), width, -1).tolist(), \
-            top_probs.cpu().view(len(rids), width, -1).tolist()
-        drafter = self.tracker.drafter
-        for b, (rid, count) in enumerate(zip(rids, counts)):
-            if rid in drafter:
-                drafter.observe_successors(rid, node_tokens[b, :count].tolist(), top_tokens[b][:count],
-                                           top_probs[b][:count])
-
-    def _record_outcomes(self) -> None:
-        """Which of the last step's draft nodes were accepted, from the tokens it committed (the
-        verify walks the tree by token, so the committed tokens retrace the accepted path)."""
-        if self._last_proposal is None:
-            return
-        rids, tenants, candidates, width = self._last_proposal
-        self._last_proposal = None
-        outcomes: dict[Hashable, tuple[list[float], list[bool]]] = {}
-        committed = self.tracker.last_new_tokens
-        all_tokens, all_parents = candidates.tokens.tolist(), candidates.parents.tolist()
-        all_scores, lengths = candidates.scores.tolist(), candidates.lengths.tolist()
-        for b, (rid, tenant) in enumerate(zip(rids, tenants)):
-            new = committed.get(rid)
-            if not new:
-                continue
-            size = min(width, lengths[b])
-            accepted = accepted_nodes(all_tokens[b], all_parents[b], size, new)
-            scores, hits = outcomes.setdefault(tenant, ([], []))
-            scores += all_scores[b][1:size]
-            hits += [i in accepted for i in range(1, size)]
-        for tenant, (scores, hits) in outcomes.items():
-            self.policy.record_outcome(tenant, scores, hits)
+    def _take_verified(self) -> VerifyRecord | None:
+        """The last verify's records on the host (small copies, after the pending-token copy has
+        already waited for that step)."""
+        verified, self._verified = self._verified, None
+        if verified is None:
+            return None
+        rids, logprobs, accept_lens, successors, node_tokens, counts = verified
+        if self._records_probs:
+            logprobs, accept_lens = logprobs.float().cpu().numpy(), accept_lens.cpu().numpy()
+        else:
+            logprobs = accept_lens = None
+        if successors is not None:
+            successors = (successors[0].cpu().numpy(), successors[1].float().cpu().numpy())
+        return VerifyRecord(rids, logprobs, accept_lens, successors, node_tokens, counts)
 
     @contextlib.contextmanager
     def _at_width(self, width: int):
@@ -381,7 +309,8 @@ class ConsensusWorker(NGRAMWorker):
         self.tracker.reset()
         if self.policy is not None:  # a flush forgets what was learned, as the corpora do
             self.policy = self._new_policy()
-        self._last_proposal = self._last_step = self._verified = None
+            self.step.reset(self.policy)
+        self._verified = None
 
     # -- helpers -----------------------------------------------------------------------------
     def _uses_pending(self, batch) -> bool:
@@ -406,17 +335,3 @@ class ConsensusWorker(NGRAMWorker):
         values = host.tolist()
         bs = len(batch.reqs)
         return pending_rows(values[: bs * stride], values[bs * stride:], stride)
-
-
-def accepted_nodes(tokens: Sequence[int], parents: Sequence[int], count: int, committed: Sequence[int]) -> set[int]:
-    """Nodes of a best-first tree prefix (``count`` nodes) that the committed tokens walk through."""
-    children: dict[tuple[int, int], int] = {}
-    for i in range(1, count):
-        children.setdefault((parents[i], tokens[i]), i)
-    node, accepted = 0, set()
-    for token in committed:
-        node = children.get((node, token), -1)
-        if node < 0:
-            break
-        accepted.add(node)
-    return accepted

@@ -101,6 +101,8 @@ class DraftCore(Protocol):
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(tokens int64 [bs, w], ancestor mask bool [bs, w, w], label counts int64 [bs, 4], their
         totals int64 [4])."""
+    def accepted(self, batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
+        """bool [bs, n]: the candidates each request's committed tokens walk through (`accepted_rows`)."""
 
 
 class _PyRequest:
@@ -246,6 +248,9 @@ class PythonCore:
         tokens, mask, labels = layout_rows(batch, width, budgets)
         return tokens, mask, labels, labels.sum(axis=0)
 
+    def accepted(self, batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
+        return accepted_rows(batch, width, committed)
+
 
 def _source_rank(source: Source) -> tuple[int, float]:
     return source.depth, source.other_weight  # longer match first, then the more trusted source
@@ -289,3 +294,25 @@ def layout_rows(batch: CandidateBatch, width: int, budgets: Sequence[int] | None
         for label in labels[1:]:
             label_counts[b, label] += 1
     return tokens, mask, label_counts
+
+
+def accepted_rows(batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
+    """bool [bs, n]: the nodes of each request's first ``min(width, length)`` candidates (a
+    best-first tree prefix, root at 0) that its committed tokens walk through from the root. At each
+    token the walk takes the first node (lowest index) whose parent is the current node and whose
+    token it is, and stops at the first token with none (the verify walks the tree the same way, so
+    the committed tokens retrace the accepted path)."""
+    size, n = batch.tokens.shape
+    mask = np.zeros((size, n), dtype=np.bool_)
+    tokens, parents, lengths = batch.tokens.tolist(), batch.parents.tolist(), batch.lengths.tolist()
+    for b, row in enumerate(committed):
+        children: dict[tuple[int, int], int] = {}
+        for i in range(1, min(width, lengths[b])):
+            children.setdefault((parents[b][i], tokens[b][i]), i)
+        node = 0
+        for token in row:
+            node = children.get((node, token), -1)
+            if node < 0:
+                break
+            mask[b, node] = True
+    return mask

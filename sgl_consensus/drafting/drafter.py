@@ -160,7 +160,7 @@ class ConsensusDrafter:
             raise ValueError(f"extend_many needs one token list (and logprob list) per request: {len(rids)} rids, "
                              f"{len(token_lists)} token lists")
         requests = [self._get(rid) for rid in rids]
-        tokens = [validation.token_list(rid, values, "token_ids") for rid, values in zip(rids, token_lists)]
+        tokens = validation.token_rows(rids, token_lists, "token_ids")
         probs = validation.probability_rows(rids, tokens, logprob_lists)
         self.core.extend_many([request.handle for request in requests], tokens, probs)
         for request, row in zip(requests, tokens):
@@ -286,6 +286,14 @@ class ConsensusDrafter:
         counters["padding_nodes"] += batch * (width - 1) - sum(counts)  # rows minus roots minus draft nodes
         return tokens, mask
 
+    def accepted(self, candidates: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
+        """bool [bs, n]: which of ``candidates`` (laid out at ``width``) each request's committed
+        tokens walk through from the root: the nodes its verify accepted."""
+        if len(committed) != len(candidates):
+            raise ValueError(f"accepted needs one committed-token row per request: {len(candidates)} requests, "
+                             f"{len(committed)} rows")
+        return self.core.accepted(candidates, self._check_width(width), committed)
+
     def _check_width(self, width: int | None) -> int:
         n = self.config.num_draft_tokens
         if width is None:
@@ -297,6 +305,11 @@ class ConsensusDrafter:
     def last_proposal_sources(self) -> list[tuple[int, int, int]]:
         """Per request of the last `propose`: draft nodes from (siblings, global corpus, own history)."""
         return [tuple(row) for row in self._last_labels[:, :3].tolist()]
+
+    def last_proposal_labels(self) -> np.ndarray:
+        """Per request of the last `propose`: int64 [bs, 4] draft nodes from (siblings, global corpus,
+        own history, the target's earlier predictions)."""
+        return self._last_labels
 
     def last_proposal_model_nodes(self) -> list[int]:
         """Per request of the last `propose`: model-informed draft nodes (`DraftConfig.model_weight`)."""

@@ -70,3 +70,11 @@ class RankedDrafter(Drafter, Protocol):
     def layout(self, candidates: CandidateBatch | Sequence[Candidates], width: int,
                budgets: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows of `width` nodes from `propose_candidates`'s result (as `propose` returns them)."""
+
+    def accepted(self, candidates: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
+        """bool [bs, n]: the candidates (laid out at `width`) each request's committed tokens walk
+        through from the root (the nodes its verify accepted)."""
+
+    def last_proposal_labels(self) -> np.ndarray:
+        """Per request of the last proposal: int64 [bs, 4] draft nodes from (siblings, global corpus,
+        own history, the target's earlier predictions)."""

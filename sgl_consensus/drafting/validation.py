@@ -38,6 +38,16 @@ def token_list(rid: Hashable, values: Any, what: str) -> list[int]:
             raise ValueError(f"request {rid!r}: {what} must be in [0, {MAX_TOKEN_ID}], got {token}")
     return tokens
 
+def token_rows(rids: Sequence[Hashable], rows: Sequence[Any], what: str) -> list[list[int]]:
+    """`token_list` of every row, checked in one pass when every row is a list of ints (the
+    worker's case); any other row goes through `token_list`, which names the request at fault."""
+    if all(type(row) is list for row in rows):
+        flat = [token for row in rows for token in row]
+        if all(type(token) is int for token in flat) and (not flat or (min(flat) >= 0 and max(flat) <= MAX_TOKEN_ID)):
+            return list(rows)
+    return [token_list(rid, row, what) for rid, row in zip(rids, rows)]
+
+
 def probabilities(rid: Hashable, logprobs: Any, expected: int) -> list[float]:
     """Validate per-token logprobs (<= 0, finite, one per token) and return probabilities."""
     if isinstance(logprobs, np.ndarray):
@@ -72,6 +82,17 @@ def probability_rows(rids: Sequence[Hashable], tokens: Sequence[Sequence[int]],
         return None
     out: list[float] = []
     exp, nan = math.exp, math.nan
+    if all(row is None or (type(row) is list and len(row) <= len(row_tokens))
+           for row_tokens, row in zip(tokens, logprob_rows)) and \
+            all(type(value) is float and value <= 1e-6 for row in logprob_rows if row for value in row):
+        # The worker's case, checked in one pass (NaN fails the comparison).
+        for row_tokens, row in zip(tokens, logprob_rows):
+            unknown = len(row_tokens) - (len(row) if row else 0)
+            if unknown:
+                out += [nan] * unknown
+            if row:
+                out += [exp(value if value < 0.0 else 0.0) for value in row]  # as `probabilities`, bit for bit
+        return out
     for rid, row_tokens, row in zip(rids, tokens, logprob_rows):
         size = len(row_tokens)
         if row is None:

@@ -10,6 +10,7 @@ trie operations is exactly the policy's.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -19,7 +20,7 @@ from ..config import DraftConfig
 from ..core import LABELS, CandidateBatch
 from .build import NativeCoreUnavailable, build
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 _i32, _i64, _f64, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _NAN = math.nan
 
@@ -65,6 +66,7 @@ _SIGNATURES = {
     "sgc_merge_step": ([_ptr, _i32, _i64, _i64, _i32, _ptr], _i64),
     "sgc_propose": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr], _i32),
     "sgc_layout": ([_i32, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr], _i32),
+    "sgc_accepted": ([_i32, _i32, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr], _i32),
 }
 _library: ctypes.PyDLL | None = None
 
@@ -250,6 +252,36 @@ class NativeCore:
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return native_layout(batch, width, budgets)
 
+    def accepted(self, batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
+        return native_accepted(batch, width, committed)
+
+
+def _candidate_arrays(batch: CandidateBatch) -> tuple[tuple[int, ...], list[np.ndarray]]:
+    """Addresses of (tokens, parents, depths, labels, lengths) int32 and the arrays that hold them."""
+    if batch.block is not None:
+        size, n = batch.tokens.shape
+        base, step = _address(batch.block), 4 * size * n
+        return (base, base + step, base + 2 * step, base + 3 * step, base + 4 * step), []
+    held = [np.require(a, np.int32, ["C", "W"])  # held: the call reads them
+            for a in (batch.tokens, batch.parents, batch.depths, batch.labels, batch.lengths)]
+    return tuple(_address(a) for a in held), held
+
+
+def native_accepted(batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
+    """`core.accepted_rows` in C (stateless)."""
+    lib = load()
+    size, n = batch.tokens.shape
+    mask = np.zeros((size, n), dtype=np.bool_)
+    if not size:
+        return mask
+    offsets = np.zeros(size + 1, dtype=np.int64)
+    np.cumsum([len(row) for row in committed], out=offsets[1:])
+    flat = np.fromiter(itertools.chain.from_iterable(committed), dtype=np.int64, count=int(offsets[-1]))
+    inputs, _held = _candidate_arrays(batch)
+    _check(lib.sgc_accepted(size, n, inputs[0], inputs[1], inputs[4], width, _address(offsets),
+                            _address(flat) if len(flat) else _address(offsets), _address(mask)))
+    return mask
+
 
 def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -264,13 +296,7 @@ def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | No
     if not size:
         totals[:] = 0
         return tokens, mask, labels, totals
-    if batch.block is not None:
-        base, step = _address(batch.block), 4 * size * n
-        inputs = (base, base + step, base + 2 * step, base + 3 * step, base + 4 * step)
-    else:
-        held = [np.require(a, np.int32, ["C", "W"])  # held: the call reads them
-                for a in (batch.tokens, batch.parents, batch.depths, batch.labels, batch.lengths)]
-        inputs = tuple(_address(a) for a in held)
+    inputs, _held = _candidate_arrays(batch)
     limits = None if budgets is None else np.asarray(budgets, dtype=np.int32)
     base = _address(out)
     _check(lib.sgc_layout(size, n, *inputs, width, None if limits is None else _address(limits), base,

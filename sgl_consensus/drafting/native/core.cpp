@@ -23,7 +23,7 @@
 
 namespace {
 
-constexpr int32_t kAbiVersion = 2;
+constexpr int32_t kAbiVersion = 3;
 constexpr int32_t kMixed = -1;        // owner code: two or more requests wrote the n-gram
 constexpr int32_t kPrompt = -2;       // owner code: only the group's prompt wrote it
 constexpr int32_t kRoot = 0;
@@ -754,6 +754,35 @@ int32_t sgc_layout(int32_t batch, int32_t n, const int32_t* tokens, const int32_
     std::fill(totals, totals + 4, 0);
     for (int32_t b = 0; b < batch; ++b)
       for (int k = 0; k < 4; ++k) totals[k] += out_labels[int64_t(b) * 4 + k];
+    return 0;
+  })
+}
+
+// core.accepted_rows: the nodes of each row's first min(width, length) candidates that row b's
+// committed tokens (committed[offsets[b] .. offsets[b + 1])) walk through from the root: at each
+// token, the first node (lowest index) whose parent is the current node and whose token it is;
+// the walk stops at the first token with none. out_mask: batch x n bytes.
+int32_t sgc_accepted(int32_t batch, int32_t n, const int32_t* tokens, const int32_t* parents, const int32_t* lengths,
+                     int32_t width, const int64_t* offsets, const int64_t* committed, uint8_t* out_mask) {
+  GUARD(-1, {
+    std::memset(out_mask, 0, size_t(batch) * n);
+    for (int32_t b = 0; b < batch; ++b) {
+      const int64_t o = int64_t(b) * n;
+      const int count = std::min(width, lengths[b]);
+      int32_t node = 0;
+      for (int64_t k = offsets[b]; k < offsets[b + 1]; ++k) {
+        int32_t next = -1;
+        for (int i = 1; i < count; ++i) {
+          if (parents[o + i] == node && tokens[o + i] == committed[k]) {
+            next = i;
+            break;
+          }
+        }
+        if (next < 0) break;
+        out_mask[o + next] = 1;
+        node = next;
+      }
+    }
     return 0;
   })
 }

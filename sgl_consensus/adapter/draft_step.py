@@ -1,0 +1,188 @@
+"""One decode step's drafting, in the order its data flows:
+
+    last verify's outcome -> index update -> learn -> propose -> width choice -> layout
+
+No SGLang import: the worker reads what this needs from SGLang's batch (the requests, SGLang's
+committed lengths, the tokens accepted last step under overlap scheduling) and from the last verify
+(committed-token logprobs, the target's top successors) and hands them in as host arrays, so the
+same step runs, and is timed phase by phase, in a benchmark with stand-in requests
+(``benchmarks/bench_step_phases.py``).
+
+Terms:
+
+- *candidates*: per request, its best draft nodes, best first (``CandidateBatch``); any prefix of
+  ``w`` of them is its best ``w``-node tree;
+- *width*: tree nodes per request verified this step, root included (one width for the batch);
+- *outcome*: which of the last step's draft nodes the verify accepted, found by walking each tree
+  along the tokens the request committed (the verify walks the tree by token, so the committed
+  tokens retrace the accepted path); outcomes calibrate the width policy's acceptance estimates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sgl_consensus.adapter.metrics import DraftMetrics
+
+
+@dataclass
+class VerifyRecord:
+    """What one verify step leaves for the next step's drafting (host arrays)."""
+
+    rids: list[Hashable]  # the verified requests, in batch order
+    logprobs: np.ndarray | None  # [batch, stride]: the target's logprob of each committed token
+    accept_lens: np.ndarray | None  # [batch]: committed tokens per row
+    successors: tuple[np.ndarray, np.ndarray] | None  # top-k tokens and probs, [batch, width, k]
+    node_tokens: np.ndarray  # [batch, width]: the verified trees' tokens
+    node_counts: list[int]  # real (drafted) nodes per request, root included
+
+
+@dataclass
+class StepPlan:
+    """The trees to verify this step."""
+
+    rids: list[Hashable]
+    width: int
+    tokens: np.ndarray  # [batch, width] int64; column 0 = each request's last committed token
+    mask: np.ndarray  # [batch, width, width] ancestor mask
+    seconds: float  # drafting time of the step
+    report: dict[str, list]  # per-request entries for SGLang's meta_info
+
+
+@dataclass
+class _Proposal:
+    rids: list[Hashable]
+    tenants: list[Hashable | None]
+    candidates: Any  # CandidateBatch
+    width: int
+
+
+class DraftStep:
+    """The per-step drafting of one worker: owns what one step hands the next (the proposal to
+    learn from, the step's start time for the cost model)."""
+
+    def __init__(self, tracker, policy, metrics: DraftMetrics, tp=None) -> None:
+        self.tracker = tracker  # RequestTracker (its drafter proposes)
+        self.policy = policy  # TenantWidthPolicies
+        self.metrics = metrics
+        self.tp = tp  # TensorParallelSync or None: agrees the width, checks trees across ranks
+        self._agrees_width = tp is not None and len(policy.widths) > 1  # one allowed width: nothing to agree on
+        self._proposal: _Proposal | None = None
+        self._last_step: tuple[float, list, int, int] | None = None  # start, tenants, width, keys
+
+    def forget_timing(self) -> None:
+        """A non-decode step ran since the last plan: its period is not a verify's cost."""
+        self._last_step = None
+
+    def reset(self, policy) -> None:
+        self.policy = policy
+        self._proposal = self._last_step = None
+
+    @property
+    def proposal(self) -> _Proposal | None:
+        return self._proposal
+
+    def plan(self, reqs: Sequence[Any], seq_lens: Sequence[int] | None, pending: list[list[int]] | None,
+             verified: VerifyRecord | None, start: float | None = None) -> StepPlan:
+        """This step's trees. ``start``: when the step began (default now); ``verified``: the last
+        verify's record (None if nothing was recorded)."""
+        start = time.perf_counter() if start is None else start
+        marks = [start]
+        if self._last_step is not None:
+            last_start, last_tenants, last_width, last_keys = self._last_step
+            self.policy.record_cost(last_tenants, last_width, last_keys, start - last_start)
+        logprobs = committed_logprobs(verified)
+        marks.append(time.perf_counter())
+        rids, roots = self.tracker.sync(reqs, seq_lens, pending, logprobs)
+        marks.append(time.perf_counter())
+        drafter = self.tracker.drafter
+        observe_successors(drafter, verified)
+        self._learn()
+        marks.append(time.perf_counter())
+        candidates = drafter.propose_candidates(rids)
+        marks.append(time.perf_counter())
+        keys = int(sum(seq_lens)) if seq_lens is not None else 0
+        tenants = self.tracker.tenants(rids)
+        width = self.policy.choose(tenants, candidates.scores[:, 1:], keys)
+        if self._agrees_width:
+            width = self.tp.agree_width(width)
+        marks.append(time.perf_counter())
+        tokens, mask = drafter.layout(candidates, width)
+        tokens[:, 0] = roots  # node 0 is the verify input: always SGLang's last committed token
+        marks.append(time.perf_counter())
+        self.metrics.record_phases(marks)
+        if self.tp is not None:
+            self.tp.check(tokens, mask)
+        self._proposal = _Proposal(rids, tenants, candidates, width)
+        self._last_step = (start, tenants, width, keys)
+        seconds = time.perf_counter() - start
+        return StepPlan(rids, width, tokens, mask, seconds, self._record(rids, width, seconds))
+
+    def _record(self, rids: list[Hashable], width: int, seconds: float) -> dict[str, list]:
+        drafter, metrics, tracker = self.tracker.drafter, self.metrics, self.tracker
+        labels = drafter.last_proposal_labels()
+        metrics.record_step(len(rids), seconds, labels, width)
+        metrics.root_resyncs = tracker.root_resyncs
+        metrics.tokens_with_probs = tracker.tokens_with_probs
+        metrics.mean_committed_prob = tracker.prob_sum / max(tracker.tokens_with_probs, 1)
+        count = len(rids)
+        return {"consensus_draft_ms": [round(1000 * seconds, 3)] * count,
+                "consensus_draft_nodes": labels[:, :3].tolist(), "consensus_width": [width] * count}
+
+    def _learn(self) -> None:
+        """The last step's outcomes to the width policy's calibration, per tenant."""
+        proposal, self._proposal = self._proposal, None
+        if proposal is None:
+            return
+        candidates, width = proposal.candidates, proposal.width
+        committed = self.tracker.last_new_tokens
+        rows = [committed.get(rid, ()) for rid in proposal.rids]
+        sizes = np.minimum(candidates.lengths, width)
+        accepted = self.tracker.drafter.accepted(candidates, width, rows)
+        has_new = np.fromiter((len(row) > 0 for row in rows), dtype=bool, count=len(rows))
+        nodes = np.arange(candidates.tokens.shape[1])
+        drafted = (nodes >= 1) & (nodes < sizes[:, None]) & has_new[:, None]  # real draft nodes
+        tenants = proposal.tenants
+        if all(t == tenants[0] for t in tenants):
+            if has_new.any():
+                self.policy.record_outcome(tenants[0], candidates.scores[drafted], accepted[drafted])
+            return
+        index: dict[Hashable, int] = {}  # tenants in order of first appearance (the policies' LRU order)
+        of_request = np.array([index.setdefault(t, len(index)) for t in tenants])
+        for tenant, i in index.items():
+            mine = has_new & (of_request == i)
+            if not mine.any():
+                continue
+            mine = drafted & mine[:, None]
+            self.policy.record_outcome(tenant, candidates.scores[mine], accepted[mine])
+
+
+def committed_logprobs(verified: VerifyRecord | None) -> dict[Hashable, list[float]]:
+    """The last verify's committed-token logprobs per request. A row with NaN (logits SGLang had
+    to sanitise) is left out: that request's tokens go in by frequency alone."""
+    if verified is None or verified.logprobs is None:
+        return {}
+    logprobs, lens = verified.logprobs, verified.accept_lens
+    committed = np.arange(logprobs.shape[1]) < lens[:, None]
+    clean = ~(np.isnan(logprobs) & committed).any(axis=1)
+    return {rid: row[:n] for rid, row, n, ok in zip(verified.rids, logprobs.tolist(), lens.tolist(), clean.tolist())
+            if ok}
+
+
+def observe_successors(drafter, verified: VerifyRecord | None) -> None:
+    """The target's top successors at each real node of the last verify, to the drafter."""
+    if verified is None or verified.successors is None:
+        return
+    top_tokens, top_probs = verified.successors
+    batch, width = verified.node_tokens.shape
+    top_tokens = top_tokens.reshape(batch, width, -1).tolist()
+    top_probs = top_probs.reshape(batch, width, -1).tolist()
+    for b, (rid, count) in enumerate(zip(verified.rids, verified.node_counts)):
+        if rid in drafter:
+            drafter.observe_successors(rid, verified.node_tokens[b, :count].tolist(), top_tokens[b][:count],
+                                       top_probs[b][:count])

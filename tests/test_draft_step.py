@@ -1,0 +1,151 @@
+"""DraftStep: the worker's per-step drafting, driven with stand-in requests (no SGLang).
+
+The accepted-node walk is checked against a direct per-request reference on real candidate trees;
+the step against what it must hand SGLang (roots, widths) and what it must learn (outcomes per tenant).
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sgl_consensus.adapter.draft_step import DraftStep, VerifyRecord
+from sgl_consensus.adapter.metrics import DraftMetrics
+from sgl_consensus.adapter.request_tracker import RequestTracker
+from sgl_consensus.adaptive import TenantWidthPolicies
+from sgl_consensus.drafting import ConsensusDrafter, DraftConfig
+from sgl_consensus.grouping import SiblingGrouper
+
+
+def reference_accepted(tokens, parents, size, committed) -> set[int]:
+    """The walk, one request at a time: the first node (by index) with that parent and token."""
+    children: dict[tuple[int, int], int] = {}
+    for i in range(1, size):
+        children.setdefault((parents[i], tokens[i]), i)
+    node, accepted = 0, set()
+    for token in committed:
+        node = children.get((node, token), -1)
+        if node < 0:
+            break
+        accepted.add(node)
+    return accepted
+
+
+def _candidates(seed: int, core: str = "python", paths: int = 6, width: int = 8):
+    """Real candidate trees: siblings sharing a small vocabulary, so trees branch."""
+    rng = random.Random(seed)
+    drafter = ConsensusDrafter(DraftConfig(num_draft_tokens=width), core=core)
+    rids = [f"r{i}" for i in range(paths)]
+    for rid in rids:
+        drafter.add(rid, "g", [1, 2, 3])
+    for _ in range(30):
+        for rid in rids:
+            drafter.extend(rid, [rng.randrange(4, 9)])
+    return drafter, drafter.propose_candidates(rids), rng
+
+
+@pytest.mark.parametrize("core", ["python", "native"])
+@pytest.mark.parametrize("seed", range(8))
+def test_accepted_nodes_match_the_per_request_walk(seed, core):
+    drafter, candidates, rng = _candidates(seed, core)
+    width = rng.choice([2, 4, 8])
+    sizes = np.minimum(candidates.lengths, width)
+    tokens, parents = candidates.tokens.tolist(), candidates.parents.tolist()
+    committed = []
+    for b in range(len(sizes)):  # half follow a path of the tree (then stray), half are random
+        if rng.random() < 0.5 and sizes[b] > 1:
+            node = rng.randrange(1, int(sizes[b]))
+            path = []
+            while node > 0:
+                path.append(tokens[b][node])
+                node = parents[b][node]
+            committed.append(path[::-1] + [rng.randrange(4, 9)])
+        else:
+            committed.append([rng.randrange(4, 9) for _ in range(rng.randrange(0, 4))])
+    mask = drafter.accepted(candidates, width, committed)
+    for b in range(len(sizes)):
+        assert set(np.flatnonzero(mask[b]).tolist()) == reference_accepted(tokens[b], parents[b], int(sizes[b]),
+                                                                           committed[b])
+    assert mask.any(), "no row walked into its tree: the check above would be vacuous"
+
+
+@pytest.mark.parametrize("core", ["python", "native"])
+def test_accepted_nodes_of_rows_without_tokens_and_bad_rows(core):
+    drafter, candidates, _ = _candidates(0, core)
+    assert not drafter.accepted(candidates, 8, [[] for _ in range(len(candidates))]).any()
+    with pytest.raises(ValueError, match="one committed-token row per request: 6 requests, 2 rows"):
+        drafter.accepted(candidates, 8, [[1], [2]])
+    with pytest.raises(ValueError, match="width must be an integer in \\[1, 8\\].*got 9"):
+        drafter.accepted(candidates, 9, [[] for _ in range(len(candidates))])
+
+
+def _req(rid, prompt, tenant=None):
+    ids = array("q", prompt)
+    custom = {"consensus_group": "g", **({"consensus_tenant": tenant} if tenant else {})}
+    return SimpleNamespace(rid=rid, origin_input_ids_unpadded=ids, origin_input_ids=ids, output_ids=array("q"),
+                           finished=lambda: False,
+                           sampling_params=SimpleNamespace(n=1, max_new_tokens=64, custom_params=custom))
+
+
+def _step(widths=(1, 2, 4, 8)):
+    drafter = ConsensusDrafter(DraftConfig(num_draft_tokens=8))
+    tracker = RequestTracker(drafter, SiblingGrouper())
+    return DraftStep(tracker, TenantWidthPolicies(widths), DraftMetrics(log_interval_s=0)), tracker
+
+
+def _run(step, reqs, streams, steps):
+    """Commit each request's stream token by token along what the trees get right (plus a bonus)."""
+    verified = None
+    plans = []
+    for _ in range(steps):
+        seq_lens = [len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs]
+        plan = step.plan(reqs, seq_lens, None, verified)
+        plans.append(plan)
+        proposal = step.proposal
+        sizes = np.minimum(proposal.candidates.lengths, plan.width)
+        futures = [s[len(r.output_ids): len(r.output_ids) + plan.width] for r, s in zip(reqs, streams)]
+        counts = step.tracker.drafter.accepted(proposal.candidates, plan.width, futures).sum(axis=1) + 1
+        lens = []
+        for r, s, k in zip(reqs, streams, counts):
+            take = s[len(r.output_ids): len(r.output_ids) + int(k)]
+            r.output_ids.extend(take)
+            lens.append(len(take))
+        logprobs = np.full((len(reqs), plan.width + 1), -0.1, dtype=np.float32)
+        verified = VerifyRecord(plan.rids, logprobs, np.array(lens), None, plan.tokens, sizes.tolist())
+    return plans
+
+
+def test_plan_roots_are_the_last_committed_tokens_and_widths_are_allowed():
+    step, tracker = _step()
+    streams = [[5, 6, 7, 8, 9] * 40 for _ in range(4)]
+    reqs = [_req(f"r{i}", [1, 2, 3]) for i in range(4)]
+    for r, s in zip(reqs, streams):
+        r.output_ids.append(s[0])
+    tracker.admit(reqs)
+    for plan in _run(step, reqs, streams, 40):
+        assert plan.width in (1, 2, 4, 8) and plan.tokens.shape == (4, plan.width)
+        assert plan.report["consensus_width"] == [plan.width] * 4
+    roots = step.plan(reqs, [len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs], None, None).tokens[:, 0]
+    assert roots.tolist() == [r.output_ids[-1] for r in reqs]
+    # a repetitive stream is easy to draft: the policy must have learned to go wide
+    report = step.policy.report()
+    accepted = sum(b["accepted"] for b in report["calibration"])
+    assert accepted > 10 and max(int(w) for w, n in report["width_histogram"].items() if n) > 1
+    assert tracker.tokens_with_probs > 0
+
+
+def test_outcomes_are_learned_per_tenant():
+    step, tracker = _step()
+    streams = [[5, 6, 7, 8, 9] * 40 for _ in range(4)]
+    reqs = [_req(f"r{i}", [1, 2, 3], tenant="a" if i < 2 else "b") for i in range(4)]
+    for r, s in zip(reqs, streams):
+        r.output_ids.append(s[0])
+    tracker.admit(reqs)
+    _run(step, reqs, streams, 20)
+    proposed = {t: sum(b["proposed"] for b in step.policy.policy(t).report()["calibration"]) for t in ("a", "b")}
+    assert proposed["a"] > 0 and proposed["b"] > 0
+    assert step.policy.policy(None).report()["calibration"][0]["proposed"] == 0  # the default tenant saw none
