@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,23 @@ def test_tiny_reasoner_keeps_its_prompt_format_and_strict_answers(tmp_path):
     from_file = build_workload(BUNDLED_MODEL, 2, path, HELD_OUT)
     assert from_file.prompts == synthetic.prompts and from_file.answers == synthetic.answers
     assert from_file.free_form and from_file.extract("The answer is 5") == 5
+
+
+def test_arithmetic_dataset_script_writes_questions_the_loader_reads_with_right_answers(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "make_arithmetic_dataset.py"
+    path = tmp_path / "arithmetic.jsonl"
+    out = subprocess.run([sys.executable, str(script), str(path), "--problems", "30"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    problems = load_jsonl(path)
+    assert len(problems) == 30
+    for p in problems:
+        a, op, b = re.fullmatch(r"What is (\d+) ([+x-]) (\d+)\?", p.question).groups()
+        assert p.answer == {"+": int(a) + int(b), "-": int(a) - int(b), "x": int(a) * int(b)}[op]
+    bad = subprocess.run([sys.executable, str(script), str(path), "--problems", "0"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "--problems must be >= 1, got 0" in bad.stderr
