@@ -119,29 +119,13 @@ class RequestTracker:
         ``pending``, which is exact without overlap scheduling). ``logprobs``: per request, the
         target's logprobs of the tokens its last verify committed (the newest committed tokens)."""
         rids, roots = [], []
-        self.last_new_tokens = new_tokens = {}
+        self.last_new_tokens = {}
         batch = _Extensions()
-        tracked_requests = self._tracked
         for i, req in enumerate(reqs):
-            rid = req.rid
-            rids.append(rid)
-            tracked = tracked_requests.get(rid)
-            outputs = req.output_ids
-            row = pending[i] if pending is not None else ()
-            if tracked is not None and seq_lens is not None:
-                # The common step: new tokens since the last sync, all known (output_ids + pending).
-                committed = int(seq_lens[i]) + 1 - tracked.prompt_len
-                seen = tracked.committed_outputs
-                if seen < committed <= len(outputs) + len(row):
-                    new = list(outputs[seen:committed]) if committed <= len(outputs) else \
-                        _committed_slice(outputs, row, seen, committed)
-                    new_tokens[rid] = new
-                    tracked.committed_outputs = committed
-                    batch.add(rid, new, logprobs.get(rid) if logprobs else None)
-                    roots.append(new[-1])  # = SGLang's last committed token, so the drafter's tail agrees
-                    continue
-            roots.append(self._sync_one(req, None if seq_lens is None else int(seq_lens[i]), row,
-                                        logprobs.get(rid) if logprobs else None, batch))
+            rids.append(req.rid)
+            roots.append(self._sync_one(req, None if seq_lens is None else int(seq_lens[i]),
+                                        pending[i] if pending is not None else (),
+                                        logprobs.get(req.rid) if logprobs else None, batch))
         if batch.rids:
             self.drafter.extend_many(batch.rids, batch.tokens, batch.logprobs if batch.with_logprobs else None)
             known, prob_sum = batch.probability_stats()
@@ -151,35 +135,39 @@ class RequestTracker:
 
     def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], logprobs: list[float] | None,
                   batch: _Extensions) -> int:
-        outputs = req.output_ids
-        committed = len(outputs) + len(pending) if seq_len is None else seq_len + 1 - len(req.origin_input_ids)
-        if committed > len(outputs) + len(pending):
-            raise RuntimeError(f"request {req.rid!r}: SGLang reports {committed} committed output tokens, "
+        rid, outputs = req.rid, req.output_ids
+        tracked = self._tracked.get(rid)
+        known = len(outputs) + len(pending)
+        if seq_len is None:
+            committed = known
+        else:
+            committed = seq_len + 1 - (tracked.prompt_len if tracked is not None else len(req.origin_input_ids))
+        if committed > known:
+            raise RuntimeError(f"request {rid!r}: SGLang reports {committed} committed output tokens, "
                                f"but only {len(outputs)} + {len(pending)} pending are known")
-        tracked = self._tracked.get(req.rid)
         if tracked is not None and committed < tracked.committed_outputs:
-            self._remove(req.rid)  # outputs rewound (retraction / re-prefill): start over
+            self._remove(rid)  # outputs rewound (retraction / re-prefill): start over
             tracked = None
         if tracked is None:
             tracked = self._add(req)
         seen = tracked.committed_outputs
-        new: list[int] = []
-        if seen < committed:
-            new = _committed_slice(outputs, pending, seen, committed)
-            self.last_new_tokens[req.rid] = new
+        if seen < committed:  # the common step
+            new = list(outputs[seen:committed]) if committed <= len(outputs) else \
+                _committed_slice(outputs, pending, seen, committed)
+            self.last_new_tokens[rid] = new
             tracked.committed_outputs = committed
+            batch.add(rid, new, logprobs)
+            return new[-1]  # SGLang's last committed token, which the drafter's tail now ends with
         root = _committed_slice(outputs, pending, committed - 1, committed)[0] if committed else \
             int(req.origin_input_ids_unpadded[-1])
-        if (new[-1] if new else self.drafter.last_token(req.rid)) != root:
+        if self.drafter.last_token(rid) != root:
             # The drafter missed or doubled a token: rebuild its view from SGLang's.
             self.root_resyncs += 1
-            self._remove(req.rid)
+            self._remove(rid)
             tracked = self._add(req)
             if committed:
-                self.drafter.extend(req.rid, _committed_slice(outputs, pending, 0, committed))
+                self.drafter.extend(rid, _committed_slice(outputs, pending, 0, committed))
             tracked.committed_outputs = committed
-        elif new:
-            batch.add(req.rid, new, logprobs)
         return root
 
     def tenants(self, rids: Sequence[Hashable]) -> list[Hashable | None]:

@@ -311,10 +311,6 @@ class ConsensusDrafter:
         own history, the target's earlier predictions)."""
         return self._last_labels
 
-    def last_proposal_model_nodes(self) -> list[int]:
-        """Per request of the last `propose`: model-informed draft nodes (`DraftConfig.model_weight`)."""
-        return self._last_labels[:, MODEL].tolist()
-
     # ------------------------------------------------------------------ introspection
     def stats(self) -> dict[str, int]:
         """Plain counts for metrics and leak checks (per-request/group counts are 0 once all are removed)."""

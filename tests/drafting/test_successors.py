@@ -57,7 +57,7 @@ def test_merged_trees_stay_best_first_trees_without_duplicate_siblings(seed):
     assert len(siblings) == len(set(siblings))
     tokens, mask = d.propose(["a", "b"])
     assert tokens.shape == (2, 8) and mask.shape == (2, 8, 8)
-    assert d.stats()["draft_nodes_model"] == sum(d.last_proposal_model_nodes())
+    assert d.stats()["draft_nodes_model"] == int(d.last_proposal_labels()[:, 3].sum())
 
 
 def test_model_nodes_fill_a_silent_tree():
@@ -67,7 +67,7 @@ def test_model_nodes_fill_a_silent_tree():
     cands = d.propose_candidates(["a"])[0]
     assert 40 in cands.tokens
     tokens, _ = d.propose(["a"])
-    assert 40 in tokens[0].tolist() and d.last_proposal_model_nodes()[0] >= 1
+    assert 40 in tokens[0].tolist() and d.last_proposal_labels()[0, 3] >= 1
 
 
 def test_model_settings_are_validated():
