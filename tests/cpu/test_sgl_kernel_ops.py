@@ -7,7 +7,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Tuple
 
 import pytest
 import torch
@@ -399,7 +399,7 @@ def reference_verify_tree_greedy(
     predicts, accept_index, accept_num, candidates, rindex, ntoken, nsibling, target
 ) -> None:
     """The CUDA kernel VerifyTreeGreedy on Python lists (flat target/predicts)."""
-    bs, n = len(candidates), len(candidates[0])
+    bs = len(candidates)
     spec = len(accept_index[0])
     for bx in range(bs):
         last = rindex[bx][0]
