@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in (("--groups", ns.groups), ("--paths", ns.paths), ("--waves", ns.waves)):
         if value < 1:
             parser.error(f"{name} must be >= 1, got {value}")
+    unknown = sorted(set(ns.cores.split(",")) - {"native", "python", "auto"})
+    if unknown:
+        parser.error(f"--cores: unknown core(s) {unknown}; choose from native, python, auto")
     with gzip.open(STREAMS, "rt") as f:
         problems = json.load(f)["problems"]
     data = {"command": shlex.join([".venv/bin/python", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),

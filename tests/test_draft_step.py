@@ -149,3 +149,25 @@ def test_outcomes_are_learned_per_tenant():
     proposed = {t: sum(b["proposed"] for b in step.policy.policy(t).report()["calibration"]) for t in ("a", "b")}
     assert proposed["a"] > 0 and proposed["b"] > 0
     assert step.policy.policy(None).report()["calibration"][0]["proposed"] == 0  # the default tenant saw none
+
+
+def test_step_phase_benchmark_runs_both_cores_and_reports_every_phase(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sgl_consensus.adapter.metrics import DRAFT_PHASES
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step_phases.py"
+    out = tmp_path / "phases.json"
+    run = subprocess.run([sys.executable, str(script), "--groups", "1", "--paths", "3", "--waves", "1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [r["core"] for r in data["runs"]] == ["native", "python"]
+    for r in data["runs"]:
+        assert r["full_batch_steps"] > 0 and set(r["phase_ms_per_step_full_batch"]) == set(DRAFT_PHASES)
+        assert r["tokens_per_step_per_request"] >= 1.0  # every step commits at least the bonus token
+    bad = subprocess.run([sys.executable, str(script), "--groups", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--groups must be >= 1, got 0" in bad.stderr
