@@ -194,14 +194,13 @@ class WidthPolicy:
         request 1 + the calibrated acceptance probabilities of its best ``w - 1`` nodes
         (``calibrations``: one per request, default this policy's)."""
         longest = self.widths[-1] - 1
-        if isinstance(scores, np.ndarray) and scores.ndim == 2 and scores.shape[1] >= max(longest, 1):
-            matrix = scores[:, : max(longest, 1)]  # [batch, nodes], 0.0 past each request's candidates
-        elif isinstance(scores, np.ndarray):
-            matrix = np.zeros((len(scores), max(longest, 1)))
-            taken = scores[:, :longest]
-            matrix[:, : taken.shape[1]] = taken
+        columns = max(longest, 1)
+        if isinstance(scores, np.ndarray):  # [batch, nodes], 0.0 past each request's candidates
+            matrix = scores[:, :longest]  # a view: no copy of the batch's scores
+            if matrix.shape[1] < columns:
+                matrix = np.pad(matrix, ((0, 0), (0, columns - matrix.shape[1])))
         else:
-            matrix = np.zeros((len(scores), max(longest, 1)))
+            matrix = np.zeros((len(scores), columns))
             for row, request in enumerate(scores):
                 taken = request[:longest]
                 matrix[row, : len(taken)] = taken

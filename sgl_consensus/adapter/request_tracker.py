@@ -31,7 +31,6 @@ class _Tracked:
     req: Any  # sglang Req
     committed_outputs: int  # how many output tokens the drafter has seen
     tenant: Hashable | None = None  # custom_params["consensus_tenant"] (None: the default tenant)
-    prompt_len: int = 0  # len(req.origin_input_ids): committed outputs = seq_len + 1 - prompt_len
 
 
 def consensus_params(req) -> ConsensusParams:
@@ -138,10 +137,7 @@ class RequestTracker:
         rid, outputs = req.rid, req.output_ids
         tracked = self._tracked.get(rid)
         known = len(outputs) + len(pending)
-        if seq_len is None:
-            committed = known
-        else:
-            committed = seq_len + 1 - (tracked.prompt_len if tracked is not None else len(req.origin_input_ids))
+        committed = known if seq_len is None else seq_len + 1 - len(req.origin_input_ids)
         if committed > known:
             raise RuntimeError(f"request {rid!r}: SGLang reports {committed} committed output tokens, "
                                f"but only {len(outputs)} + {len(pending)} pending are known")
@@ -179,7 +175,7 @@ class RequestTracker:
         params = consensus_params(req)
         group = self.grouper.assign(req.rid, params, prompt)
         self.drafter.add(req.rid, group, list(prompt), tenant=params.tenant)
-        tracked = self._tracked[req.rid] = _Tracked(req, 0, params.tenant, len(req.origin_input_ids))
+        tracked = self._tracked[req.rid] = _Tracked(req, 0, params.tenant)
         return tracked
 
     def _remove(self, rid: Hashable) -> None:

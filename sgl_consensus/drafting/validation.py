@@ -38,6 +38,7 @@ def token_list(rid: Hashable, values: Any, what: str) -> list[int]:
             raise ValueError(f"request {rid!r}: {what} must be in [0, {MAX_TOKEN_ID}], got {token}")
     return tokens
 
+
 def token_rows(rids: Sequence[Hashable], rows: Sequence[Any], what: str) -> list[list[int]]:
     """`token_list` of every row, checked in one pass when every row is a list of ints (the
     worker's case); any other row goes through `token_list`, which names the request at fault."""
@@ -80,37 +81,24 @@ def probability_rows(rids: Sequence[Hashable], tokens: Sequence[Sequence[int]],
     named as `probabilities` would name it."""
     if logprob_rows is None or all(row is None for row in logprob_rows):
         return None
+    if not (all(row is None or (type(row) is list and len(row) <= len(row_tokens))
+                for row_tokens, row in zip(tokens, logprob_rows))
+            and all(type(value) is float and value <= 1e-6 for row in logprob_rows if row for value in row)):
+        return _slow_rows(rids, tokens, logprob_rows)  # arrays, tuples, ints, NumPy scalars, or a bad row
+    # The worker's case (lists of floats), checked above in one pass (NaN fails the comparison).
     out: list[float] = []
     exp, nan = math.exp, math.nan
-    if all(row is None or (type(row) is list and len(row) <= len(row_tokens))
-           for row_tokens, row in zip(tokens, logprob_rows)) and \
-            all(type(value) is float and value <= 1e-6 for row in logprob_rows if row for value in row):
-        # The worker's case, checked in one pass (NaN fails the comparison).
-        for row_tokens, row in zip(tokens, logprob_rows):
-            unknown = len(row_tokens) - (len(row) if row else 0)
-            if unknown:
-                out += [nan] * unknown
-            if row:
-                out += [exp(value if value < 0.0 else 0.0) for value in row]  # as `probabilities`, bit for bit
-        return out
-    for rid, row_tokens, row in zip(rids, tokens, logprob_rows):
-        size = len(row_tokens)
-        if row is None:
-            out += [nan] * size
-            continue
-        if isinstance(row, np.ndarray):
-            row = row.tolist()
-        if not isinstance(row, (list, tuple)) or len(row) > size or not all(
-                type(value) is float and value <= 1e-6 for value in row):  # NaN fails the comparison
-            if isinstance(row, (list, tuple)) and len(row) <= size:
-                return _slow_rows(rids, tokens, logprob_rows)  # ints, NumPy scalars, or a bad value
-            probabilities(rid, row, size)  # raises the one-line error for this row
-        out += [nan] * (size - len(row))
-        out += [exp(value if value < 0.0 else 0.0) for value in row]  # as `probabilities`, bit for bit
+    for row_tokens, row in zip(tokens, logprob_rows):
+        unknown = len(row_tokens) - (len(row) if row else 0)
+        if unknown:
+            out += [nan] * unknown
+        if row:
+            out += [exp(value if value < 0.0 else 0.0) for value in row]  # as `probabilities`, bit for bit
     return out
 
 
 def _slow_rows(rids: Sequence[Hashable], tokens: Sequence[Sequence[int]], logprob_rows: Sequence[Any]) -> list[float]:
+    """`probability_rows` row by row through `probabilities`, which names the first bad row."""
     out: list[float] = []
     for rid, row_tokens, row in zip(rids, tokens, logprob_rows):
         size = len(row_tokens)
