@@ -39,6 +39,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SCORE_BINS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0000001)
+_EDGES = np.asarray(SCORE_BINS)
+_LAST_BIN = len(SCORE_BINS) - 2
+
+
+def score_bins(scores: np.ndarray) -> np.ndarray:
+    """The calibration bin of every score (scores outside [0, 1] go to the end bins)."""
+    return np.minimum(np.maximum(np.searchsorted(_EDGES, scores, side="right") - 1, 0), _LAST_BIN)
 
 
 def width_set(max_width: int, allowed: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -77,7 +84,7 @@ class Calibration:
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """``probability`` of every entry of an array of scores."""
-        bins = np.clip(np.searchsorted(SCORE_BINS, scores, side="right") - 1, 0, len(SCORE_BINS) - 2)
+        bins = score_bins(scores)
         k = self.prior_weight
         return (self.accepted[bins] + k * scores) / (self.proposed[bins] + k)
 
@@ -86,7 +93,7 @@ class Calibration:
         self.accepted *= self.decay
         self.score_sum *= self.decay
         values = np.asarray(scores, dtype=np.float64)
-        bins = np.clip(np.searchsorted(SCORE_BINS, values, side="right") - 1, 0, len(SCORE_BINS) - 2)
+        bins = score_bins(values)
         size = len(SCORE_BINS) - 1
         self.proposed += np.bincount(bins, minlength=size)
         self.score_sum += np.bincount(bins, weights=values, minlength=size)
@@ -114,8 +121,11 @@ class CostModel:
     def __init__(self, window: int = 256, refit_every: int = 8) -> None:
         self.window = window
         self.refit_every = refit_every
-        self._rows: list[np.ndarray] = []
-        self._seconds: list[float] = []
+        # The last `window` observations are rows [start, stop) of buffers twice that long, oldest
+        # first (appends are in place; when the end is reached they move to the front at once).
+        self._features = np.zeros((2 * window, 5))
+        self._seconds = np.zeros(2 * window)
+        self._start = self._stop = 0
         self.theta = np.zeros(5)
         self.observations = 0
 
@@ -132,10 +142,16 @@ class CostModel:
         return a + b * batch + c * batch * (widths - 1) + d * keys / 1e3 + e * keys * (widths - 1) / 1e3
 
     def record(self, batch: int, width: int, keys: int, seconds: float) -> None:
-        self._rows.append(self.features(batch, width, keys))
-        self._seconds.append(seconds)
-        if len(self._rows) > self.window:
-            del self._rows[0], self._seconds[0]
+        if self._stop == len(self._seconds):
+            held = self._stop - self._start
+            self._features[:held] = self._features[self._start: self._stop]
+            self._seconds[:held] = self._seconds[self._start: self._stop]
+            self._start, self._stop = 0, held
+        self._features[self._stop] = self.features(batch, width, keys)
+        self._seconds[self._stop] = seconds
+        self._stop += 1
+        if self._stop - self._start > self.window:
+            self._start += 1
         self.observations += 1
         if self.observations % self.refit_every == 0 or self.observations <= self.refit_every:
             self.refit()
@@ -143,9 +159,9 @@ class CostModel:
     def refit(self) -> None:
         from scipy.optimize import nnls
 
-        x = np.vstack(self._rows)
+        x = self._features[self._start: self._stop]
         scale = np.maximum(np.abs(x).max(axis=0), 1e-9)  # comparable columns for the solver
-        solution, _ = nnls(x / scale, np.asarray(self._seconds))
+        solution, _ = nnls(x / scale, self._seconds[self._start: self._stop])
         self.theta = solution / scale
 
 
@@ -208,9 +224,11 @@ class WidthPolicy:
             probability = self.calibration.probabilities(matrix)
         else:
             probability = np.vstack([c.probabilities(row) for c, row in zip(calibrations, matrix)])
-        probability = probability * (matrix > 0)
-        cumulative = np.concatenate([np.zeros(1), probability.sum(axis=0).cumsum()])
-        return {w: len(scores) + float(cumulative[w - 1]) for w in self.widths}
+        per_rank = np.where(matrix > 0, probability, 0.0).sum(axis=0).tolist()  # the batch's k-th best nodes
+        cumulative = [0.0]
+        for value in per_rank:
+            cumulative.append(cumulative[-1] + value)
+        return {w: len(scores) + cumulative[w - 1] for w in self.widths}
 
     def choose(self, scores: Sequence[Sequence[float]], keys: int = 0,
                calibrations: Sequence[Calibration] | None = None) -> int:

@@ -42,6 +42,25 @@ def test_cost_model_recovers_a_linear_cost_with_non_negative_coefficients():
     assert (model.theta >= 0).all()
 
 
+def test_cost_model_fits_exactly_the_last_window_of_observations():
+    """Old observations leave the fit once `window` newer ones arrived (in-place buffers)."""
+    from scipy.optimize import nnls
+
+    model = CostModel(window=16, refit_every=1)
+    rng = random.Random(2)
+    seen = []
+    for step in range(100):
+        bs, w, keys = rng.randint(1, 64), rng.choice([1, 2, 4, 8]), rng.randint(10, 5000)
+        seconds = (0.004 if step < 60 else 0.02) + 0.0002 * bs + rng.gauss(0, 1e-4)  # the cost changes at step 60
+        model.record(bs, w, keys, seconds)
+        seen.append((CostModel.features(bs, w, keys), seconds))
+        x = np.vstack([f for f, _ in seen[-16:]])
+        scale = np.maximum(np.abs(x).max(axis=0), 1e-9)
+        expected, _ = nnls(x / scale, np.array([t for _, t in seen[-16:]]))
+        np.testing.assert_array_equal(model.theta, expected / scale)
+    assert model.predict(1, 1, 0) > 0.015  # only the new cost regime is left in the window
+
+
 def _run(policy: WidthPolicy, scores_of, cost_of, steps: int) -> list[int]:
     chosen = []
     for _ in range(steps):

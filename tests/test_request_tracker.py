@@ -7,10 +7,13 @@ SGLang's KV length ``seq_len`` (committed tokens minus the one the next step fee
 
 from __future__ import annotations
 
+import math
 from array import array
 from types import SimpleNamespace
 
-from sgl_consensus.adapter.request_tracker import RequestTracker, pending_rows
+import pytest
+
+from sgl_consensus.adapter.request_tracker import CommittedLogprobs, RequestTracker, pending_rows
 from sgl_consensus.drafting import ConsensusDrafter, DraftConfig
 from sgl_consensus.grouping import SiblingGrouper
 
@@ -30,11 +33,16 @@ class RecordingDrafter(ConsensusDrafter):
         self.seen[rid] += list(token_ids)
         self.logprobs.setdefault(rid, []).extend(logprobs if logprobs is not None else [None] * len(token_ids))
 
-    def extend_many(self, rids, token_lists, logprob_lists=None):
-        super().extend_many(rids, token_lists, logprob_lists)
+    def extend_many(self, rids, token_lists, logprob_lists=None, *, probabilities=None):
+        super().extend_many(rids, token_lists, logprob_lists, probabilities=probabilities)
+        flat = iter([] if probabilities is None else probabilities.tolist())
         for i, (rid, tokens) in enumerate(zip(rids, token_lists)):
-            known = list((logprob_lists[i] if logprob_lists is not None else None) or [])
             self.seen[rid] += list(tokens)
+            if probabilities is not None:  # as logprobs, None where unknown
+                row = [next(flat) for _ in tokens]
+                self.logprobs.setdefault(rid, []).extend(None if p != p else math.log(p) for p in row)
+                continue
+            known = list((logprob_lists[i] if logprob_lists is not None else None) or [])
             self.logprobs.setdefault(rid, []).extend([None] * (len(tokens) - len(known)) + known)
 
 
@@ -66,10 +74,10 @@ def test_verify_logprobs_go_with_the_newest_tokens():
     a = _req("a", [1, 2, 3], tag="g")
     tracker.sync([a])
     a.output_ids.extend([4, 5, 6])
-    tracker.sync([a], logprobs={"a": [-0.1, -0.2]})        # 4 came from the prefill, 5 and 6 from a verify
-    assert drafter.logprobs["a"] == [None, -0.1, -0.2]
+    tracker.sync([a], logprobs=CommittedLogprobs.from_rows({"a": [-0.1, -0.2]}))  # 4 from the prefill, 5, 6 a verify
+    assert drafter.logprobs["a"] == [None, pytest.approx(-0.1), pytest.approx(-0.2)]
     a.output_ids.extend([7])
-    tracker.sync([a], logprobs={"a": [-0.1, -0.2]})        # more logprobs than tokens: not trusted
+    tracker.sync([a], logprobs=CommittedLogprobs.from_rows({"a": [-0.1, -0.2]}))  # more logprobs than tokens: not trusted
     assert drafter.logprobs["a"][-1] is None
     assert tracker.tokens_with_probs == 2
     assert abs(tracker.prob_sum - (2.718281828 ** -0.1 + 2.718281828 ** -0.2)) < 1e-6
@@ -189,3 +197,47 @@ def test_drafts_do_not_depend_on_the_process_hash_seed():
                               env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip()
                for seed in (1, 2, 3, 4)}
     assert len(digests) == 1, digests
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_batch_probabilities_align_with_each_requests_newest_tokens(seed):
+    """Across a batch, each request's verify logprobs land on its newest tokens; requests without a
+    row, or with more logprobs than new tokens, get none: checked against a per-request rule."""
+    import random
+
+    import numpy as np
+
+    from sgl_consensus.adapter.request_tracker import _Extensions
+
+    rng = random.Random(seed)
+    batch, rows, expected = _Extensions(), {}, []
+    for i in range(rng.randint(1, 12)):
+        rid = f"r{i}"
+        new = [rng.randrange(100) for _ in range(rng.randint(1, 4))]
+        batch.add(rid, new)
+        if rng.random() < 0.8:
+            rows[rid] = [-rng.random() for _ in range(rng.randint(0, 5))]
+        known = rows.get(rid, [])
+        if len(known) > len(new):
+            known = []
+        expected += [None] * (len(new) - len(known)) + [math.exp(v) for v in known]
+    got = batch.probabilities(CommittedLogprobs.from_rows(rows))
+    if all(p is None for p in expected):
+        assert got is None
+    else:
+        assert [None if np.isnan(p) else p for p in got.tolist()] == expected  # bit for bit
+
+
+def test_batch_probabilities_of_the_common_step_and_of_a_reordered_batch():
+    """The common step (the last verify's requests, in its order, each new token one it committed)
+    and the same rows in another order give each request its own probabilities."""
+    from sgl_consensus.adapter.request_tracker import _Extensions
+
+    rows = {"a": [-0.5], "b": [-0.1, -0.2, -0.3], "c": [-1.0, -2.0]}
+    tokens = {"a": [1], "b": [2, 3, 4], "c": [5, 6]}
+    for order in (["a", "b", "c"], ["c", "a", "b"]):
+        batch = _Extensions()
+        for rid in order:
+            batch.add(rid, tokens[rid])
+        got = batch.probabilities(CommittedLogprobs.from_rows(rows)).tolist()
+        assert got == [math.exp(v) for rid in order for v in rows[rid]]

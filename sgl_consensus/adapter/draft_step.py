@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from sgl_consensus.adapter.metrics import DraftMetrics
+from sgl_consensus.adapter.request_tracker import CommittedLogprobs
 
 
 @dataclass
@@ -162,16 +163,16 @@ class DraftStep:
             self.policy.record_outcome(tenant, candidates.scores[mine], accepted[mine])
 
 
-def committed_logprobs(verified: VerifyRecord | None) -> dict[Hashable, list[float]]:
-    """The last verify's committed-token logprobs per request. A row with NaN (logits SGLang had
-    to sanitise) is left out: that request's tokens go in by frequency alone."""
+def committed_logprobs(verified: VerifyRecord | None) -> CommittedLogprobs | None:
+    """The last verify's committed-token logprobs, by request. A row with NaN (logits SGLang had to
+    sanitise) is left out: that request's tokens go in by frequency alone."""
     if verified is None or verified.logprobs is None:
-        return {}
+        return None
     logprobs, lens = verified.logprobs, verified.accept_lens
     committed = np.arange(logprobs.shape[1]) < lens[:, None]
     clean = ~(np.isnan(logprobs) & committed).any(axis=1)
-    return {rid: row[:n] for rid, row, n, ok in zip(verified.rids, logprobs.tolist(), lens.tolist(), clean.tolist())
-            if ok}
+    rows = {rid: r for r, (rid, ok) in enumerate(zip(verified.rids, clean.tolist())) if ok}
+    return CommittedLogprobs(rows, logprobs.astype(np.float64), np.asarray(lens, dtype=np.int64))
 
 
 def observe_successors(drafter, verified: VerifyRecord | None) -> None:

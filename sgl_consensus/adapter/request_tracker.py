@@ -17,6 +17,8 @@ is stale (its tokens already in ``output_ids``) is then simply not used.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
@@ -31,6 +33,26 @@ class _Tracked:
     req: Any  # sglang Req
     committed_outputs: int  # how many output tokens the drafter has seen
     tenant: Hashable | None = None  # custom_params["consensus_tenant"] (None: the default tenant)
+
+
+@dataclass
+class CommittedLogprobs:
+    """The last verify's target logprobs of the tokens it committed, one row per verified request
+    (kept as the verify's array: no per-request lists on the drafting path)."""
+
+    rows: dict[Hashable, int]  # request -> its row; rows with a NaN (sanitised logits) are left out
+    logprobs: np.ndarray  # [rows, stride] float64; row r's first lens[r] entries are valid
+    lens: np.ndarray  # [rows] int64: committed tokens per row
+
+    @classmethod
+    def from_rows(cls, rows: Mapping[Hashable, Sequence[float]]) -> CommittedLogprobs:
+        """From per-request lists (tests, replays)."""
+        stride = max((len(row) for row in rows.values()), default=0)
+        logprobs = np.zeros((len(rows), stride))
+        for r, row in enumerate(rows.values()):
+            logprobs[r, : len(row)] = row
+        lens = np.array([len(row) for row in rows.values()], dtype=np.int64)
+        return cls({rid: r for r, rid in enumerate(rows)}, logprobs, lens)
 
 
 def consensus_params(req) -> ConsensusParams:
@@ -109,31 +131,31 @@ class RequestTracker:
     # -- per decode step --------------------------------------------------------------------
     def sync(
         self, reqs: Sequence[Any], seq_lens: Sequence[int] | None = None, pending: list[list[int]] | None = None,
-        logprobs: dict[Hashable, list[float]] | None = None,
+        logprobs: CommittedLogprobs | None = None,
     ) -> tuple[list[Hashable], list[int]]:
         """Bring the drafter up to date with ``reqs``: their rids and last committed tokens (the
         roots of their draft trees), in batch order.
 
         ``seq_lens``: SGLang's committed KV lengths of the batch (None: trust ``output_ids`` plus
-        ``pending``, which is exact without overlap scheduling). ``logprobs``: per request, the
-        target's logprobs of the tokens its last verify committed (the newest committed tokens)."""
+        ``pending``, which is exact without overlap scheduling). ``logprobs``: the target's
+        logprobs of the tokens each request's last verify committed (its newest committed tokens)."""
         rids, roots = [], []
         self.last_new_tokens = {}
         batch = _Extensions()
         for i, req in enumerate(reqs):
             rids.append(req.rid)
             roots.append(self._sync_one(req, None if seq_lens is None else int(seq_lens[i]),
-                                        pending[i] if pending is not None else (),
-                                        logprobs.get(req.rid) if logprobs else None, batch))
+                                        pending[i] if pending is not None else (), batch))
         if batch.rids:
-            self.drafter.extend_many(batch.rids, batch.tokens, batch.logprobs if batch.with_logprobs else None)
-            known, prob_sum = batch.probability_stats()
-            self.tokens_with_probs += known
-            self.prob_sum += prob_sum
+            probabilities = batch.probabilities(logprobs)
+            self.drafter.extend_many(batch.rids, batch.tokens, probabilities=probabilities)
+            if probabilities is not None:
+                known = probabilities[~np.isnan(probabilities)]
+                self.tokens_with_probs += len(known)
+                self.prob_sum += float(known.sum())
         return rids, roots
 
-    def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], logprobs: list[float] | None,
-                  batch: _Extensions) -> int:
+    def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], batch: _Extensions) -> int:
         rid, outputs = req.rid, req.output_ids
         tracked = self._tracked.get(rid)
         known = len(outputs) + len(pending)
@@ -152,7 +174,7 @@ class RequestTracker:
                 _committed_slice(outputs, pending, seen, committed)
             self.last_new_tokens[rid] = new
             tracked.committed_outputs = committed
-            batch.add(rid, new, logprobs)
+            batch.add(rid, new)
             return new[-1]  # SGLang's last committed token, which the drafter's tail now ends with
         root = _committed_slice(outputs, pending, committed - 1, committed)[0] if committed else \
             int(req.origin_input_ids_unpadded[-1])
@@ -188,30 +210,43 @@ class RequestTracker:
 class _Extensions:
     """One sync's new tokens, handed to the drafter in one `extend_many` call."""
 
-    __slots__ = ("rids", "tokens", "logprobs", "with_logprobs")
+    __slots__ = ("rids", "tokens")
 
     def __init__(self) -> None:
         self.rids: list[Hashable] = []
         self.tokens: list[list[int]] = []
-        self.logprobs: list[list[float] | None] = []
-        self.with_logprobs = False
 
-    def add(self, rid: Hashable, new: list[int], logprobs: list[float] | None) -> None:
-        """The last verify's logprobs cover the newest tokens (ignored if there are more of them)."""
+    def add(self, rid: Hashable, new: list[int]) -> None:
         self.rids.append(rid)
         self.tokens.append(new)
-        if logprobs and len(logprobs) <= len(new):
-            self.logprobs.append(logprobs)
-            self.with_logprobs = True
-        else:
-            self.logprobs.append(None)
 
-    def probability_stats(self) -> tuple[int, float]:
-        """Tokens that came with the target's probability, and the sum of those probabilities."""
-        if not self.with_logprobs:
-            return 0, 0.0
-        known = [x for row in self.logprobs if row for x in row]
-        return len(known), float(np.exp(np.asarray(known, dtype=np.float64)).sum())
+    def probabilities(self, logprobs: CommittedLogprobs | None) -> np.ndarray | None:
+        """The target's probability of every new token, flat over the concatenated tokens (NaN:
+        unknown), or None if none is known. A request's last verify covers its newest tokens: older
+        new tokens (the prefill's) stay unknown, and a request with more logprobs than new tokens
+        gets none (they belong to another step)."""
+        if logprobs is None or not logprobs.rows:
+            return None
+        exp = math.exp  # as `validation.probabilities`, bit for bit
+        lengths = list(map(len, self.tokens))
+        if lengths == logprobs.lens.tolist() and list(logprobs.rows) == self.rids:
+            # The common step: the same requests as the last verify, each new token one it committed.
+            committed = np.arange(logprobs.logprobs.shape[1]) < logprobs.lens[:, None]
+            return np.array([exp(v) for v in np.minimum(logprobs.logprobs[committed], 0.0).tolist()])
+        size = len(self.rids)
+        counts = np.array(lengths, dtype=np.int64)
+        rows = np.fromiter((logprobs.rows.get(rid, -1) for rid in self.rids), dtype=np.int64, count=size)
+        known = np.where(rows >= 0, logprobs.lens[rows], 0)
+        known[known > counts] = 0
+        total = int(known.sum())
+        if not total:
+            return None
+        out = np.full(int(counts.sum()), np.nan)
+        owner = np.repeat(np.arange(size), known)  # the request of each known value
+        column = np.arange(total) - np.repeat(np.cumsum(known) - known, known)
+        values = np.minimum(logprobs.logprobs[rows[owner], column], 0.0).tolist()
+        out[np.repeat(np.cumsum(counts) - known, known) + column] = [exp(v) for v in values]
+        return out
 
 
 def _committed_slice(outputs, pending: Sequence[int], start: int, stop: int) -> list[int]:

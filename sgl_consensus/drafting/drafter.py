@@ -152,16 +152,24 @@ class ConsensusDrafter:
         self._written(request, tokens)
 
     def extend_many(self, rids: Sequence[Hashable], token_lists: Sequence[Sequence[int]],
-                    logprob_lists: Sequence[Sequence[float] | None] | None = None) -> None:
+                    logprob_lists: Sequence[Sequence[float] | None] | None = None, *,
+                    probabilities: np.ndarray | None = None) -> None:
         """`extend` for a batch, in one call to the core. ``logprob_lists[i]``
         (None: none known) covers the *last* ``len(logprob_lists[i])`` tokens of ``token_lists[i]``
-        (a verify knows the target's logprobs of the tokens it committed, not of older ones)."""
+        (a verify knows the target's logprobs of the tokens it committed, not of older ones).
+        Or ``probabilities``: one per token, flat over the concatenated ``token_lists``, NaN where
+        unknown (the worker's form: checked in one array pass)."""
         if len(token_lists) != len(rids) or (logprob_lists is not None and len(logprob_lists) != len(rids)):
             raise ValueError(f"extend_many needs one token list (and logprob list) per request: {len(rids)} rids, "
                              f"{len(token_lists)} token lists")
+        if logprob_lists is not None and probabilities is not None:
+            raise ValueError("extend_many takes logprob_lists or probabilities, not both")
         requests = [self._get(rid) for rid in rids]
         tokens = validation.token_rows(rids, token_lists, "token_ids")
-        probs = validation.probability_rows(rids, tokens, logprob_lists)
+        if probabilities is None:
+            probs = validation.probability_rows(rids, tokens, logprob_lists)
+        else:
+            probs = validation.flat_probabilities(rids, tokens, probabilities)
         self.core.extend_many([request.handle for request in requests], tokens, probs)
         for request, row in zip(requests, tokens):
             if row:

@@ -15,7 +15,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from .validation import probabilities, token_list
+from .validation import flat_probabilities, probabilities, token_list
 
 @dataclass
 class _History:
@@ -74,8 +74,13 @@ class PromptLookupDrafter:
         self._append(history, ids)
 
     def extend_many(self, rids: Sequence[Hashable], token_lists: Sequence[Sequence[int]],
-                    logprob_lists: Sequence[Sequence[float] | None] | None = None) -> None:
-        """`extend` for a batch (logprobs, which cover each row's last tokens, are validated and ignored)."""
+                    logprob_lists: Sequence[Sequence[float] | None] | None = None, *,
+                    probabilities: np.ndarray | None = None) -> None:
+        """`extend` for a batch (logprobs, which cover each row's last tokens, or the flat
+        ``probabilities``, are validated and ignored)."""
+        if probabilities is not None:
+            flat_probabilities(rids, [token_list(rid, row, "token_ids") for rid, row in zip(rids, token_lists)],
+                               probabilities)
         for i, (rid, tokens) in enumerate(zip(rids, token_lists)):
             row = None if logprob_lists is None else logprob_lists[i]
             if row is not None:

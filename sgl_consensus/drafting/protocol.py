@@ -28,8 +28,10 @@ class Drafter(Protocol):
         """Tokens committed to `rid` since the last call, with their logprobs if known."""
 
     def extend_many(self, rids: Sequence[Hashable], token_lists: Sequence[Sequence[int]],
-                    logprob_lists: Sequence[Sequence[float] | None] | None = None) -> None:
-        """`extend` for a batch; ``logprob_lists[i]`` covers the last tokens of ``token_lists[i]``."""
+                    logprob_lists: Sequence[Sequence[float] | None] | None = None, *,
+                    probabilities: np.ndarray | None = None) -> None:
+        """`extend` for a batch; ``logprob_lists[i]`` covers the last tokens of ``token_lists[i]``,
+        or ``probabilities`` holds one value per token, flat over all rows (NaN: unknown)."""
 
     def remove(self, rid: Hashable) -> None:
         """Forget `rid` (KeyError if it is not tracked)."""

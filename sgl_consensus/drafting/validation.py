@@ -97,6 +97,24 @@ def probability_rows(rids: Sequence[Hashable], tokens: Sequence[Sequence[int]],
     return out
 
 
+def flat_probabilities(rids: Sequence[Hashable], tokens: Sequence[Sequence[int]], values: Any) -> list[float] | None:
+    """Per-token probabilities, flat over the concatenated ``tokens`` (NaN: unknown), checked in one
+    array pass: in [0, 1] or NaN, one per token. None if none is known. A bad value is named with
+    its request."""
+    array = np.asarray(values, dtype=np.float64)
+    lengths = [len(row) for row in tokens]
+    if array.shape != (sum(lengths),):
+        raise ValueError(f"probabilities must be 1-D with one value per token ({sum(lengths)}), got shape {array.shape}")
+    unknown = np.isnan(array)
+    bad = ~unknown & ((array < 0.0) | (array > 1.0))
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        row = int(np.searchsorted(np.cumsum(lengths), index, side="right"))
+        raise ValueError(f"request {rids[row]!r}: probabilities must be in [0, 1] (or NaN: unknown), "
+                         f"got {float(array[index])}")
+    return None if unknown.all() else array.tolist()
+
+
 def _slow_rows(rids: Sequence[Hashable], tokens: Sequence[Sequence[int]], logprob_rows: Sequence[Any]) -> list[float]:
     """`probability_rows` row by row through `probabilities`, which names the first bad row."""
     out: list[float] = []

@@ -9,6 +9,7 @@ and the drafters' stats.
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -173,6 +174,41 @@ def test_extend_many_equals_one_extend_per_request(core: str) -> None:
             np.testing.assert_array_equal(getattr(b, field), getattr(a, field))
         assert [many.last_token(r) for r in rids] == [one.last_token(r) for r in rids]
     assert many.stats() == one.stats()
+
+
+@pytest.mark.parametrize("core", ["native", "python"])
+def test_flat_probabilities_equal_the_same_logprob_rows(core: str) -> None:
+    """The worker's form (one probability per token, flat, NaN = unknown) writes what the
+    per-row logprobs write: the same drafts, bit for bit."""
+    rng = random.Random(5)
+    rows, flat = (ConsensusDrafter(DraftConfig(), core=core) for _ in range(2))
+    rids = [f"r{i}" for i in range(5)]
+    for drafter in (rows, flat):
+        for i, rid in enumerate(rids):
+            drafter.add(rid, "g", [1, 2, 3])
+    for _ in range(30):
+        tokens = [[rng.randrange(6) for _ in range(rng.randint(0, 3))] for _ in rids]
+        logprobs = [None if not row or rng.random() < 0.3 else [-rng.random() for _ in range(rng.randint(1, len(row)))]
+                    for row in tokens]
+        probs = [p for row, lps in zip(tokens, logprobs)
+                 for p in [math.nan] * (len(row) - len(lps or ())) + [math.exp(v) for v in lps or ()]]
+        rows.extend_many(rids, tokens, logprobs)
+        flat.extend_many(rids, tokens, probabilities=np.array(probs))
+        a, b = rows.propose_candidates(rids), flat.propose_candidates(rids)
+        for field in ("lengths", "tokens", "parents", "scores"):
+            np.testing.assert_array_equal(getattr(b, field), getattr(a, field))
+
+
+def test_flat_probabilities_name_the_request_and_value() -> None:
+    drafter = ConsensusDrafter(DraftConfig())
+    drafter.add("a", None, [1, 2])
+    drafter.add("b", None, [1, 2])
+    with pytest.raises(ValueError, match=r"request 'b': probabilities must be in \[0, 1\] .*got 1\.5"):
+        drafter.extend_many(["a", "b"], [[3], [4, 5]], probabilities=np.array([0.5, np.nan, 1.5]))
+    with pytest.raises(ValueError, match=r"one value per token \(3\), got shape \(2,\)"):
+        drafter.extend_many(["a", "b"], [[3], [4, 5]], probabilities=np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="logprob_lists or probabilities, not both"):
+        drafter.extend_many(["a"], [[3]], [[-0.1]], probabilities=np.array([0.5]))
 
 
 def test_extend_many_names_the_request_with_bad_input() -> None:
