@@ -57,6 +57,7 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,6 +255,80 @@ class NgramAdapter:
     def end_group(self, group):
         if self.per_group:
             self.corpora.pop(group, None)
+
+
+class EvidenceOracleAdapter:
+    """The tau no drafter that copies text it has already seen can exceed, in the same replay.
+
+    A trie drafter drafts what followed its matched context (at least ``context`` tokens: both
+    ours and SGLang's NgramCorpus match at least one) somewhere in its evidence, so context plus
+    accepted tokens occurred there. This oracle knows each path's true continuation and drafts, as
+    one chain, its longest prefix (up to ``draft_tokens - 1`` tokens) that, after the path's last
+    ``context`` tokens, occurs anywhere in everything committed so far by every path of every
+    problem or in any prompt: the evidence of SGLang's global NgramCorpus, and a superset of ours
+    (group, own history, the tenant's finished groups). ``per_group``: only the path's own sibling
+    group (its prompt, its siblings' and its own tokens so far): the ceiling of sibling drafting
+    alone. It peeks at the futures through replay's request names (``p{problem}.{path}``)."""
+
+    name = "oracle_evidence"
+
+    def __init__(self, problems: list[Problem], draft_tokens: int, context: int = 1, per_group: bool = False) -> None:
+        self.problems = problems
+        self.context = context
+        self.per_group = per_group
+        self.depth = draft_tokens - 1 + context
+        self.width = draft_tokens
+        self.grams: dict[str, set[tuple[int, ...]]] = {}  # evidence scope ("" = everything) -> n-grams
+        self.seqs: dict[str, list[int]] = {}  # rid -> prompt + committed tokens, as indexed so far
+
+    def _scope(self, rid: str) -> set[tuple[int, ...]]:
+        return self.grams.setdefault(rid.split(".")[0] if self.per_group else "", set())
+
+    def _index(self, rid: str, tokens: Sequence[int]) -> None:
+        seq, grams = self.seqs[rid], self._scope(rid)
+        for token in tokens:
+            seq.append(token)
+            end = len(seq)
+            for length in range(1, min(self.depth, end) + 1):
+                grams.add(tuple(seq[end - length: end]))
+
+    def _future(self, rid: str) -> list[int]:
+        problem, path = rid[1:].split(".")
+        return self.problems[int(problem)].samples[int(path)]
+
+    def start(self, rid, group, prompt):
+        self.seqs[rid] = []
+        self._index(rid, prompt)
+
+    def preload(self, rid, group, prompt, tokens, logprobs):
+        self.start(rid, group, prompt)
+        self._index(rid, tokens)
+
+    def step(self, rids, new_tokens, new_logprobs, prompts, outputs):
+        for rid, tokens in zip(rids, new_tokens):
+            self._index(rid, tokens)
+        ids = np.zeros((len(rids), self.width), dtype=np.int64)
+        masks = np.zeros((len(rids), self.width, self.width), dtype=np.int64)
+        masks[:, np.arange(self.width), np.arange(self.width)] = 1  # padding rows: detached
+        for b, (rid, prompt, output) in enumerate(zip(rids, prompts, outputs)):
+            seq = self.seqs[rid]
+            context = seq[len(seq) - self.context:] if self.context else []
+            future = self._future(rid)[len(output): len(output) + self.width - 1]
+            length, grams = 0, self._scope(rid)
+            while length < len(future) and tuple(context + future[: length + 1]) in grams:
+                length += 1
+            ids[b, 0] = output[-1] if output else prompt[-1]
+            ids[b, 1: length + 1] = future[:length]
+            for i in range(length + 1):  # a chain: every node's ancestors are the nodes before it
+                masks[b, i, : i + 1] = 1
+        return ids, masks
+
+    def finish(self, rid, tokens, logprobs, prompt, output):
+        self._index(rid, tokens)
+        self.seqs.pop(rid, None)
+
+    def end_group(self, group):
+        pass
 
 
 def load_ngram_corpus():

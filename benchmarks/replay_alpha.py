@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench_draft_latency import (  # noqa: E402
+    EvidenceOracleAdapter,
     NgramAdapter,
     OursAdapter,
     load_ngram_corpus,
@@ -63,6 +64,9 @@ def run(streams: list[str], alphas: list[float], paths: int, regimes: list[str],
             if corpus_cls is not None:
                 adapters += [("ngram_global", NgramAdapter(corpus_cls, draft_tokens, False)),
                              ("ngram_group", NgramAdapter(corpus_cls, draft_tokens, True))]
+            adapters += [(f"oracle_evidence_context{c}", EvidenceOracleAdapter(problems, draft_tokens, c))
+                         for c in (1, 2, 3)]
+            adapters.append(("oracle_group_context1", EvidenceOracleAdapter(problems, draft_tokens, 1, per_group=True)))
             for name, adapter in adapters:
                 result = replay(adapter, problems, paths, regime, draft_tokens, stagger)
                 rows.append({"streams": stream, "regime": regime, "paths": paths, "drafter": name,
