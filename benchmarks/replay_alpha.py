@@ -80,6 +80,12 @@ def markdown(report: dict) -> str:
     lines = ["# tau against alpha (offline replay)", "", f"Command: `{report['command']}`", "",
              f"Machine: {report['machine']}. {report['paths']} paths per problem, {report['draft_tokens']} draft "
              "tokens, fixed width; ratio = tau / the better NgramCorpus tau of the same streams and regime.", "",
+             "Oracles know each path's true continuation and draft, as one chain, its longest prefix found in the "
+             "evidence: `oracle_evidence_contextK` after the path's last K tokens anywhere in everything committed "
+             "so far (every path of every problem) or any prompt: the ceiling of drafters that copy seen text and "
+             "match at least K tokens (ours and NgramCorpus match at least 1, so K = 1 bounds both); "
+             "`oracle_group_context1` the same within the path's own sibling group: the ceiling of sibling drafting "
+             "alone; `ceiling (siblings finished)`: path 0 against its 7 finished siblings, any context.", "",
              "| streams | regime | drafter | tau | vs best NgramCorpus |", "|---|---|---|---|---|"]
     for row in report["rows"]:
         lines.append(f"| {row['streams']} | {row['regime']} | {row['drafter']} | {row['tau']:.3f} | "
