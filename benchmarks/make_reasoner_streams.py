@@ -53,8 +53,11 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 SEED_START = 1_000_000_000  # held-out problems (training used seeds 0..47615)
 
 
-def sample_batch(model, tokenizer, prompts: list[str], paths: int, temperature: float, max_new_tokens: int):
-    """(samples, logprobs) per prompt x paths, cut after the first EOS."""
+def sample_batch(model, tokenizer, prompts: list[str], paths: int, temperature: float, max_new_tokens: int,
+                 successors: int = 0):
+    """(samples, logprobs, top successors) per prompt x paths, cut after the first EOS. Top successors
+    (``successors`` > 0): at each position, the ``successors`` most likely tokens and their
+    probabilities under the same distribution (what the worker's verify hands model-informed nodes)."""
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     with torch.no_grad():
         out = model.generate(
@@ -66,14 +69,17 @@ def sample_batch(model, tokenizer, prompts: list[str], paths: int, temperature: 
     new = out.sequences[:, batch["input_ids"].shape[1]:]  # [B * paths, steps]
     # Raw logits / T, log-softmaxed: the temperature-scaled distribution the token was drawn from.
     logits = torch.stack(out.logits, dim=1).float() / temperature  # [B * paths, steps, vocab]
-    lps = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-    samples, logprobs = [], []
+    log_probs = torch.log_softmax(logits, dim=-1)
+    lps = log_probs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+    top_lp, top_ids = log_probs.topk(max(successors, 1), dim=-1)  # [B * paths, steps, k]
+    samples, logprobs, tops = [], [], []
     eos = tokenizer.eos_token_id
-    for ids, lp in zip(new.tolist(), lps.tolist()):
+    for ids, lp, t_ids, t_lp in zip(new.tolist(), lps.tolist(), top_ids.tolist(), top_lp.exp().tolist()):
         end = ids.index(eos) + 1 if eos in ids else len(ids)
         samples.append(ids[:end])
         logprobs.append([round(x, 4) for x in lp[:end]])
-    return samples, logprobs
+        tops.append([[t, [round(p, 4) for p in ps]] for t, ps in zip(t_ids[:end], t_lp[:end])] if successors else None)
+    return samples, logprobs, tops
 
 
 def main() -> None:
@@ -87,6 +93,8 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--model", default="tiny", help="tiny (the bundled reasoner) or smollm2")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--successors", type=int, default=0,
+                        help="also record the top K tokens (and probabilities) at every position (0: no)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -114,7 +122,8 @@ def main() -> None:
             # Distinct per temperature: one seed for both would make many T=0.7 and T=1.0 samples identical.
             torch.manual_seed(args.seed * 1_000_000 + int(round(temperature * 100)) * 1000 + b)
             prompts = workload.prompts[start:start + args.batch_problems]
-            samples, logprobs = sample_batch(model, tokenizer, prompts, args.paths, temperature, args.max_new_tokens)
+            samples, logprobs, tops = sample_batch(model, tokenizer, prompts, args.paths, temperature,
+                                                   args.max_new_tokens, args.successors)
             for k, problem in enumerate(chunk):
                 group = slice(k * args.paths, (k + 1) * args.paths)
                 group_samples = samples[group]
@@ -127,6 +136,8 @@ def main() -> None:
                     "logprobs": logprobs[group],
                     "preds": [workload.extract(tokenizer.decode(s, skip_special_tokens=True)) for s in group_samples],
                 })
+                if args.successors:
+                    records[-1]["successors"] = tops[group]
             print(f"T={temperature} batch {b}: {len(records)}/{len(problems)} problems, {time.time() - t0:.0f}s",
                   flush=True)
         data = {
@@ -135,6 +146,9 @@ def main() -> None:
             "n_samples": args.paths, "eos_id": tokenizer.eos_token_id, "pad_id": tokenizer.pad_token_id,
             "seed": args.seed, "problem_seed_start": SEED_START,
             "logprobs_note": "logprob of each sampled token under softmax(logits / temperature)",
+            **({"successors_note": f"per position [top {args.successors} token ids, their probabilities under "
+                                   "softmax(logits / temperature)]: the distribution the token was drawn from"}
+               if args.successors else {}),
             "problems": records,
         }
         tag = f"T{int(round(temperature * 10)):02d}"
