@@ -171,6 +171,14 @@ def _flush(engine) -> None:
     flush(engine)
 
 
+def _widths(run: dict) -> str:
+    """'mean (w: steps, ...)' of a run's verify widths, '-' where not recorded."""
+    if run.get("mean_width") is None:
+        return "-"
+    steps = ", ".join(f"{w}: {n}" for w, n in (run.get("width_steps") or {}).items() if n)
+    return f"{run['mean_width']:.2f}" + (f" ({steps})" if steps else "")
+
+
 def _consensus_state(engine) -> dict | None:
     try:
         states = engine.get_server_info().get("internal_states") or []
@@ -192,7 +200,16 @@ def _draft_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
         "draft_seconds": secs,
         "mean_batch": req_steps / max(steps, 1),
         "non_draft_ms_per_step": None,  # filled by the caller from wall time
+        "mean_width": (after["mean_width"] * after["request_steps"] - before["mean_width"] * before["request_steps"])
+        / max(req_steps, 1),
     }
+    # A cache flush before the run starts a fresh width policy (no histogram yet).
+    first, last = ((state.get("adaptive") or {}).get("width_histogram") for state in (before, after))
+    if last:
+        out["width_steps"] = {w: n - (first or {}).get(w, 0) for w, n in last.items()}  # verify steps per width
+        # The width policy at the end of the run: calibration table and fitted cost model.
+        out["width_policy"] = {k: after["adaptive"].get(k) for k in ("calibration", "cost_model_seconds",
+                                                                      "cost_observations_per_width")}
     keys = ("draft_nodes_sibling", "draft_nodes_global", "draft_nodes_own", "padding_nodes")
     nodes = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
     drafted = sum(nodes[k] for k in keys[:3])
@@ -593,14 +610,15 @@ def report(data: dict, out: Path) -> str:
         lines.append(f"| {a} | {len(rs)} | {paths} | {single:.3f} | {votes} | {majority:.3f} |")
     lines += ["", "## All runs", "",
               "| regime | algorithm | budget | N | T | tau | steps/token | tokens/s | vs none | draft ms/step | "
-              "sib/glob/own % | acc single | acc maj | load 1m |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "mean width (steps per width) | sib/glob/own % | acc single | acc maj | load 1m |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["regime"], r["algorithm"], r["budget"], r["n"], r["temperature"])):
         src = "-"
         if "sibling_fraction" in r:
             src = f"{100 * r['sibling_fraction']:.0f}/{100 * r['global_fraction']:.0f}/{100 * r['own_fraction']:.0f}"
         lines.append(f"| {r['regime']} | {r['algorithm']} | {r['budget'] or '-'} | {r['n']} | {r['temperature']} | "
                      f"{r['accept_length']:.2f} | {r['verify_steps_per_token']:.3f} | {r['tokens_per_s']:.1f} | "
-                     f"{_fmt(r.get('speedup_vs_none'))}x | {_fmt(r.get('draft_ms_per_step'))} | {src} | "
+                     f"{_fmt(r.get('speedup_vs_none'))}x | {_fmt(r.get('draft_ms_per_step'))} | {_widths(r)} | {src} | "
                      f"{r['accuracy_single']:.2f} | {r['accuracy_majority']:.2f} | "
                      f"{'/'.join(str(x) for x in r.get('loadavg_1m') or []) or '-'} |")
     lines.append("")
