@@ -101,7 +101,10 @@ def flat_probabilities(rids: Sequence[Hashable], tokens: Sequence[Sequence[int]]
     """Per-token probabilities, flat over the concatenated ``tokens`` (NaN: unknown), checked in one
     array pass: in [0, 1] or NaN, one per token. None if none is known. A bad value is named with
     its request."""
-    array = np.asarray(values, dtype=np.float64)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"probabilities must be numbers, got {str(values)[:80]!r}") from None
     lengths = [len(row) for row in tokens]
     if array.shape != (sum(lengths),):
         raise ValueError(f"probabilities must be 1-D with one value per token ({sum(lengths)}), got shape {array.shape}")

@@ -207,6 +207,8 @@ def test_flat_probabilities_name_the_request_and_value() -> None:
         drafter.extend_many(["a", "b"], [[3], [4, 5]], probabilities=np.array([0.5, np.nan, 1.5]))
     with pytest.raises(ValueError, match=r"one value per token \(3\), got shape \(2,\)"):
         drafter.extend_many(["a", "b"], [[3], [4, 5]], probabilities=np.array([0.5, 0.5]))
+    with pytest.raises(TypeError, match="probabilities must be numbers, got \"\\['x'\\]\""):
+        drafter.extend_many(["a"], [[3]], probabilities=["x"])
     with pytest.raises(ValueError, match="logprob_lists or probabilities, not both"):
         drafter.extend_many(["a"], [[3]], [[-0.1]], probabilities=np.array([0.5]))
 
