@@ -308,7 +308,8 @@ def benchmark(ns) -> dict:
         "command": shlex.join([".venv/bin/python", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
         "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(), "finished_utc": None, "wall_s": None,
-        "grid": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(ns).items()},
+        "grid": {k: (str(v).replace(str(Path.home()), "~", 1) if isinstance(v, Path) else v)
+                 for k, v in vars(ns).items()},  # no home path in results
     })
     try:
         pid = int(Path("/tmp/tiny-reasoner-train.pid").read_text())
