@@ -78,14 +78,16 @@ class Problem:
     prompt: list[int]
     samples: list[list[int]]
     logprobs: list[list[float]] | None = None
+    # per sample, per position: [the target's top token ids, their probabilities] (make_reasoner_streams --successors)
+    successors: list[list] | None = None
 
 
 # ---------------------------------------------------------------------------- streams
 def load_real(name: str, prefix: str = "sibling_streams") -> list[Problem]:
-    """A bundled stream file; its per-token logprobs come along where it has them."""
+    """A bundled stream file; its per-token logprobs and top successors come along where it has them."""
     with gzip.open(DATA_DIR / f"{prefix}_{name}.json.gz", "rt") as f:
         data = json.load(f)
-    return [Problem(p["prompt_ids"], p["samples"], p.get("logprobs")) for p in data["problems"]]
+    return [Problem(p["prompt_ids"], p["samples"], p.get("logprobs"), p.get("successors")) for p in data["problems"]]
 
 
 def join_real(a: list[Problem], b: list[Problem]) -> list[Problem]:

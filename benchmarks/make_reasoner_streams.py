@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--successors", type=int, default=0,
                         help="also record the top K tokens (and probabilities) at every position (0: no)")
     args = parser.parse_args()
+    if args.successors < 0:
+        parser.error(f"--successors must be a number of tokens >= 0, got {args.successors}")
 
     torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -19,7 +19,6 @@ Writes benchmarks/results/model_nodes_replay.json and .md.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import platform
 import shlex
@@ -30,7 +29,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_draft_latency import DATA_DIR, NgramAdapter, OursAdapter, Problem, load_ngram_corpus, replay  # noqa: E402
+from bench_draft_latency import (  # noqa: E402
+    NgramAdapter,
+    OursAdapter,
+    Problem,
+    load_ngram_corpus,
+    load_real,
+    replay,
+)
 
 from sgl_consensus.drafting.config import DraftConfig  # noqa: E402
 
@@ -45,32 +51,28 @@ class ModelNodesAdapter(OursAdapter):
         self.successors = successors  # rid -> per position [top token ids, their probabilities]
 
     def step(self, rids, new_tokens, new_logprobs, prompts, outputs):
-        for rid, tokens, logprobs, prompt, output in zip(rids, new_tokens, new_logprobs, prompts, outputs):
-            if not tokens:
-                continue
-            first = len(output) - len(tokens)  # position of the first token committed this step
-            inputs = [output[q - 1] if q else prompt[-1] for q in range(first, len(output))]
-            tops = self.successors[rid][first: len(output)]
-            self.drafter.extend(rid, tokens, logprobs if self.use_logprobs else None)
-            self.drafter.observe_successors(rid, inputs, [t for t, _ in tops], [p for _, p in tops])
-        proposal = self.drafter.propose(rids)
-        self.drafter.maintain()
-        return proposal
+        for rid, tokens, prompt, output in zip(rids, new_tokens, prompts, outputs):
+            if tokens:
+                first = len(output) - len(tokens)  # position of the first token committed this step
+                inputs = [output[q - 1] if q else prompt[-1] for q in range(first, len(output))]
+                tops = self.successors[rid][first: len(output)]
+                self.drafter.observe_successors(rid, inputs, [t for t, _ in tops], [p for _, p in tops])
+        return super().step(rids, new_tokens, new_logprobs, prompts, outputs)
 
 
-def load(stream: str, paths: int) -> tuple[list[Problem], dict[str, list]]:
-    """A stream set by name (in benchmarks/data) or path."""
-    path = Path(stream) if stream.endswith(".json.gz") else DATA_DIR / f"{stream}.json.gz"
-    with gzip.open(path, "rt") as f:
-        data = json.load(f)
-    kept = [p for p in data["problems"] if len(p["samples"]) >= paths]
-    if not kept or "successors" not in kept[0]:
+def successors_by_request(problems: list[Problem], paths: int) -> dict[str, list]:
+    """Replay's request names (``p{problem}.{path}``) -> that sample's recorded successors."""
+    return {f"p{i}.{j}": tops for i, p in enumerate(problems) for j, tops in enumerate(p.successors[:paths])}
+
+
+def load(stream: str, paths: int) -> list[Problem]:
+    """The problems of a bundled stream set (``prefix_tag``) with ``paths`` samples and recorded successors."""
+    prefix, tag = stream.rsplit("_", 1)
+    problems = [p for p in load_real(tag, prefix) if len(p.samples) >= paths]
+    if not problems or problems[0].successors is None:
         raise SystemExit(f"{stream}: no problems with {paths} samples and recorded successors "
                          "(record them with make_reasoner_streams.py --successors 2)")
-    problems = [Problem(p["prompt_ids"], p["samples"], p.get("logprobs")) for p in kept]
-    # replay names request j of problem i "p{i}.{j}"
-    successors = {f"p{i}.{j}": tops for i, p in enumerate(kept) for j, tops in enumerate(p["successors"])}
-    return problems, successors
+    return problems
 
 
 def run(streams: list[str], weights: list[float], paths: int, regimes: list[str], draft_tokens: int,
@@ -80,7 +82,8 @@ def run(streams: list[str], weights: list[float], paths: int, regimes: list[str]
         print(f"NOTE: SGLang's NgramCorpus is unavailable ({error}); our drafter alone.")
     rows = []
     for stream in streams:
-        problems, successors = load(stream, paths)
+        problems = load(stream, paths)
+        successors = successors_by_request(problems, paths)
         for regime in regimes:
             adapters = [("ours", OursAdapter(DraftConfig(num_draft_tokens=draft_tokens)))]
             adapters += [(f"ours + model nodes (weight {w:g})",
