@@ -209,7 +209,7 @@ def _draft_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
         out["width_steps"] = {w: n - (first or {}).get(w, 0) for w, n in last.items()}  # verify steps per width
         # The width policy at the end of the run: calibration table and fitted cost model.
         out["width_policy"] = {k: after["adaptive"].get(k) for k in ("calibration", "cost_model_seconds",
-                                                                      "cost_observations_per_width")}
+                                                                      "cost_observations_per_width", "cost_window")}
     keys = ("draft_nodes_sibling", "draft_nodes_global", "draft_nodes_own", "padding_nodes")
     nodes = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
     drafted = sum(nodes[k] for k in keys[:3])

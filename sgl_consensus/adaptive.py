@@ -20,7 +20,10 @@ Terms:
   never proposed are optimistic, so they get tried);
 - *cost model*: step seconds = a + b * batch + c * batch * (w - 1) + (d + e * (w - 1)) * keys / 1e3,
   fitted with non-negative coefficients over the last steps' measured times (a step's time runs
-  from its start to the next step's start: scheduling, drafting and verifying). The policy starts
+  from its start to the next step's start: scheduling, drafting and verifying); the width terms
+  from the differences between neighbouring steps, so that what drifts during a run (the host's
+  speed, the batch, the context) is not credited to the width (``CostModel``), and a width's extra
+  cost taken one standard error above its estimate (``caution``). The policy starts
   at w = 1 and learns wider widths' costs by trying them one width up at a time on a few steps
   (``WidthPolicy``); widths not measured yet are predicted to cost in proportion to the tokens
   they verify, so a wide, expensive step is never taken on the assumption that it is cheap.
@@ -109,24 +112,49 @@ class Calibration:
         ]
 
 
-class CostModel:
-    """Verify-step seconds from (batch size, width, attended keys): non-negative least squares over
-    the last ``window`` steps, refitted every ``refit_every`` observations.
+def _nnls_scaled(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative least squares with columns scaled to comparable sizes for the solver."""
+    from scipy.optimize import nnls
 
-    seconds = a + b * batch + c * batch * (width - 1) + d * keys / 1e3 + e * keys * (width - 1) / 1e3,
-    all coefficients >= 0 (a step never gets cheaper with more requests, tokens or context)."""
+    scale = np.maximum(np.abs(x).max(axis=0), 1e-9)
+    solution, _ = nnls(x / scale, y)
+    return solution / scale
+
+
+class CostModel:
+    """Verify-step seconds from (batch size, width, attended keys), refitted every ``refit_every``
+    observations over the last ``window`` steps:
+
+        seconds = a + b * batch + c * batch * (width - 1) + d * keys / 1e3 + e * keys * (width - 1) / 1e3,
+
+    all coefficients >= 0 (a step never gets cheaper with more requests, tokens or context).
+
+    The width terms (c, e) decide the width, and a plain fit over the window can misplace them: the
+    widths the policy takes drift with the run (width 1 while it learns, wider later) as the host's
+    speed, the batch and the context drift too, so a fit over levels credits part of what the width
+    cost to whatever drifted with it. So, once the window holds ``min_pairs`` *neighbouring* steps of
+    different widths (a step that began as the one before it ended), c and e come from the
+    differences between neighbouring steps, where everything that drifts slowly cancels; a, b and d
+    then come from the levels with the width terms taken out. Before that, all five come from the
+    levels. The differences' residuals also give the standard error of the predicted extra cost of
+    a width over width 1 (``extra_cost_error``), so the policy can ask for a margin while that cost
+    is uncertain."""
 
     names = ("intercept", "per_request", "per_draft_token", "per_1k_keys", "per_1k_keys_x_draft_token")
 
-    def __init__(self, window: int = 256, refit_every: int = 8) -> None:
+    def __init__(self, window: int = 256, refit_every: int = 8, min_pairs: int = 4) -> None:
         self.window = window
         self.refit_every = refit_every
+        self.min_pairs = min_pairs
         # The last `window` observations are rows [start, stop) of buffers twice that long, oldest
         # first (appends are in place; when the end is reached they move to the front at once).
         self._features = np.zeros((2 * window, 5))
         self._seconds = np.zeros(2 * window)
+        self._follows = np.zeros(2 * window, dtype=bool)  # the step began as the row before it ended
         self._start = self._stop = 0
         self.theta = np.zeros(5)
+        self.width_covariance: np.ndarray | None = None  # of (c, e), from neighbouring steps
+        self.width_pairs = 0  # neighbouring steps of different widths in the last fit
         self.observations = 0
 
     @staticmethod
@@ -141,14 +169,26 @@ class CostModel:
         a, b, c, d, e = self.theta
         return a + b * batch + c * batch * (widths - 1) + d * keys / 1e3 + e * keys * (widths - 1) / 1e3
 
-    def record(self, batch: int, width: int, keys: int, seconds: float) -> None:
+    def extra_cost_error(self, batch: int, widths: np.ndarray, keys: int) -> np.ndarray:
+        """Standard error of the predicted seconds a step at each width costs beyond width 1 (zeros
+        while the width terms come from the levels: no neighbouring pairs to measure it by)."""
+        if self.width_covariance is None:
+            return np.zeros(len(widths))
+        g = np.array([batch, keys / 1e3])
+        return (np.asarray(widths, dtype=np.float64) - 1) * math.sqrt(max(float(g @ self.width_covariance @ g), 0.0))
+
+    def record(self, batch: int, width: int, keys: int, seconds: float, follows: bool = False) -> None:
+        """One step's measured seconds; ``follows``: it began when the step recorded before it ended
+        (no unrecorded step, such as a prefill, in between)."""
         if self._stop == len(self._seconds):
             held = self._stop - self._start
             self._features[:held] = self._features[self._start: self._stop]
             self._seconds[:held] = self._seconds[self._start: self._stop]
+            self._follows[:held] = self._follows[self._start: self._stop]
             self._start, self._stop = 0, held
         self._features[self._stop] = self.features(batch, width, keys)
         self._seconds[self._stop] = seconds
+        self._follows[self._stop] = follows
         self._stop += 1
         if self._stop - self._start > self.window:
             self._start += 1
@@ -157,12 +197,34 @@ class CostModel:
             self.refit()
 
     def refit(self) -> None:
-        from scipy.optimize import nnls
-
         x = self._features[self._start: self._stop]
-        scale = np.maximum(np.abs(x).max(axis=0), 1e-9)  # comparable columns for the solver
-        solution, _ = nnls(x / scale, self._seconds[self._start: self._stop])
-        self.theta = solution / scale
+        seconds = self._seconds[self._start: self._stop]
+        follows = self._follows[self._start: self._stop]
+        self.theta = _nnls_scaled(x, seconds)
+        self.width_covariance, self.width_pairs = None, 0
+        later = np.flatnonzero(follows[1:]) + 1  # rows whose predecessor in the window is the step before
+        dx = x[later] - x[later - 1]
+        width = x[:, 2] / np.maximum(x[:, 1], 1.0) + 1
+        self.width_pairs = int(np.count_nonzero(width[later] != width[later - 1]))
+        if self.width_pairs < self.min_pairs:
+            return
+        dx, dt = dx[:, 1:], seconds[later] - seconds[later - 1]  # the intercept cancels
+        _, c, _, e = differenced = _nnls_scaled(dx, dt)
+        base = _nnls_scaled(x[:, [0, 1, 3]], seconds - c * x[:, 2] - e * x[:, 4])
+        self.theta = np.array([base[0], base[1], c, base[2], e])
+        residual = dt - dx @ differenced
+        variance = float(residual @ residual) / max(len(dt) - dx.shape[1], 1)
+        covariance = variance * np.linalg.pinv(dx.T @ dx)
+        self.width_covariance = covariance[np.ix_([1, 3], [1, 3])]
+
+    def window_rows(self) -> list[list[float]]:
+        """The observations the fit uses, oldest first: [batch, width, keys, seconds, follows]."""
+        x = self._features[self._start: self._stop]
+        batch = x[:, 1]
+        width = np.where(batch > 0, x[:, 2] / np.maximum(batch, 1), 0) + 1
+        return [[int(b), int(round(w)), int(round(k * 1e3)), round(float(t), 6), int(f)]
+                for b, w, k, t, f in zip(batch, width, x[:, 3], self._seconds[self._start: self._stop],
+                                         self._follows[self._start: self._stop])]
 
 
 class WidthPolicy:
@@ -173,10 +235,13 @@ class WidthPolicy:
     takes a neighbour of the best width, the wider one while that is not yet measured. Beyond the
     widest width measured ``min_observations`` times, a step's cost is predicted to grow in
     proportion to the tokens it verifies (the pessimistic case of a compute-bound device), so an
-    untried width is never chosen for being assumed cheap."""
+    untried width is never chosen for being assumed cheap. A measured width's extra cost over
+    width 1 is taken ``caution`` standard errors above its estimate (``CostModel``), so that where
+    drafting gains less than the cost model can resolve, the step does not draft."""
 
     def __init__(self, widths: Sequence[int], explore_every: int = 32, early_explore_every: int = 8,
-                 early_steps: int = 64, min_observations: int = 2, cycle: bool = False) -> None:
+                 early_steps: int = 64, min_observations: int = 2, cycle: bool = False,
+                 caution: float = 1.0) -> None:
         self.widths = tuple(sorted(widths))
         self._width_array = np.asarray(self.widths, dtype=np.float64)
         self.cycle = cycle  # diagnostic: every width in turn, one per step
@@ -186,6 +251,7 @@ class WidthPolicy:
         self.early_explore_every = early_explore_every
         self.early_steps = early_steps
         self.min_observations = min_observations
+        self.caution = caution
         self.steps = 0
         self.histogram = dict.fromkeys(self.widths, 0)
         self.measured = dict.fromkeys(self.widths, 0)  # cost observations per width
@@ -194,13 +260,17 @@ class WidthPolicy:
         """Seconds of a verify step (see the class docstring for widths not measured yet)."""
         return self.predicted_costs(batch, keys)[width]
 
-    def predicted_costs(self, batch: int, keys: int) -> dict[int, float]:
-        """``predicted_cost`` of every allowed width."""
+    def predicted_costs(self, batch: int, keys: int, caution: float = 0.0) -> dict[int, float]:
+        """``predicted_cost`` of every allowed width, each width's extra cost over width 1 raised by
+        ``caution`` standard errors."""
         known = [w for w in self.widths if self.measured[w] >= self.min_observations]
         if not known:
             return {w: float(w) for w in self.widths}
         reference = max(known)
-        costs = np.maximum(self.cost.predict_widths(batch, self._width_array, keys), 1e-6).tolist()
+        costs = self.cost.predict_widths(batch, self._width_array, keys)
+        if caution:
+            costs = costs + caution * self.cost.extra_cost_error(batch, self._width_array, keys)
+        costs = np.maximum(costs, 1e-6).tolist()
         at_reference = costs[self.widths.index(reference)]
         return {w: cost if w <= reference else at_reference * w / reference for w, cost in zip(self.widths, costs)}
 
@@ -241,7 +311,7 @@ class WidthPolicy:
             width = self.widths[step % len(self.widths)]
         else:
             gains = self.expected_tokens(scores, calibrations)
-            costs = self.predicted_costs(batch, keys)
+            costs = self.predicted_costs(batch, keys, self.caution)
             rates = {w: gains[w] / costs[w] for w in self.widths}
             width = max(self.widths, key=lambda w: (rates[w], -w))
             period = self.early_explore_every if step < self.early_steps else self.explore_every
@@ -261,10 +331,11 @@ class WidthPolicy:
         options = [w for w in (narrower, wider) if w is not None]
         return options[turn % len(options)] if options else width
 
-    def record_cost(self, batch: int, width: int, keys: int, seconds: float) -> None:
-        """A verify step's measured seconds (from its start to the next step's start)."""
+    def record_cost(self, batch: int, width: int, keys: int, seconds: float, follows: bool = False) -> None:
+        """A verify step's measured seconds (from its start to the next step's start); ``follows``:
+        it began when the step recorded before it ended."""
         if seconds > 0 and math.isfinite(seconds):
-            self.cost.record(batch, width, keys, seconds)
+            self.cost.record(batch, width, keys, seconds, follows)
             self.measured[width] += 1
 
     def record_outcome(self, scores: Sequence[float], accepted: Sequence[bool]) -> None:
@@ -279,7 +350,8 @@ class WidthPolicy:
             "cost_observations_per_width": {str(w): n for w, n in self.measured.items()},
             "calibration": self.calibration.report(),
             "cost_model_seconds": {**{name: float(v) for name, v in zip(CostModel.names, self.cost.theta)},
-                                   "observations": self.cost.observations},
+                                   "observations": self.cost.observations, "width_pairs": self.cost.width_pairs},
+            "cost_window": self.cost.window_rows(),
         }
 
 
@@ -300,6 +372,7 @@ class TenantWidthPolicies:
         self.cycle = cycle
         self.max_tenants = max_tenants
         self._policies: OrderedDict[Hashable, WidthPolicy] = OrderedDict()
+        self._last_cost_tenants: set[Hashable] = set()  # the tenants of the last step costed
 
     def policy(self, tenant: Hashable) -> WidthPolicy:
         policy = self._policies.get(tenant)
@@ -320,9 +393,15 @@ class TenantWidthPolicies:
         calibrations = [self.policy(t).calibration for t in tenants]
         return policy.choose(scores, keys, calibrations)
 
-    def record_cost(self, tenants: Sequence[Hashable], width: int, keys: int, seconds: float) -> None:
-        for tenant in set(tenants):
-            self.policy(tenant).record_cost(len(tenants), width, keys, seconds)
+    def record_cost(self, tenants: Sequence[Hashable], width: int, keys: int, seconds: float,
+                    follows: bool = False) -> None:
+        """A step's cost to each of its tenants' policies; it follows a tenant's previous row only if
+        the step just before it also held that tenant (else that row was another, older step)."""
+        present = set(tenants)
+        for tenant in present:
+            self.policy(tenant).record_cost(len(tenants), width, keys, seconds,
+                                            follows and tenant in self._last_cost_tenants)
+        self._last_cost_tenants = present
 
     def record_outcome(self, tenant: Hashable, scores: Sequence[float], accepted: Sequence[bool]) -> None:
         self.policy(tenant).record_outcome(scores, accepted)

@@ -61,12 +61,82 @@ def test_cost_model_fits_exactly_the_last_window_of_observations():
     assert model.predict(1, 1, 0) > 0.015  # only the new cost regime is left in the window
 
 
+def _drifting_run(follows: bool, steps: int = 200) -> CostModel:
+    """A staggered-like run whose host is 30 % slower while the policy still mostly takes width 1
+    (the first 60 steps) and which mostly takes width 2 afterwards; a width-2 step costs 0.15 s more."""
+    rng = random.Random(3)
+    model = CostModel(refit_every=1)
+    for t in range(steps):
+        early = t < 60
+        w = (2 if t % 8 == 7 else 1) if early else (1 if t % 16 == 15 else 2)
+        keys = 2000 + 16 * (t % 50)  # new requests replace finished ones: the context does not grow with time
+        slow = 1.3 if early else 1.0
+        seconds = slow * (0.3 + 0.0125 * 16 + 0.04 * keys / 1e3) + 0.15 * (w - 1) + rng.gauss(0, 0.03)
+        model.record(16, w, keys, seconds, follows)
+    return model
+
+
+def test_cost_model_prices_the_width_from_neighbouring_steps_while_the_host_drifts():
+    """A fit over levels credits the early slowdown to width 1 (width 2 looks almost free); the
+    differences between neighbouring steps cancel the drift and find the 0.15 s."""
+    widths = np.array([1.0, 2.0])
+    paired, levels = _drifting_run(follows=True), _drifting_run(follows=False)
+    assert paired.width_pairs >= paired.min_pairs and levels.width_pairs == 0
+    assert np.diff(paired.predict_widths(16, widths, 2400))[0] == pytest.approx(0.15, rel=0.1)
+    assert np.diff(levels.predict_widths(16, widths, 2400))[0] < 0.1  # the scenario does confound a level fit
+    assert (paired.theta >= 0).all()
+
+
+def test_the_width_cost_error_shrinks_as_neighbouring_pairs_accumulate():
+    widths = np.array([1.0, 2.0, 4.0])
+    early, late = _drifting_run(True, steps=90), _drifting_run(True, steps=400)
+    error_early, error_late = early.extra_cost_error(16, widths, 2400), late.extra_cost_error(16, widths, 2400)
+    assert error_early[0] == error_late[0] == 0.0  # width 1 is the reference
+    assert 0 < error_late[1] < error_early[1]
+    assert error_late[2] == pytest.approx(3 * error_late[1])  # three draft tokens' worth
+    assert (_drifting_run(False).extra_cost_error(16, widths, 2400) == 0).all()  # no pairs: no error known
+
+
+def test_caution_raises_each_width_by_its_cost_error():
+    policy = WidthPolicy((1, 2, 4))
+    policy.cost = _drifting_run(True)
+    policy.measured = {1: 50, 2: 50, 4: 50}
+    plain, cautious = policy.predicted_costs(16, 2400), policy.predicted_costs(16, 2400, caution=2.0)
+    error = policy.cost.extra_cost_error(16, np.array([1.0, 2.0, 4.0]), 2400)
+    for i, w in enumerate((1, 2, 4)):
+        assert cautious[w] - plain[w] == pytest.approx(2.0 * error[i])
+
+
+def _share_of_width_one(follows: bool, seed: int, steps: int = 240) -> float:
+    """A policy over the drifting run (a width-2 step costs 1.3x a width-1 step; its draft node is
+    accepted 22 % of the time, so drafting cannot pay): the share of its last half at width 1."""
+    rng = random.Random(seed)
+    policy = WidthPolicy((1, 2, 4, 8))
+    chosen = []
+    for t in range(steps):
+        keys = 2000 + 16 * (t % 50)
+        w = policy.choose([[0.22, 0.11, 0.07, 0.05, 0.05, 0.02, 0.01]] * 16, keys)
+        slow = 1.3 if t < 60 else 1.0
+        policy.record_cost(16, w, keys, slow * (0.3 + 0.0125 * 16 + 0.04 * keys / 1e3) + 0.15 * (w - 1)
+                           + rng.gauss(0, 0.03), follows)
+        policy.record_outcome([0.22] * (w > 1), [rng.random() < 0.22] * (w > 1))
+        chosen.append(w)
+    return sum(w == 1 for w in chosen[steps // 2:]) / (steps - steps // 2)
+
+
+def test_a_drifting_host_does_not_lure_the_policy_into_drafts_that_cannot_pay():
+    paired = [_share_of_width_one(True, seed) for seed in range(8)]
+    levels = [_share_of_width_one(False, seed) for seed in range(8)]
+    assert np.mean(paired) >= 0.9 and min(paired) >= 0.7
+    assert np.mean(levels) < 0.75  # priced from levels alone, several runs settle at width 2
+
+
 def _run(policy: WidthPolicy, scores_of, cost_of, steps: int) -> list[int]:
     chosen = []
     for _ in range(steps):
         scores = scores_of()
         w = policy.choose(scores, keys=0)
-        policy.record_cost(len(scores), w, 0, cost_of(len(scores), w))
+        policy.record_cost(len(scores), w, 0, cost_of(len(scores), w), follows=True)
         chosen.append(w)
     return chosen
 
@@ -154,3 +224,13 @@ def test_a_mixed_batch_uses_each_requests_own_calibration():
                                      + 7 * policies.policy("b").calibration.probability(0.9))
     assert policies.choose(["a", "b", "a"], [[0.9] * 7] * 3) in (1, 2, 4, 8)
     assert policies.report()["tenants"] == 2
+
+
+def test_a_tenant_step_pairs_only_with_a_step_that_held_the_same_tenant():
+    policies = TenantWidthPolicies((1, 2))
+    policies.record_cost(["a"], 1, 100, 0.1)
+    policies.record_cost(["a", "b"], 2, 100, 0.2, follows=True)
+    policies.record_cost(["b"], 1, 100, 0.1, follows=True)
+    policies.record_cost(["a"], 2, 100, 0.2, follows=True)  # a's previous row is two steps back
+    assert [row[4] for row in policies.policy("a").cost.window_rows()] == [0, 1, 0]
+    assert [row[4] for row in policies.policy("b").cost.window_rows()] == [0, 1]

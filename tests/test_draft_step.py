@@ -151,6 +151,24 @@ def test_outcomes_are_learned_per_tenant():
     assert step.policy.policy(None).report()["calibration"][0]["proposed"] == 0  # the default tenant saw none
 
 
+def test_steps_pair_with_their_neighbours_only_when_nothing_ran_between_them():
+    """The cost model differences neighbouring steps: a step after a prefill (forget_timing) or
+    the first step has no neighbour; every other step follows the one recorded before it."""
+    step, tracker = _step()
+    streams = [[5, 6, 7, 8, 9] * 40 for _ in range(2)]
+    reqs = [_req(f"r{i}", [1, 2, 3]) for i in range(2)]
+    for r, s in zip(reqs, streams):
+        r.output_ids.append(s[0])
+    tracker.admit(reqs)
+    _run(step, reqs, streams, 4)
+    step.forget_timing()  # a prefill ran here
+    _run(step, reqs, streams, 3)
+    follows = [row[4] for row in step.policy.policy(None).cost.window_rows()]
+    # 7 plans: the 2nd..4th record steps 1..3 (step 4's period held the prefill: dropped), the
+    # 6th and 7th record steps 5 and 6: step 5 began after the prefill, so it has no neighbour.
+    assert follows == [0, 1, 1, 0, 1]
+
+
 def test_step_phase_benchmark_runs_both_cores_and_reports_every_phase(tmp_path):
     import json
     import subprocess

@@ -75,6 +75,7 @@ class DraftStep:
         self._agrees_width = tp is not None and len(policy.widths) > 1  # one allowed width: nothing to agree on
         self._proposal: _Proposal | None = None
         self._last_step: tuple[float, list, int, int] | None = None  # start, tenants, width, keys
+        self._recorded_until: float | None = None  # when the last step given to the cost model ended
 
     def forget_timing(self) -> None:
         """A non-decode step ran since the last plan: its period is not a verify's cost."""
@@ -82,7 +83,7 @@ class DraftStep:
 
     def reset(self, policy) -> None:
         self.policy = policy
-        self._proposal = self._last_step = None
+        self._proposal = self._last_step = self._recorded_until = None
 
     @property
     def proposal(self) -> _Proposal | None:
@@ -96,7 +97,9 @@ class DraftStep:
         marks = [start]
         if self._last_step is not None:
             last_start, last_tenants, last_width, last_keys = self._last_step
-            self.policy.record_cost(last_tenants, last_width, last_keys, start - last_start)
+            follows = last_start == self._recorded_until  # no unrecorded step in between
+            self.policy.record_cost(last_tenants, last_width, last_keys, start - last_start, follows)
+            self._recorded_until = start
         logprobs = committed_logprobs(verified)
         marks.append(time.perf_counter())
         rids, roots = self.tracker.sync(reqs, seq_lens, pending, logprobs)
