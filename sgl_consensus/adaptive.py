@@ -18,8 +18,8 @@ Terms:
   into fixed bins; each bin counts nodes proposed and nodes accepted (decayed, so the estimate
   follows the workload), shrunk towards the raw score by ``prior_weight`` pseudo-observations (bins
   never proposed are optimistic, so they get tried);
-- *cost model*: step seconds = a + b * batch + c * batch * (w - 1) + (d + e * (w - 1)) * keys / 1e3,
-  fitted with non-negative coefficients over the last steps' measured times (a step's time runs
+- *cost model*: step seconds = a + b * batch + c * batch * (w - 1) + (d + e * (w - 1)) * keys / 1e3
+  + f * [w > 1], fitted with non-negative coefficients over the last steps' measured times (a step's time runs
   from its start to the next step's start: scheduling, drafting and verifying); the width terms
   from the differences between neighbouring steps, so that what drifts during a run (the host's
   speed, the batch, the context) is not credited to the width (``CostModel``), and a width's extra
@@ -125,22 +125,29 @@ class CostModel:
     """Verify-step seconds from (batch size, width, attended keys), refitted every ``refit_every``
     observations over the last ``window`` steps:
 
-        seconds = a + b * batch + c * batch * (width - 1) + d * keys / 1e3 + e * keys * (width - 1) / 1e3,
+        seconds = a + b * batch + d * keys / 1e3                                  (a decode step)
+                  + c * batch * (width - 1) + e * keys * (width - 1) / 1e3        (per draft token)
+                  + f * [width > 1]                                               (drafting at all)
 
-    all coefficients >= 0 (a step never gets cheaper with more requests, tokens or context).
+    all coefficients >= 0 (a step never gets cheaper with more requests, tokens or context). ``f`` is
+    what a verify step costs beyond a decode step whatever its width (on CPU a width-1 step runs as
+    a plain decode; the first draft token costs more than each further one).
 
-    The width terms (c, e) decide the width, and a plain fit over the window can misplace them: the
-    widths the policy takes drift with the run (width 1 while it learns, wider later) as the host's
-    speed, the batch and the context drift too, so a fit over levels credits part of what the width
-    cost to whatever drifted with it. So, once the window holds ``min_pairs`` *neighbouring* steps of
-    different widths (a step that began as the one before it ended), c and e come from the
-    differences between neighbouring steps, where everything that drifts slowly cancels; a, b and d
-    then come from the levels with the width terms taken out. Before that, all five come from the
-    levels. The differences' residuals also give the standard error of the predicted extra cost of
-    a width over width 1 (``extra_cost_error``), so the policy can ask for a margin while that cost
-    is uncertain."""
+    The width terms (c, e, f) decide the width, and a plain fit over the window can misplace them:
+    the widths the policy takes drift with the run (width 1 while it learns, wider later) as the
+    host's speed, the batch and the context drift too, so a fit over levels credits part of what the
+    width cost to whatever drifted with it. So, once the window holds ``min_pairs`` *neighbouring*
+    steps of different widths (a step that began as the one before it ended), the width terms come
+    from the differences between neighbouring steps, where everything that drifts slowly cancels;
+    a, b and d then come from the levels with the width terms taken out. Before that, all six come
+    from the levels. The differences' residuals also give the standard error of the predicted extra
+    cost of a width over width 1 (``extra_cost_error``), so the policy can ask for a margin while
+    that cost is uncertain."""
 
-    names = ("intercept", "per_request", "per_draft_token", "per_1k_keys", "per_1k_keys_x_draft_token")
+    names = ("intercept", "per_request", "per_draft_token", "per_1k_keys", "per_1k_keys_x_draft_token",
+             "per_drafting_step")
+    _BASE = [0, 1, 3]  # the feature columns of a decode step
+    _WIDTH = [2, 4, 5]  # the columns that grow with the width
 
     def __init__(self, window: int = 256, refit_every: int = 8, min_pairs: int = 4) -> None:
         self.window = window
@@ -148,34 +155,40 @@ class CostModel:
         self.min_pairs = min_pairs
         # The last `window` observations are rows [start, stop) of buffers twice that long, oldest
         # first (appends are in place; when the end is reached they move to the front at once).
-        self._features = np.zeros((2 * window, 5))
+        self._features = np.zeros((2 * window, len(self.names)))
         self._seconds = np.zeros(2 * window)
         self._follows = np.zeros(2 * window, dtype=bool)  # the step began as the row before it ended
         self._start = self._stop = 0
-        self.theta = np.zeros(5)
-        self.width_covariance: np.ndarray | None = None  # of (c, e), from neighbouring steps
+        self.theta = np.zeros(len(self.names))
+        self.width_covariance: np.ndarray | None = None  # of (c, e, f), from neighbouring steps
         self.width_pairs = 0  # neighbouring steps of different widths in the last fit
         self.observations = 0
 
     @staticmethod
     def features(batch: int, width: int, keys: int) -> np.ndarray:
-        return np.array([1.0, batch, batch * (width - 1), keys / 1e3, keys * (width - 1) / 1e3])
+        return np.array([1.0, batch, batch * (width - 1), keys / 1e3, keys * (width - 1) / 1e3, float(width > 1)])
+
+    @staticmethod
+    def _width_features(batch: int, widths: np.ndarray, keys: int) -> np.ndarray:
+        """[len(widths), 3]: the width columns (c, e, f) at each width."""
+        extra = np.asarray(widths, dtype=np.float64) - 1
+        return np.stack([batch * extra, keys * extra / 1e3, (extra > 0).astype(np.float64)], axis=1)
 
     def predict(self, batch: int, width: int, keys: int) -> float:
         return float(self.features(batch, width, keys) @ self.theta)
 
     def predict_widths(self, batch: int, widths: np.ndarray, keys: int) -> np.ndarray:
         """``predict`` at every width of ``widths`` (one array operation)."""
-        a, b, c, d, e = self.theta
-        return a + b * batch + c * batch * (widths - 1) + d * keys / 1e3 + e * keys * (widths - 1) / 1e3
+        a, b, _, d, _, _ = self.theta
+        return a + b * batch + d * keys / 1e3 + self._width_features(batch, widths, keys) @ self.theta[self._WIDTH]
 
     def extra_cost_error(self, batch: int, widths: np.ndarray, keys: int) -> np.ndarray:
         """Standard error of the predicted seconds a step at each width costs beyond width 1 (zeros
         while the width terms come from the levels: no neighbouring pairs to measure it by)."""
         if self.width_covariance is None:
             return np.zeros(len(widths))
-        g = np.array([batch, keys / 1e3])
-        return (np.asarray(widths, dtype=np.float64) - 1) * math.sqrt(max(float(g @ self.width_covariance @ g), 0.0))
+        g = self._width_features(batch, widths, keys)
+        return np.sqrt(np.maximum(np.einsum("wi,ij,wj->w", g, self.width_covariance, g), 0.0))
 
     def record(self, batch: int, width: int, keys: int, seconds: float, follows: bool = False) -> None:
         """One step's measured seconds; ``follows``: it began when the step recorded before it ended
@@ -203,19 +216,23 @@ class CostModel:
         self.theta = _nnls_scaled(x, seconds)
         self.width_covariance, self.width_pairs = None, 0
         later = np.flatnonzero(follows[1:]) + 1  # rows whose predecessor in the window is the step before
-        dx = x[later] - x[later - 1]
         width = x[:, 2] / np.maximum(x[:, 1], 1.0) + 1
         self.width_pairs = int(np.count_nonzero(width[later] != width[later - 1]))
         if self.width_pairs < self.min_pairs:
             return
-        dx, dt = dx[:, 1:], seconds[later] - seconds[later - 1]  # the intercept cancels
-        _, c, _, e = differenced = _nnls_scaled(dx, dt)
-        base = _nnls_scaled(x[:, [0, 1, 3]], seconds - c * x[:, 2] - e * x[:, 4])
-        self.theta = np.array([base[0], base[1], c, base[2], e])
+        dx = (x[later] - x[later - 1])[:, 1:]  # the intercept cancels
+        dt = seconds[later] - seconds[later - 1]
+        differenced = _nnls_scaled(dx, dt)
+        width_terms = differenced[[c - 1 for c in self._WIDTH]]
+        theta = np.zeros(len(self.names))
+        theta[self._WIDTH] = width_terms
+        theta[self._BASE] = _nnls_scaled(x[:, self._BASE], seconds - x[:, self._WIDTH] @ width_terms)
+        self.theta = theta
         residual = dt - dx @ differenced
         variance = float(residual @ residual) / max(len(dt) - dx.shape[1], 1)
         covariance = variance * np.linalg.pinv(dx.T @ dx)
-        self.width_covariance = covariance[np.ix_([1, 3], [1, 3])]
+        columns = [c - 1 for c in self._WIDTH]
+        self.width_covariance = covariance[np.ix_(columns, columns)]
 
     def window_rows(self) -> list[list[float]]:
         """The observations the fit uses, oldest first: [batch, width, keys, seconds, follows]."""

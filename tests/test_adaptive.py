@@ -87,13 +87,28 @@ def test_cost_model_prices_the_width_from_neighbouring_steps_while_the_host_drif
     assert (paired.theta >= 0).all()
 
 
+def test_cost_model_prices_the_first_draft_token_above_the_others():
+    """A verify step costs a fixed amount more than a decode step (on CPU, width 1 runs as a plain
+    decode) and then a per-token amount: width 2 pays both, width 4 over width 2 only the tokens."""
+    rng = random.Random(4)
+    model = CostModel(refit_every=1)
+    for t in range(160):
+        w = (1, 2, 4, 8)[rng.randrange(4)]
+        seconds = 0.5 + 0.05 * (w > 1) + 0.01 * 16 * (w - 1) + rng.gauss(0, 0.005)
+        model.record(16, w, 2000 + t, seconds, follows=t > 0)
+    one, two, four = model.predict_widths(16, np.array([1.0, 2.0, 4.0]), 2100)
+    assert two - one == pytest.approx(0.21, rel=0.1)
+    assert four - two == pytest.approx(0.32, rel=0.1)
+    assert model.theta[CostModel.names.index("per_drafting_step")] == pytest.approx(0.05, rel=0.3)
+
+
 def test_the_width_cost_error_shrinks_as_neighbouring_pairs_accumulate():
     widths = np.array([1.0, 2.0, 4.0])
     early, late = _drifting_run(True, steps=90), _drifting_run(True, steps=400)
     error_early, error_late = early.extra_cost_error(16, widths, 2400), late.extra_cost_error(16, widths, 2400)
     assert error_early[0] == error_late[0] == 0.0  # width 1 is the reference
     assert 0 < error_late[1] < error_early[1]
-    assert error_late[2] == pytest.approx(3 * error_late[1])  # three draft tokens' worth
+    assert error_late[2] > error_late[1]  # three draft tokens cost more, less surely
     assert (_drifting_run(False).extra_cost_error(16, widths, 2400) == 0).all()  # no pairs: no error known
 
 
@@ -109,17 +124,17 @@ def test_caution_raises_each_width_by_its_cost_error():
 
 def _share_of_width_one(follows: bool, seed: int, steps: int = 240) -> float:
     """A policy over the drifting run (a width-2 step costs 1.3x a width-1 step; its draft node is
-    accepted 22 % of the time, so drafting cannot pay): the share of its last half at width 1."""
+    accepted 15 % of the time, so drafting cannot pay): the share of its last half at width 1."""
     rng = random.Random(seed)
     policy = WidthPolicy((1, 2, 4, 8))
     chosen = []
     for t in range(steps):
         keys = 2000 + 16 * (t % 50)
-        w = policy.choose([[0.22, 0.11, 0.07, 0.05, 0.05, 0.02, 0.01]] * 16, keys)
+        w = policy.choose([[0.15, 0.08, 0.05, 0.04, 0.03, 0.02, 0.01]] * 16, keys)
         slow = 1.3 if t < 60 else 1.0
         policy.record_cost(16, w, keys, slow * (0.3 + 0.0125 * 16 + 0.04 * keys / 1e3) + 0.15 * (w - 1)
                            + rng.gauss(0, 0.03), follows)
-        policy.record_outcome([0.22] * (w > 1), [rng.random() < 0.22] * (w > 1))
+        policy.record_outcome([0.15] * (w > 1), [rng.random() < 0.15] * (w > 1))
         chosen.append(w)
     return sum(w == 1 for w in chosen[steps // 2:]) / (steps - steps // 2)
 
@@ -127,8 +142,8 @@ def _share_of_width_one(follows: bool, seed: int, steps: int = 240) -> float:
 def test_a_drifting_host_does_not_lure_the_policy_into_drafts_that_cannot_pay():
     paired = [_share_of_width_one(True, seed) for seed in range(8)]
     levels = [_share_of_width_one(False, seed) for seed in range(8)]
-    assert np.mean(paired) >= 0.9 and min(paired) >= 0.7
-    assert np.mean(levels) < 0.75  # priced from levels alone, several runs settle at width 2
+    assert min(paired) >= 0.9
+    assert min(levels) < 0.5  # priced from levels alone, a run settles at width 2
 
 
 def _run(policy: WidthPolicy, scores_of, cost_of, steps: int) -> list[int]:
