@@ -213,12 +213,11 @@ class CostModel:
         x = self._features[self._start: self._stop]
         seconds = self._seconds[self._start: self._stop]
         follows = self._follows[self._start: self._stop]
-        self.theta = _nnls_scaled(x, seconds)
-        self.width_covariance, self.width_pairs = None, 0
         later = np.flatnonzero(follows[1:]) + 1  # rows whose predecessor in the window is the step before
         width = x[:, 2] / np.maximum(x[:, 1], 1.0) + 1
         self.width_pairs = int(np.count_nonzero(width[later] != width[later - 1]))
-        if self.width_pairs < self.min_pairs:
+        if self.width_pairs < self.min_pairs:  # too few neighbours of other widths: all six from the levels
+            self.theta, self.width_covariance = _nnls_scaled(x, seconds), None
             return
         dx = (x[later] - x[later - 1])[:, 1:]  # the intercept cancels
         dt = seconds[later] - seconds[later - 1]
