@@ -97,6 +97,17 @@ def _step(widths=(1, 2, 4, 8)):
     return DraftStep(tracker, TenantWidthPolicies(widths), DraftMetrics(log_interval_s=0)), tracker
 
 
+def _admitted(tracker, tenants) -> tuple[list, list]:
+    """One request per entry of ``tenants`` (None: no tenant) on a repetitive stream, its first
+    token committed and the request admitted: (requests, streams)."""
+    streams = [[5, 6, 7, 8, 9] * 40 for _ in tenants]
+    reqs = [_req(f"r{i}", [1, 2, 3], tenant=t) for i, t in enumerate(tenants)]
+    for r, s in zip(reqs, streams):
+        r.output_ids.append(s[0])
+    tracker.admit(reqs)
+    return reqs, streams
+
+
 def _run(step, reqs, streams, steps):
     """Commit each request's stream token by token along what the trees get right (plus a bonus)."""
     verified = None
@@ -121,11 +132,7 @@ def _run(step, reqs, streams, steps):
 
 def test_plan_roots_are_the_last_committed_tokens_and_widths_are_allowed():
     step, tracker = _step()
-    streams = [[5, 6, 7, 8, 9] * 40 for _ in range(4)]
-    reqs = [_req(f"r{i}", [1, 2, 3]) for i in range(4)]
-    for r, s in zip(reqs, streams):
-        r.output_ids.append(s[0])
-    tracker.admit(reqs)
+    reqs, streams = _admitted(tracker, [None] * 4)
     for plan in _run(step, reqs, streams, 40):
         assert plan.width in (1, 2, 4, 8) and plan.tokens.shape == (4, plan.width)
         assert plan.report["consensus_width"] == [plan.width] * 4
@@ -140,11 +147,7 @@ def test_plan_roots_are_the_last_committed_tokens_and_widths_are_allowed():
 
 def test_outcomes_are_learned_per_tenant():
     step, tracker = _step()
-    streams = [[5, 6, 7, 8, 9] * 40 for _ in range(4)]
-    reqs = [_req(f"r{i}", [1, 2, 3], tenant="a" if i < 2 else "b") for i in range(4)]
-    for r, s in zip(reqs, streams):
-        r.output_ids.append(s[0])
-    tracker.admit(reqs)
+    reqs, streams = _admitted(tracker, ["a", "a", "b", "b"])
     _run(step, reqs, streams, 20)
     proposed = {t: sum(b["proposed"] for b in step.policy.policy(t).report()["calibration"]) for t in ("a", "b")}
     assert proposed["a"] > 0 and proposed["b"] > 0
@@ -155,11 +158,7 @@ def test_steps_pair_with_their_neighbours_only_when_nothing_ran_between_them():
     """The cost model differences neighbouring steps: a step after a prefill (forget_timing) or
     the first step has no neighbour; every other step follows the one recorded before it."""
     step, tracker = _step()
-    streams = [[5, 6, 7, 8, 9] * 40 for _ in range(2)]
-    reqs = [_req(f"r{i}", [1, 2, 3]) for i in range(2)]
-    for r, s in zip(reqs, streams):
-        r.output_ids.append(s[0])
-    tracker.admit(reqs)
+    reqs, streams = _admitted(tracker, [None, None])
     _run(step, reqs, streams, 4)
     step.forget_timing()  # a prefill ran here
     _run(step, reqs, streams, 3)
