@@ -69,7 +69,12 @@ def main() -> int:
         if not path.is_file():
             print(f"error: no such results file: {path}", file=sys.stderr)
             return 2
-        runs = [r for r in json.loads(path.read_text()).get("runs", [])
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            print(f"error: {path} is not a bench_multisample.py JSON file ({exc})", file=sys.stderr)
+            return 2
+        runs = [r for r in (data.get("runs", []) if isinstance(data, dict) else [])
                 if (r.get("width_policy") or {}).get("cost_window")]
         if not runs:
             print(f"{path}: no run with a recorded cost window (recorded since the paired cost model)")

@@ -45,3 +45,11 @@ def test_width_costs_names_a_missing_file(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "nope.json")], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 2 and "no such results file" in run.stderr and "nope.json" in run.stderr
+
+
+def test_width_costs_names_a_file_that_is_not_json(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    run = subprocess.run([sys.executable, str(SCRIPT), str(bad)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "bad.json is not a bench_multisample.py JSON file" in run.stderr
+    assert "Traceback" not in run.stderr
