@@ -33,6 +33,11 @@ run's paths of the same problems. Results are written
 to JSON after every run (``--resume`` skips runs already in the file), then PNG plots and a Markdown
 summary are written next to it. ``--report-only`` rebuilds plots/summary from the JSON.
 
+``--rounds R`` measures every run R times, the algorithms of a regime taking turns round by round
+(A B, B A, ...): on a shared host whose speed drifts by 10-20 % over minutes, one run of each
+algorithm gives a ratio that is mostly drift; R paired rounds give a geometric mean with a 95 %
+interval (the report's "Paired rounds" table).
+
 Example (small)::
 
     .venv/bin/python benchmarks/bench_multisample.py --problems 2 --n 2 --temperatures 0.6 \\
@@ -110,6 +115,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="N values for the staggered regime (default: those of --n that are >= 2)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON path; PNG/MD written next to it")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every run this many times, the algorithms of one regime taking turns "
+                        "(A B, B A, ...; an engine started per turn): each round's ratio to none pairs runs "
+                        "minutes apart, so slow host drift cancels; the report gives the rounds' geometric "
+                        "mean and its 95%% interval")
     p.add_argument("--resume", action="store_true", help="keep runs already in --out and skip them")
     p.add_argument("--report-only", action="store_true", help="only rebuild plots and summary from --out")
     ns = p.parse_args(argv)
@@ -130,8 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown regimes {bad}")
     if ns.staggered_n is None:
         ns.staggered_n = [n for n in ns.n if n >= 2]
-    if min(ns.n + [ns.problems, ns.max_new_tokens] + ns.budgets) < 1:
-        p.error("--n, --problems, --max-new-tokens and --budgets must be >= 1")
+    if min(ns.n + [ns.problems, ns.max_new_tokens, ns.rounds] + ns.budgets) < 1:
+        p.error("--n, --problems, --max-new-tokens, --rounds and --budgets must be >= 1")
     return ns
 
 
@@ -235,7 +245,7 @@ def _engine_kwargs(ns, algorithm: str, budget: int, max_running: int, regime: st
 
 
 def _run_key(r: dict) -> tuple:
-    return (r["regime"], r["algorithm"], r["budget"], r["n"], r["temperature"])
+    return (r["regime"], r["algorithm"], r["budget"], r["n"], r["temperature"], r.get("round", 0))
 
 
 def _plan(ns) -> list[tuple[tuple, list[tuple[int, float]]]]:
@@ -278,15 +288,108 @@ def _save(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _interleaved(plan: list[tuple[tuple, list]]) -> list[tuple[list[tuple], list[tuple[int, float]]]]:
+    """Engine keys that share a regime, running slots and runs (so the same workloads): their
+    engines take turns, round by round."""
+    groups: dict[tuple, tuple[list[tuple], list]] = {}
+    for key, runs in plan:
+        regime, _, _, max_running = key
+        groups.setdefault((regime, max_running, tuple(runs)), ([], runs))[0].append(key)
+    return list(groups.values())
+
+
+class _Cell:
+    """Starts the engine of a plan key and measures one run (regime, algorithm, budget, N, T[, round])."""
+
+    def __init__(self, ns, workload, data: dict, invocation: int, t0: float) -> None:
+        self.ns, self.workload, self.data, self.invocation, self.t0 = ns, workload, data, invocation, t0
+        self.bar = None
+        self.weights = model_fingerprint(ns.model)
+        self._start_s: dict[tuple, float] = {}
+
+    def start(self, key: tuple):
+        from sgl_consensus.demo import ROWS
+        from sgl_consensus.engine import environment, start_engine
+
+        regime, algorithm, budget, max_running = key
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{regime}/{algorithm}/b{budget}: starting engine")
+        start = time.perf_counter()
+        row = ALGORITHM_ROWS[algorithm][0]
+        with environment({**ROWS[row][1], "CONSENSUS_LOG_INTERVAL": "0"} if ROWS[row][0] == "CONSENSUS" else {}):
+            engine = start_engine(**_engine_kwargs(self.ns, algorithm, budget or 8, max_running, regime))
+        self._start_s[key] = time.perf_counter() - start
+        try:
+            # Warm-up (first forward passes, allocator): not timed.
+            engine.run(engine.async_generate(self.workload.prompts[0], {"temperature": 0.0, "max_new_tokens": 16}))
+        except BaseException:
+            engine.shutdown()
+            raise
+        return engine
+
+    def measure(self, engine, key: tuple, n: int, temperature: float, round_: int = 0) -> dict:
+        from sgl_consensus.demo import _accuracy
+        from sgl_consensus.runs import run_paths
+
+        ns, data = self.ns, self.data
+        regime, algorithm, budget, max_running = key
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{regime}/{algorithm}/b{budget} N={n} T={temperature}"
+                                     + (f" round {round_ + 1}/{ns.rounds}" if ns.rounds > 1 else ""))
+        params = {"temperature": temperature, "top_p": ns.top_p, "max_new_tokens": ns.max_new_tokens}
+        rec = _RecordingEngine(engine, stagger_after=(n + 1) // 2 if regime == "staggered" else None)
+        # Every run starts from an empty radix cache and empty draft corpora: without this,
+        # SGLang's NgramCorpus and consensus' global corpus keep the previous runs' paths
+        # of the same problems (N=1, 2, 4 before N=16 ...), inflating later runs' tau.
+        _flush(engine)
+        before = _consensus_state(engine) if budget else None
+        load_before = os.getloadavg()[0]
+        results, summary = run_paths(rec, algorithm, self.workload.prompts, n, params,
+                                     self.bar.update if self.bar is not None else (lambda: None),
+                                     tenant_per_prompt=algorithm == "consensus_tenants")
+        after = _consensus_state(engine) if budget else None
+        single, majority = _accuracy(results, self.workload)
+        lengths = [r.tokens for r in results]
+        correct = sum(int(m.get("spec_num_correct_drafts", 0)) for m in rec.metas)
+        proposed = sum(int(m.get("spec_num_proposed_drafts", 0)) for m in rec.metas)
+        record = {
+            "regime": regime, "algorithm": algorithm, "budget": budget, "n": n,
+            "temperature": temperature, "max_running_requests": max_running,
+            "invocation": self.invocation, "engine_start_s": round(self._start_s[key], 2),
+            "model_sha256": self.weights,
+            # 1-minute load average before/after (the machine is shared: other work skews timings).
+            "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            **summary.as_dict(),
+            "accuracy_single": single, "accuracy_majority": majority,
+            "mean_output_tokens": statistics.mean(lengths),
+            "max_output_tokens": max(lengths),
+            "output_tokens_cv": statistics.pstdev(lengths) / max(statistics.mean(lengths), 1e-9),
+            "draft_accept_rate": correct / proposed if proposed else None,
+            "flag": ("SGLang's CPU NGRAM verifies sampled requests greedily: acceptance inflated, "
+                     "outputs skewed") if algorithm == "ngram_stock" else None,
+            **_draft_delta(before, after),
+        }
+        if ns.rounds > 1:
+            record["round"] = round_
+        if record.get("draft_steps"):
+            # Wall time per scheduler step (verify forward + sampling + drafting + overheads).
+            record["ms_per_step"] = 1000 * summary.wall_s / record["draft_steps"]
+            record["non_draft_ms_per_step"] = record["ms_per_step"] - record["draft_ms_per_step"]
+        elif algorithm == "none" and regime == "lockstep":
+            # All paths decode together: one decode step per token of the longest path.
+            record["ms_per_step"] = 1000 * summary.wall_s / max(lengths)
+        data["runs"].append(record)
+        data["invocations"][self.invocation]["wall_s"] = round(time.perf_counter() - self.t0, 1)
+        _save(ns.out, data)
+        return record
+
+
 def benchmark(ns) -> dict:
     from sgl_consensus import cpu
 
     cpu.activate()
     from tqdm import tqdm
 
-    from sgl_consensus.demo import ROWS, _accuracy
-    from sgl_consensus.engine import environment, start_engine
-    from sgl_consensus.runs import run_paths
     from sgl_consensus.workload.datasets import DatasetError, build_workload
 
     try:
@@ -319,68 +422,36 @@ def benchmark(ns) -> dict:
     except (OSError, ValueError):
         pass
     done = {_run_key(r) for r in data["runs"]}
-    plan = [(key, [(n, t) for n, t in runs if (key[0], key[1], key[2], n, t) not in done]) for key, runs in _plan(ns)]
-    plan = [(key, runs) for key, runs in plan if runs]
-    total = sum(n * len(prompts) for _, runs in plan for n, _ in runs)
+    plan = [(key, [(n, t) for n, t in runs if (key[0], key[1], key[2], n, t, 0) not in done]) for key, runs in _plan(ns)]
+    plan = [(key, runs) for key, runs in plan if runs] if ns.rounds == 1 else _plan(ns)
+    total = sum(n * len(prompts) for _, runs in plan for n, _ in runs) * ns.rounds
     t0 = time.perf_counter()
+    cell = _Cell(ns, workload, data, invocation, t0)
     with tqdm(total=total, desc="paths", unit="path", file=sys.stderr, dynamic_ncols=True) as bar:
-        for (regime, algorithm, budget, max_running), runs in plan:
-            bar.set_postfix_str(f"{regime}/{algorithm}/b{budget}: starting engine")
-            start = time.perf_counter()
-            row = ALGORITHM_ROWS[algorithm][0]
-            with environment({**ROWS[row][1], "CONSENSUS_LOG_INTERVAL": "0"} if ROWS[row][0] == "CONSENSUS" else {}):
-                engine = start_engine(**_engine_kwargs(ns, algorithm, budget or 8, max_running, regime))
-            engine_start_s = time.perf_counter() - start
-            weights = model_fingerprint(ns.model)
-            try:
-                # Warm-up (first forward passes, allocator): not timed.
-                engine.run(engine.async_generate(prompts[0], {"temperature": 0.0, "max_new_tokens": 16}))
-                for n, temperature in runs:
-                    bar.set_postfix_str(f"{regime}/{algorithm}/b{budget} N={n} T={temperature}")
-                    params = {"temperature": temperature, "top_p": ns.top_p, "max_new_tokens": ns.max_new_tokens}
-                    rec = _RecordingEngine(engine, stagger_after=(n + 1) // 2 if regime == "staggered" else None)
-                    # Every run starts from an empty radix cache and empty draft corpora: without this,
-                    # SGLang's NgramCorpus and consensus' global corpus keep the previous runs' paths
-                    # of the same problems (N=1, 2, 4 before N=16 ...), inflating later runs' tau.
-                    _flush(engine)
-                    before = _consensus_state(engine) if budget else None
-                    load_before = os.getloadavg()[0]
-                    results, summary = run_paths(rec, algorithm, prompts, n, params, bar.update,
-                                                 tenant_per_prompt=algorithm == "consensus_tenants")
-                    after = _consensus_state(engine) if budget else None
-                    single, majority = _accuracy(results, workload)
-                    lengths = [r.tokens for r in results]
-                    correct = sum(int(m.get("spec_num_correct_drafts", 0)) for m in rec.metas)
-                    proposed = sum(int(m.get("spec_num_proposed_drafts", 0)) for m in rec.metas)
-                    record = {
-                        "regime": regime, "algorithm": algorithm, "budget": budget, "n": n,
-                        "temperature": temperature, "max_running_requests": max_running,
-                        "invocation": invocation, "engine_start_s": round(engine_start_s, 2),
-                        "model_sha256": weights,
-                        # 1-minute load average before/after (the machine is shared: other work skews timings).
-                        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                        **summary.as_dict(),
-                        "accuracy_single": single, "accuracy_majority": majority,
-                        "mean_output_tokens": statistics.mean(lengths),
-                        "max_output_tokens": max(lengths),
-                        "output_tokens_cv": statistics.pstdev(lengths) / max(statistics.mean(lengths), 1e-9),
-                        "draft_accept_rate": correct / proposed if proposed else None,
-                        "flag": ("SGLang's CPU NGRAM verifies sampled requests greedily: acceptance inflated, "
-                                 "outputs skewed") if algorithm == "ngram_stock" else None,
-                        **_draft_delta(before, after),
-                    }
-                    if record.get("draft_steps"):
-                        # Wall time per scheduler step (verify forward + sampling + drafting + overheads).
-                        record["ms_per_step"] = 1000 * summary.wall_s / record["draft_steps"]
-                        record["non_draft_ms_per_step"] = record["ms_per_step"] - record["draft_ms_per_step"]
-                    elif algorithm == "none" and regime == "lockstep":
-                        # All paths decode together: one decode step per token of the longest path.
-                        record["ms_per_step"] = 1000 * summary.wall_s / max(lengths)
-                    data["runs"].append(record)
-                    data["invocations"][invocation]["wall_s"] = round(time.perf_counter() - t0, 1)
-                    _save(ns.out, data)
-            finally:
-                engine.shutdown()
+        cell.bar = bar
+        if ns.rounds == 1:
+            for key, runs in plan:
+                engine = cell.start(key)
+                try:
+                    for n, temperature in runs:
+                        cell.measure(engine, key, n, temperature)
+                finally:
+                    engine.shutdown()
+        else:
+            for keys, runs in _interleaved(plan):
+                for round_ in range(ns.rounds):
+                    # A B, B A, ...: neither algorithm always runs right after the other. One engine at a
+                    # time (SGLang keeps server arguments process-wide: two engines in one process mix them).
+                    for key in (keys if round_ % 2 == 0 else keys[::-1]):
+                        todo = [(n, t) for n, t in runs if (*key[:3], n, t, round_) not in done]
+                        if not todo:
+                            continue
+                        engine = cell.start(key)
+                        try:
+                            for n, temperature in todo:
+                                cell.measure(engine, key, n, temperature, round_)
+                        finally:
+                            engine.shutdown()
     inv = data["invocations"][invocation]
     inv["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     inv["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -393,18 +464,67 @@ def benchmark(ns) -> dict:
 
 
 def add_ratios(runs: list[dict]) -> None:
-    """speedup_vs_none: tokens/s over the ``none`` run of the same regime, N, T and benchmark
-    invocation. Runs of other invocations are not compared (the shared machine's speed differs by up
-    to 2x between invocations); such runs get None. Accuracy is compared with the latest ``none``."""
+    """speedup_vs_none: tokens/s over the ``none`` run of the same regime, N, T, benchmark
+    invocation and round. Runs of other invocations are not compared (the shared machine's speed
+    differs by up to 2x between invocations); such runs get None. Accuracy is compared with the
+    latest ``none``."""
     nones: dict[tuple, list[dict]] = {}
     for r in runs:
         if r["algorithm"] == "none":
             nones.setdefault((r["regime"], r["n"], r["temperature"]), []).append(r)
     for r in runs:
         cands = nones.get((r["regime"], r["n"], r["temperature"]), [])
-        same = [c for c in cands if c["invocation"] == r["invocation"]]
+        same = [c for c in cands if c["invocation"] == r["invocation"] and c.get("round") == r.get("round")]
         r["speedup_vs_none"] = r["tokens_per_s"] / same[-1]["tokens_per_s"] if same else None
         r["none_accuracy_majority"] = (same or cands)[-1]["accuracy_majority"] if cands else None
+
+
+# Student t quantile 0.975 for 1..30 degrees of freedom (1.96 beyond): the 95 % interval of a mean
+# over few rounds.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def paired_summary(runs: list[dict]) -> list[dict]:
+    """Per cell measured in rounds (``--rounds``): each round's ratio to ``none`` of the same round,
+    their geometric mean and its 95 % interval (t on the log ratios: a round is one paired sample)."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in runs:
+        if r["algorithm"] != "none" and "round" in r and r.get("speedup_vs_none"):
+            key = (r["invocation"], r["regime"], r["algorithm"], r["budget"], r["n"], r["temperature"])
+            cells.setdefault(key, []).append(r)
+    out = []
+    for (invocation, regime, algorithm, budget, n, temperature), rs in sorted(cells.items()):
+        rs.sort(key=lambda r: r["round"])
+        logs = [math.log(r["speedup_vs_none"]) for r in rs]
+        mean = statistics.mean(logs)
+        half = _T975[min(len(logs), 31) - 2] * statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 \
+            else math.inf
+        out.append({"invocation": invocation, "regime": regime, "algorithm": algorithm, "budget": budget, "n": n,
+                    "temperature": temperature, "rounds": len(rs),
+                    "ratios": [round(r["speedup_vs_none"], 3) for r in rs],
+                    "geomean": math.exp(mean), "low": math.exp(mean - half), "high": math.exp(mean + half),
+                    "tau": statistics.mean(r["accept_length"] for r in rs),
+                    "mean_width": statistics.mean(r["mean_width"] for r in rs) if all(
+                        r.get("mean_width") is not None for r in rs) else None})
+    return out
+
+
+def _paired_table(runs: list[dict]) -> list[str]:
+    rows = paired_summary(runs)
+    if not rows:
+        return []
+    lines = ["## Paired rounds: ratio to none, round by round", "",
+             "Each round runs every algorithm of a regime once, taking turns (A B, B A, ...; a fresh engine per "
+             "turn); a round's ratio is against `none` of the same round. Geometric mean of the rounds "
+             "and its 95 % interval (t over the rounds' log ratios).", "",
+             "| regime | algorithm | budget | N | T | rounds | ratio per round | geometric mean | 95 % interval | "
+             "tau | mean width |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in rows:
+        lines.append(f"| {c['regime']} | {c['algorithm']} | {c['budget']} | {c['n']} | {c['temperature']} | "
+                     f"{c['rounds']} | {', '.join(f'{x:.2f}' for x in c['ratios'])} | **{c['geomean']:.2f}x** | "
+                     f"{c['low']:.2f}-{c['high']:.2f} | {c['tau']:.2f} | {_fmt(c['mean_width'])} |")
+    return lines + [""]
 
 
 def _find(runs, **kw) -> dict | None:
@@ -598,7 +718,8 @@ def report(data: dict, out: Path) -> str:
     for tg in targets(runs, problems):
         met = ("not contradicted (weak test: few problems)" if tg.get("weak") else "yes") if tg["met"] else "**no**"
         lines.append(f"| {tg['target']} | {tg['value']} | {met} |")
-    lines += ["", "Accuracy pooled over every run of the file (all regimes, N, T, budgets; each run has the same "
+    lines += [""] + _paired_table(runs)
+    lines += ["Accuracy pooled over every run of the file (all regimes, N, T, budgets; each run has the same "
               f"{problems} problems): single path = share of correct paths, majority = share of correct "
               "(problem, run) votes.", "", "| algorithm | runs | paths | acc single | votes | acc majority |",
               "|---|---|---|---|---|---|"]
@@ -610,15 +731,16 @@ def report(data: dict, out: Path) -> str:
         majority = sum(r["accuracy_majority"] * problems for r in rs) / max(votes, 1)
         lines.append(f"| {a} | {len(rs)} | {paths} | {single:.3f} | {votes} | {majority:.3f} |")
     lines += ["", "## All runs", "",
-              "| regime | algorithm | budget | N | T | tau | steps/token | tokens/s | vs none | draft ms/step | "
+              "| regime | algorithm | budget | N | T | round | tau | steps/token | tokens/s | vs none | draft ms/step | "
               "mean width (steps per width) | sib/glob/own % | acc single | acc maj | load 1m |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(runs, key=lambda r: (r["regime"], r["algorithm"], r["budget"], r["n"], r["temperature"])):
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r["regime"], r["algorithm"], r["budget"], r["n"], r["temperature"],
+                                         r["invocation"], r.get("round", 0))):
         src = "-"
         if "sibling_fraction" in r:
             src = f"{100 * r['sibling_fraction']:.0f}/{100 * r['global_fraction']:.0f}/{100 * r['own_fraction']:.0f}"
         lines.append(f"| {r['regime']} | {r['algorithm']} | {r['budget'] or '-'} | {r['n']} | {r['temperature']} | "
-                     f"{r['accept_length']:.2f} | {r['verify_steps_per_token']:.3f} | {r['tokens_per_s']:.1f} | "
+                     f"{r['round'] + 1 if 'round' in r else '-'} | {r['accept_length']:.2f} | {r['verify_steps_per_token']:.3f} | {r['tokens_per_s']:.1f} | "
                      f"{_fmt(r.get('speedup_vs_none'))}x | {_fmt(r.get('draft_ms_per_step'))} | {_widths(r)} | {src} | "
                      f"{r['accuracy_single']:.2f} | {r['accuracy_majority']:.2f} | "
                      f"{'/'.join(str(x) for x in r.get('loadavg_1m') or []) or '-'} |")

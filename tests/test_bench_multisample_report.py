@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from bench_multisample import _draft_delta, _widths  # noqa: E402
+from bench_multisample import _draft_delta, _widths, add_ratios, paired_summary  # noqa: E402
 
 
 def _state(steps: int, request_steps: int, mean_width: float, histogram: dict | None) -> dict:
@@ -34,3 +34,33 @@ def test_widths_of_a_continuing_policy_are_differences():
     delta = _draft_delta(_state(10, 100, 1.0, {"1": 10, "2": 0}), _state(20, 200, 1.5, {"1": 15, "2": 5}))
     assert delta["width_steps"] == {"1": 5, "2": 5}
     assert _widths({"accept_length": 1.0}) == "-"
+
+
+def _run(algorithm: str, round_: int, tokens_per_s: float, invocation: int = 0) -> dict:
+    return {"regime": "lockstep", "algorithm": algorithm, "budget": 0 if algorithm == "none" else 8, "n": 4,
+            "temperature": 0.7, "invocation": invocation, "round": round_, "tokens_per_s": tokens_per_s,
+            "accept_length": 1.0 if algorithm == "none" else 1.2, "accuracy_majority": 0.0, "mean_width": None}
+
+
+def test_rounds_pair_with_none_of_the_same_round_and_give_a_geometric_mean_with_an_interval():
+    # The host ran twice as fast in round 1: each round's ratio is still 1.1, whatever the drift.
+    runs = [_run("none", 0, 10.0), _run("consensus", 0, 11.0), _run("none", 1, 20.0), _run("consensus", 1, 22.0),
+            _run("none", 2, 15.0), _run("consensus", 2, 15.0)]
+    add_ratios(runs)
+    assert [r["speedup_vs_none"] for r in runs if r["algorithm"] == "consensus"] == pytest.approx([1.1, 1.1, 1.0])
+    (cell,) = paired_summary(runs)
+    assert cell["rounds"] == 3 and cell["ratios"] == [1.1, 1.1, 1.0]
+    assert cell["geomean"] == pytest.approx((1.1 * 1.1 * 1.0) ** (1 / 3))
+    assert cell["low"] < cell["geomean"] < cell["high"]
+    # Identical rounds: no spread, the interval closes on the mean.
+    same = [_run("none", k, 10.0) for k in range(3)] + [_run("consensus", k, 12.0) for k in range(3)]
+    add_ratios(same)
+    (cell,) = paired_summary(same)
+    assert cell["low"] == pytest.approx(1.2) and cell["high"] == pytest.approx(1.2)
+
+
+def test_runs_of_another_invocation_or_without_rounds_are_not_paired():
+    runs = [_run("none", 0, 10.0), _run("consensus", 0, 11.0, invocation=1), _run("consensus", 1, 11.0)]
+    add_ratios(runs)
+    assert runs[1]["speedup_vs_none"] is None and runs[2]["speedup_vs_none"] is None
+    assert paired_summary(runs) == []
