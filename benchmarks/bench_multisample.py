@@ -607,6 +607,13 @@ def _legend(axes) -> None:
         best.legend(fontsize=8)
 
 
+def _geometric_means(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    by_x: dict[float, list[float]] = {}
+    for x, y in points:
+        by_x.setdefault(x, []).append(y)
+    return [(x, math.exp(statistics.mean(math.log(y) for y in ys))) for x, ys in sorted(by_x.items())]
+
+
 def plots(data: dict, stem: Path) -> list[Path]:
     import matplotlib
 
@@ -629,9 +636,10 @@ def plots(data: dict, stem: Path) -> list[Path]:
         return 0 if a == "none" else TARGET["budget"]
 
     def plot_series(ax, points_of) -> None:
-        """One line per algorithm (points_of(a) -> [(x, y)] or None), or 'not run' when there are none."""
+        """One line per algorithm (points_of(a) -> [(x, y)] or None), or 'not run' when there are none.
+        Several runs at one x (rounds, repeated invocations): their geometric mean."""
         for a in algos:
-            pts = points_of(a)
+            pts = _geometric_means(points_of(a) or [])
             if pts:
                 c, m = styles[a]
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=m, color=c, label=a)

@@ -163,6 +163,7 @@ class CostModel:
         self.width_covariance: np.ndarray | None = None  # of (c, e, f), from neighbouring steps
         self.width_pairs = 0  # neighbouring steps of different widths in the last fit
         self.observations = 0
+        self._fitted_floats()
 
     @staticmethod
     def features(batch: int, width: int, keys: int) -> np.ndarray:
@@ -189,6 +190,34 @@ class CostModel:
             return np.zeros(len(widths))
         g = self._width_features(batch, widths, keys)
         return np.sqrt(np.maximum(np.einsum("wi,ij,wj->w", g, self.width_covariance, g), 0.0))
+
+    def cautious_costs(self, batch: int, widths: Sequence[int], keys: int, caution: float) -> list[float]:
+        """``predict_widths`` plus ``caution`` times ``extra_cost_error`` at each width, in plain
+        floats: the policy asks this every step for a handful of widths, where numpy's per-call
+        overhead would be most of the work."""
+        a, b, c, d, e, f = self._theta
+        thousands = keys / 1e3
+        decode = a + b * batch + d * thousands
+        per_draft_token = c * batch + e * thousands
+        covariance = self._covariance if caution else None
+        costs = []
+        for width in widths:
+            extra = width - 1
+            if extra <= 0:
+                costs.append(decode)
+                continue
+            cost = decode + per_draft_token * extra + f
+            if covariance is not None:
+                g = (batch * extra, thousands * extra, 1.0)
+                variance = sum(g[i] * covariance[i][j] * g[j] for i in range(3) for j in range(3))
+                cost += caution * math.sqrt(max(variance, 0.0))
+            costs.append(cost)
+        return costs
+
+    def _fitted_floats(self) -> None:
+        """The fit as Python floats for ``cautious_costs``."""
+        self._theta = [float(v) for v in self.theta]
+        self._covariance = None if self.width_covariance is None else self.width_covariance.tolist()
 
     def record(self, batch: int, width: int, keys: int, seconds: float, follows: bool = False) -> None:
         """One step's measured seconds; ``follows``: it began when the step recorded before it ended
@@ -218,6 +247,7 @@ class CostModel:
         self.width_pairs = int(np.count_nonzero(width[later] != width[later - 1]))
         if self.width_pairs < self.min_pairs:  # too few neighbours of other widths: all six from the levels
             self.theta, self.width_covariance = _nnls_scaled(x, seconds), None
+            self._fitted_floats()
             return
         dx = (x[later] - x[later - 1])[:, 1:]  # the intercept cancels
         dt = seconds[later] - seconds[later - 1]
@@ -232,6 +262,7 @@ class CostModel:
         covariance = variance * np.linalg.pinv(dx.T @ dx)
         columns = [c - 1 for c in self._WIDTH]
         self.width_covariance = covariance[np.ix_(columns, columns)]
+        self._fitted_floats()
 
     def window_rows(self) -> list[list[float]]:
         """The observations the fit uses, oldest first: [batch, width, keys, seconds, follows]."""
@@ -259,7 +290,6 @@ class WidthPolicy:
                  early_steps: int = 64, min_observations: int = 2, cycle: bool = False,
                  caution: float = 1.0) -> None:
         self.widths = tuple(sorted(widths))
-        self._width_array = np.asarray(self.widths, dtype=np.float64)
         self.cycle = cycle  # diagnostic: every width in turn, one per step
         self.calibration = Calibration()
         self.cost = CostModel()
@@ -283,10 +313,7 @@ class WidthPolicy:
         if not known:
             return {w: float(w) for w in self.widths}
         reference = max(known)
-        costs = self.cost.predict_widths(batch, self._width_array, keys)
-        if caution:
-            costs = costs + caution * self.cost.extra_cost_error(batch, self._width_array, keys)
-        costs = np.maximum(costs, 1e-6).tolist()
+        costs = [max(cost, 1e-6) for cost in self.cost.cautious_costs(batch, self.widths, keys, caution)]
         at_reference = costs[self.widths.index(reference)]
         return {w: cost if w <= reference else at_reference * w / reference for w, cost in zip(self.widths, costs)}
 

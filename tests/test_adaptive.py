@@ -122,6 +122,19 @@ def test_caution_raises_each_width_by_its_cost_error():
         assert cautious[w] - plain[w] == pytest.approx(2.0 * error[i])
 
 
+@pytest.mark.parametrize("follows", [True, False])
+def test_the_policy_s_per_step_costs_equal_the_model_s_array_predictions(follows):
+    """``cautious_costs`` (plain floats, asked every step) is the array path, term for term."""
+    model = _drifting_run(follows)
+    widths = (1, 2, 4, 8)
+    for batch, keys in ((16, 2400), (3, 150), (64, 9000)):
+        expected = model.predict_widths(batch, np.array(widths, dtype=float), keys) \
+            + 1.5 * model.extra_cost_error(batch, np.array(widths, dtype=float), keys)
+        assert model.cautious_costs(batch, widths, keys, 1.5) == pytest.approx(expected.tolist(), rel=1e-12)
+        assert model.cautious_costs(batch, widths, keys, 0.0) == pytest.approx(
+            model.predict_widths(batch, np.array(widths, dtype=float), keys).tolist(), rel=1e-12)
+
+
 def _share_of_width_one(follows: bool, seed: int, steps: int = 240) -> float:
     """A policy over the drifting run (a width-2 step costs 1.3x a width-1 step; its draft node is
     accepted 15 % of the time, so drafting cannot pay): the share of its last half at width 1."""

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from bench_multisample import _draft_delta, _widths, add_ratios, paired_summary  # noqa: E402
+from bench_multisample import _draft_delta, _interleaved, _widths, add_ratios, paired_summary  # noqa: E402
 
 
 def _state(steps: int, request_steps: int, mean_width: float, histogram: dict | None) -> dict:
@@ -64,3 +64,16 @@ def test_runs_of_another_invocation_or_without_rounds_are_not_paired():
     add_ratios(runs)
     assert runs[1]["speedup_vs_none"] is None and runs[2]["speedup_vs_none"] is None
     assert paired_summary(runs) == []
+
+
+def test_engines_take_turns_only_with_engines_of_the_same_workload():
+    lock = [(4, 0.7), (8, 0.7)]
+    plan = [(("lockstep", "none", 0, 32), lock), (("lockstep", "consensus", 8, 32), lock),
+            (("staggered", "none", 0, 16), [(8, 0.7)]), (("staggered", "consensus", 8, 16), [(8, 0.7)]),
+            (("staggered", "consensus", 8, 8), [(4, 0.7)])]
+    groups = _interleaved(plan)
+    assert [keys for keys, _ in groups] == [
+        [("lockstep", "none", 0, 32), ("lockstep", "consensus", 8, 32)],
+        [("staggered", "none", 0, 16), ("staggered", "consensus", 8, 16)],
+        [("staggered", "consensus", 8, 8)]]
+    assert [runs for _, runs in groups] == [lock, [(8, 0.7)], [(4, 0.7)]]
