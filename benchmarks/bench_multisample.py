@@ -621,6 +621,7 @@ def plots(data: dict, stem: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     runs = data["runs"]
+    paired = paired_summary(runs)
     algos = [a for a in ALL_ALGORITHMS + OPTIONAL_ALGORITHMS if any(r["algorithm"] == a for r in runs)]
     styles = {"none": ("tab:gray", "o"), "ngram_bfs": ("tab:blue", "s"), "ngram_prob": ("tab:cyan", "D"),
               "consensus": ("tab:red", "^"), "ngram_stock": ("tab:olive", "x"),
@@ -679,6 +680,11 @@ def plots(data: dict, stem: Path) -> list[Path]:
                     and r["temperature"] == t and r["budget"] == budget_of(a) and r.get(ykey) is not None))
                 if name == "speedup_vs_n":
                     ax.axhline(1.5, color="k", ls=":", lw=0.8, label="target 1.5x")
+                    for c in paired:  # measured in rounds: the 95 % interval of the geometric mean
+                        if c["regime"] == regime and c["temperature"] == t and c["budget"] == budget_of(c["algorithm"]) \
+                                and math.isfinite(c["high"]):
+                            ax.errorbar([c["n"]], [c["geomean"]], yerr=[[c["geomean"] - c["low"]], [c["high"] - c["geomean"]]],
+                                        color=styles[c["algorithm"]][0], capsize=3, lw=1)
                 else:
                     ax.axhline(2.5, color="k", ls=":", lw=0.8, label="target 2.5")
                 finish_axis(ax, n_ticks, f"{regime}, T={t}, {TARGET['budget']} draft tokens",
