@@ -104,16 +104,16 @@ def _tolerance(path: str, adaptive: str) -> int:
     return 1 if adaptive == "off" else 6
 
 
-# Every path with the adaptive width (the default); the sequential paths also at a fixed width, where the
-# tolerance is one step (the co-batched paths at a fixed width are covered by the strict tests below).
+# Every path with the adaptive width (the default) and at a fixed width, where only the drafts can carry
+# anything and the tolerance is one step.
 @pytest.mark.parametrize("path, adaptive", [("global", "on"), ("prefix", "on"), ("tag", "on"), ("n", "on"),
-                                            ("global", "off"), ("tag", "off")])
+                                            ("global", "off"), ("prefix", "off"), ("tag", "off"), ("n", "off")])
 def test_no_path_crosses_tenants(engines, tiny_llama, path, adaptive):
     engine = engines.get(tiny_llama, "consensus", env={"CONSENSUS_ISOLATION": "tenant", "CONSENSUS_ADAPTIVE": adaptive},
                          max_running_requests=16)
     leaks = [_leak(engine, path, "alice", "mallory")]
-    if abs(leaks[0]) > _tolerance(path, adaptive) and adaptive == "on":
-        # Width noise from wall-clock step times (a loaded machine: the suite runs two workers) moves
+    while abs(leaks[-1]) > _tolerance(path, adaptive) and adaptive == "on" and len(leaks) < 3:
+        # Width noise from wall-clock step times (a loaded machine: the suite runs three workers) moves
         # either way from one measurement to the next; a leak would show again, every time.
         leaks.append(_leak(engine, path, "alice", "mallory"))
     assert min(abs(x) for x in leaks) <= _tolerance(path, adaptive), leaks
