@@ -304,8 +304,8 @@ class _Cell:
     def __init__(self, ns, workload, data: dict, invocation: int, t0: float) -> None:
         self.ns, self.workload, self.data, self.invocation, self.t0 = ns, workload, data, invocation, t0
         self.bar = None
-        self.weights = model_fingerprint(ns.model)
         self._start_s: dict[tuple, float] = {}
+        self._weights: dict[tuple, str] = {}  # per engine start: a checkpoint overwritten meanwhile shows
 
     def start(self, key: tuple):
         from sgl_consensus.demo import ROWS
@@ -319,6 +319,7 @@ class _Cell:
         with environment({**ROWS[row][1], "CONSENSUS_LOG_INTERVAL": "0"} if ROWS[row][0] == "CONSENSUS" else {}):
             engine = start_engine(**_engine_kwargs(self.ns, algorithm, budget or 8, max_running, regime))
         self._start_s[key] = time.perf_counter() - start
+        self._weights[key] = model_fingerprint(self.ns.model)
         try:
             # Warm-up (first forward passes, allocator): not timed.
             engine.run(engine.async_generate(self.workload.prompts[0], {"temperature": 0.0, "max_new_tokens": 16}))
@@ -356,7 +357,7 @@ class _Cell:
             "regime": regime, "algorithm": algorithm, "budget": budget, "n": n,
             "temperature": temperature, "max_running_requests": max_running,
             "invocation": self.invocation, "engine_start_s": round(self._start_s[key], 2),
-            "model_sha256": self.weights,
+            "model_sha256": self._weights[key],
             # 1-minute load average before/after (the machine is shared: other work skews timings).
             "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             **summary.as_dict(),
