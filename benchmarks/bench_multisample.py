@@ -423,36 +423,25 @@ def benchmark(ns) -> dict:
     except (OSError, ValueError):
         pass
     done = {_run_key(r) for r in data["runs"]}
-    plan = [(key, [(n, t) for n, t in runs if (key[0], key[1], key[2], n, t, 0) not in done]) for key, runs in _plan(ns)]
-    plan = [(key, runs) for key, runs in plan if runs] if ns.rounds == 1 else _plan(ns)
-    total = sum(n * len(prompts) for _, runs in plan for n, _ in runs) * ns.rounds
+    turns = [(key, round_, [(n, t) for n, t in runs if (*key[:3], n, t, round_) not in done])
+             for keys, runs in _interleaved(_plan(ns)) for round_ in range(ns.rounds)
+             # A B, B A, ...: neither algorithm always runs right after the other.
+             for key in (keys if round_ % 2 == 0 else keys[::-1])]
+    turns = [turn for turn in turns if turn[2]]
+    total = sum(n * len(prompts) for _, _, todo in turns for n, _ in todo)
     t0 = time.perf_counter()
     cell = _Cell(ns, workload, data, invocation, t0)
     with tqdm(total=total, desc="paths", unit="path", file=sys.stderr, dynamic_ncols=True) as bar:
         cell.bar = bar
-        if ns.rounds == 1:
-            for key, runs in plan:
-                engine = cell.start(key)
-                try:
-                    for n, temperature in runs:
-                        cell.measure(engine, key, n, temperature)
-                finally:
-                    engine.shutdown()
-        else:
-            for keys, runs in _interleaved(plan):
-                for round_ in range(ns.rounds):
-                    # A B, B A, ...: neither algorithm always runs right after the other. One engine at a
-                    # time (SGLang keeps server arguments process-wide: two engines in one process mix them).
-                    for key in (keys if round_ % 2 == 0 else keys[::-1]):
-                        todo = [(n, t) for n, t in runs if (*key[:3], n, t, round_) not in done]
-                        if not todo:
-                            continue
-                        engine = cell.start(key)
-                        try:
-                            for n, temperature in todo:
-                                cell.measure(engine, key, n, temperature, round_)
-                        finally:
-                            engine.shutdown()
+        # One engine at a time (SGLang keeps server arguments process-wide: two engines in one
+        # process mix them); with one round, each engine runs all its (N, T) in one turn.
+        for key, round_, todo in turns:
+            engine = cell.start(key)
+            try:
+                for n, temperature in todo:
+                    cell.measure(engine, key, n, temperature, round_)
+            finally:
+                engine.shutdown()
     inv = data["invocations"][invocation]
     inv["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     inv["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -480,15 +469,11 @@ def add_ratios(runs: list[dict]) -> None:
         r["none_accuracy_majority"] = (same or cands)[-1]["accuracy_majority"] if cands else None
 
 
-# Student t quantile 0.975 for 1..30 degrees of freedom (1.96 beyond): the 95 % interval of a mean
-# over few rounds.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
 def paired_summary(runs: list[dict]) -> list[dict]:
     """Per cell measured in rounds (``--rounds``): each round's ratio to ``none`` of the same round,
     their geometric mean and its 95 % interval (t on the log ratios: a round is one paired sample)."""
+    from scipy.stats import t as t_dist
+
     cells: dict[tuple, list[dict]] = {}
     for r in runs:
         if r["algorithm"] != "none" and "round" in r and r.get("speedup_vs_none"):
@@ -499,8 +484,8 @@ def paired_summary(runs: list[dict]) -> list[dict]:
         rs.sort(key=lambda r: r["round"])
         logs = [math.log(r["speedup_vs_none"]) for r in rs]
         mean = statistics.mean(logs)
-        half = _T975[min(len(logs), 31) - 2] * statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 \
-            else math.inf
+        half = t_dist.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs)) \
+            if len(logs) > 1 else math.inf
         out.append({"invocation": invocation, "regime": regime, "algorithm": algorithm, "budget": budget, "n": n,
                     "temperature": temperature, "rounds": len(rs),
                     "ratios": [round(r["speedup_vs_none"], 3) for r in rs],
