@@ -1,8 +1,9 @@
 """The worker's per-step drafting, phase by phase, at a full batch, outside SGLang.
 
 ``sgl_consensus.adapter.draft_step.DraftStep`` is the code the consensus worker runs before every
-verify launch (sync the committed tokens, learn from the last verify, propose, choose the width,
-lay out the trees). This drives it with stand-in requests (the fields the tracker reads from
+verify launch (``plan``: sync the committed tokens, propose, choose the width, lay out the trees) and
+after it (``after_launch``: the last step's outcomes and cost to the width policy, departures,
+merges). This drives it with stand-in requests (the fields the tracker reads from
 SGLang's ``Req``) that replay recorded sibling streams of the tiny reasoner: ``--groups`` groups of
 ``--paths`` paths in lock-step, so the batch starts at groups x paths; each step commits, per
 request, the draft nodes its real continuation walks through plus one bonus token (what an exact
@@ -10,8 +11,9 @@ verify commits when the draft matches the sampled path), with the tokens' record
 verify's record. Waves of groups run one after another until ``--waves`` are done.
 
 Reports, per drafter core (native C++ and the Python reference, same streams, one after the other):
-milliseconds per step over the steps at the full batch, split into the worker's phases
-(``adapter.metrics.DRAFT_PHASES``), and per request-step. Isolation removes the scheduler, the
+milliseconds per step over the steps at the full batch, split into the phases the verify waits for
+(``adapter.metrics.DRAFT_PHASES``) and the after-launch work (``AFTER_LAUNCH_PHASES``), and per
+request-step (the verify's wait). Isolation removes the scheduler, the
 tokenizer and detokenizer processes that share this machine's cores in the server, so in-server
 phases run slower (compare ``draft_phase_ms_per_step`` in ``/server_info``).
 
@@ -39,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from sgl_consensus.adapter.draft_step import DraftStep, VerifyRecord  # noqa: E402
-from sgl_consensus.adapter.metrics import DRAFT_PHASES, DraftMetrics  # noqa: E402
+from sgl_consensus.adapter.metrics import AFTER_LAUNCH_PHASES, DRAFT_PHASES, DraftMetrics  # noqa: E402
 from sgl_consensus.adapter.request_tracker import RequestTracker  # noqa: E402
 from sgl_consensus.adaptive import TenantWidthPolicies, width_set  # noqa: E402
 from sgl_consensus.drafting import ConsensusDrafter  # noqa: E402
@@ -103,6 +105,7 @@ def run_core(core: str, problems: list[dict], ns: argparse.Namespace) -> dict:
     step = DraftStep(tracker, TenantWidthPolicies(width_set(ns.draft_tokens)), metrics)
     full = ns.groups * ns.paths
     per_phase = np.zeros(len(DRAFT_PHASES))
+    per_after = np.zeros(len(AFTER_LAUNCH_PHASES))
     full_steps = full_seconds = request_steps = all_seconds = steps = tokens = 0
     for wave in range(ns.waves):
         reqs = _wave(problems, wave, ns.groups, ns.paths)
@@ -112,8 +115,10 @@ def run_core(core: str, problems: list[dict], ns: argparse.Namespace) -> dict:
         verified = None
         while reqs:
             before = np.array(metrics.phase_seconds)
+            before_after = np.array(metrics.after_launch_seconds)
             seq_lens = [len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs]
             plan = step.plan(reqs, seq_lens, None, verified)
+            step.after_launch(reqs)  # where the worker runs it: the verify is launched
             steps += 1
             request_steps += len(reqs)
             all_seconds += plan.seconds
@@ -121,17 +126,18 @@ def run_core(core: str, problems: list[dict], ns: argparse.Namespace) -> dict:
                 full_steps += 1
                 full_seconds += plan.seconds
                 per_phase += np.array(metrics.phase_seconds) - before
+                per_after += np.array(metrics.after_launch_seconds) - before_after
             verified = _commit(step, reqs, plan)
             tokens += int(verified.accept_lens.sum())
             keep = [not r.finished() for r in reqs]
-            tracker.release_departed([r for r, k in zip(reqs, keep) if k])
-            drafter.maintain()
             reqs = [r for r, k in zip(reqs, keep) if k]
             verified = _keep_rows(verified, keep)
     return {"core": drafter.core.name, "steps": steps, "full_batch_steps": full_steps,
             "ms_per_step_full_batch": 1000 * full_seconds / max(full_steps, 1),
             "phase_ms_per_step_full_batch": {name: round(1000 * s / max(full_steps, 1), 4)
                                              for name, s in zip(DRAFT_PHASES, per_phase)},
+            "after_launch_ms_per_step_full_batch": {name: round(1000 * s / max(full_steps, 1), 4)
+                                                    for name, s in zip(AFTER_LAUNCH_PHASES, per_after)},
             "us_per_request_step": 1e6 * all_seconds / max(request_steps, 1),
             "tokens_per_step_per_request": tokens / max(request_steps, 1),
             "mean_width": metrics.snapshot()["mean_width"]}
@@ -150,12 +156,16 @@ def report(data: dict, out: Path) -> None:
              f"{data['settings']['groups']} groups x {data['settings']['paths']} paths of the tiny reasoner's "
              f"recorded streams (T = 0.7) in lock-step, {data['settings']['waves']} waves; ms per step over the "
              f"steps at the full batch of {data['settings']['groups'] * data['settings']['paths']}.", "",
-             "| core | ms / step (full batch) | " + " | ".join(DRAFT_PHASES) + " | us / request-step | tokens / step | mean width |",
-             "|---" * (len(DRAFT_PHASES) + 5) + "|"]
+             "The verify waits for the step (`plan`); the after-launch work runs while the device computes.", "",
+             "| core | ms / step (full batch) | " + " | ".join(DRAFT_PHASES) + " | after launch: "
+             + " | ".join(AFTER_LAUNCH_PHASES) + " | us / request-step | tokens / step | mean width |",
+             "|---" * (len(DRAFT_PHASES) + len(AFTER_LAUNCH_PHASES) + 5) + "|"]
     for r in data["runs"]:
         phases = " | ".join(f"{r['phase_ms_per_step_full_batch'][p]:.3f}" for p in DRAFT_PHASES)
-        lines.append(f"| {r['core']} | {r['ms_per_step_full_batch']:.3f} | {phases} | {r['us_per_request_step']:.1f} | "
-                     f"{r['tokens_per_step_per_request']:.2f} | {r['mean_width']:.2f} |")
+        after = " | ".join(f"{r.get('after_launch_ms_per_step_full_batch', {}).get(p, float('nan')):.3f}"
+                           for p in AFTER_LAUNCH_PHASES)
+        lines.append(f"| {r['core']} | {r['ms_per_step_full_batch']:.3f} | {phases} | {after} | "
+                     f"{r['us_per_request_step']:.1f} | {r['tokens_per_step_per_request']:.2f} | {r['mean_width']:.2f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

@@ -115,6 +115,7 @@ def _run(step, reqs, streams, steps):
     for _ in range(steps):
         seq_lens = [len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs]
         plan = step.plan(reqs, seq_lens, None, verified)
+        step.after_launch(reqs)
         plans.append(plan)
         proposal = step.proposal
         sizes = np.minimum(proposal.candidates.lengths, plan.width)

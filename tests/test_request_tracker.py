@@ -8,6 +8,7 @@ SGLang's KV length ``seq_len`` (committed tokens minus the one the next step fee
 from __future__ import annotations
 
 import math
+import random
 from array import array
 from types import SimpleNamespace
 
@@ -23,6 +24,7 @@ class RecordingDrafter(ConsensusDrafter):
         super().__init__(DraftConfig(num_draft_tokens=4))
         self.seen: dict[str, list[int]] = {}
         self.logprobs: dict[str, list] = {}
+        self.extend_flat_calls = 0
 
     def add(self, rid, group, prompt_ids, tenant=None):
         super().add(rid, group, prompt_ids, tenant)
@@ -44,6 +46,22 @@ class RecordingDrafter(ConsensusDrafter):
                 continue
             known = list((logprob_lists[i] if logprob_lists is not None else None) or [])
             self.logprobs.setdefault(rid, []).extend([None] * (len(tokens) - len(known)) + known)
+
+
+    def extend_flat(self, rids, tokens, offsets, logprobs=None, logprob_counts=None):
+        """The common step's batch write: recorded as `extend_many` records its rows."""
+        result = super().extend_flat(rids, tokens, offsets, logprobs, logprob_counts)
+        self.extend_flat_calls += 1
+        bounds = offsets.tolist()
+        for i, rid in enumerate(rids):
+            row = tokens[bounds[i]:bounds[i + 1]].tolist()
+            self.seen[rid] += row
+            known = int(logprob_counts[i]) if logprobs is not None else 0
+            values = logprobs[i, :known].tolist() if 0 < known <= len(row) else []
+            if any(v != v for v in values):
+                values = []
+            self.logprobs.setdefault(rid, []).extend([None] * (len(row) - len(values)) + [min(v, 0.0) for v in values])
+        return result
 
 
 def _req(rid, prompt, tag=None, n=1, max_new_tokens=16):
@@ -241,3 +259,80 @@ def test_batch_probabilities_of_the_common_step_and_of_a_reordered_batch():
             batch.add(rid, tokens[rid])
         got = batch.probabilities(CommittedLogprobs.from_rows(rows)).tolist()
         assert got == [math.exp(v) for rid in order for v in rows[rid]]
+
+
+class GeneralOnlyTracker(RequestTracker):
+    """The tracker with its common-step path turned off: every step request by request."""
+
+    def _sync_common(self, *args, **kwargs):
+        return None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_common_step_writes_what_the_general_path_writes(seed):
+    """The array path for the common step (the batch of the last sync, each request with news)
+    and the request-by-request path leave the drafter in the same state and return the same
+    roots, through departures, joins, steps without news, overlap relays and verify logprobs with
+    NaN rows."""
+    import numpy as np
+
+    rng = random.Random(seed)
+    fast, slow = (cls(ConsensusDrafter(DraftConfig(num_draft_tokens=6)), SiblingGrouper())
+                  for cls in (RequestTracker, GeneralOnlyTracker))
+    streams = {f"r{i}": [rng.randrange(5, 12) for _ in range(200)] for i in range(6)}
+    reqs = {tracker: {rid: _req(rid, [1, 2, 3], tag="g", max_new_tokens=200) for rid in streams}
+            for tracker in (fast, slow)}
+    for tracker in (fast, slow):
+        for r in reqs[tracker].values():
+            r.output_ids.append(streams[r.rid][0])
+        tracker.admit(list(reqs[tracker].values()))
+    batch = list(streams)
+    common = []  # the common path's writes
+    write_flat = fast.drafter.extend_flat
+    fast.drafter.extend_flat = lambda *args: (common.append(1), write_flat(*args))[1]
+    last_verify = None
+    for step in range(60):
+        if rng.random() < 0.1 and len(batch) > 2:
+            batch.remove(rng.choice(batch))  # sits out (retracted) or left
+        elif rng.random() < 0.1:
+            batch = list(streams)  # back, in another order
+            rng.shuffle(batch)
+        overlap = rng.random() < 0.3
+        counts = {rid: (0 if rng.random() < 0.05 else rng.randint(1, 3)) for rid in batch}
+        pending, seq_lens = [], []
+        for rid in batch:
+            for tracker in (fast, slow):
+                r = reqs[tracker][rid]
+                r.output_ids.extend(streams[rid][len(r.output_ids): len(r.output_ids) + counts[rid]])
+            r = reqs[fast][rid]
+            committed = len(r.output_ids)
+            lag = min(counts[rid], committed - 1) if overlap else 0  # output_ids one step behind
+            pending.append(list(r.output_ids[committed - lag:committed]))
+            seq_lens.append(3 + committed - 1)
+        if overlap:
+            for tracker in (fast, slow):
+                for rid, row in zip(batch, pending):
+                    del reqs[tracker][rid].output_ids[len(reqs[tracker][rid].output_ids) - len(row):]
+        logprobs = None
+        if last_verify is not None and rng.random() < 0.8:
+            matrix = np.array([[-rng.random() for _ in range(4)] for _ in batch])
+            if rng.random() < 0.2:
+                matrix[rng.randrange(len(batch)), 0] = np.nan
+            lens = np.array([min(counts[rid], 4) for rid in batch])
+            logprobs = CommittedLogprobs(list(batch), matrix, lens)
+        results = [t.sync([reqs[t][rid] for rid in batch], seq_lens, pending if overlap else None, logprobs)
+                   for t in (fast, slow)]
+        assert results[0] == results[1]
+        if overlap:  # the scheduler catches up: the relayed tokens reach output_ids
+            for tracker in (fast, slow):
+                for rid, row in zip(batch, pending):
+                    reqs[tracker][rid].output_ids.extend(row)
+        last_verify = batch
+        a, b = fast.drafter.propose_candidates(batch), slow.drafter.propose_candidates(batch)
+        for field in ("lengths", "tokens", "parents", "scores"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        assert fast.last_new_tokens == slow.last_new_tokens
+    assert fast.tokens_with_probs == slow.tokens_with_probs and fast.root_resyncs == slow.root_resyncs
+    assert fast.prob_sum == pytest.approx(slow.prob_sum)
+    assert fast.drafter.stats() == slow.drafter.stats()
+    assert 20 < len(common) < 60, f"the common path ran {len(common)} of 60 steps: the comparison would be weak"

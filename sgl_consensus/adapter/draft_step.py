@@ -1,6 +1,7 @@
 """One decode step's drafting, in the order its data flows:
 
-    last verify's outcome -> index update -> learn -> propose -> width choice -> layout
+    last verify's outcome -> index update -> propose -> width choice -> layout  (the verify waits)
+    -> [verify launched] -> learn, cost, departures, merges                     (while it computes)
 
 No SGLang import: the worker reads what this needs from SGLang's batch (the requests, SGLang's
 committed lengths, the tokens accepted last step under overlap scheduling) and from the last verify
@@ -65,7 +66,15 @@ class _Proposal:
 
 class DraftStep:
     """The per-step drafting of one worker: owns what one step hands the next (the proposal to
-    learn from, the step's start time for the cost model)."""
+    learn from, the step's start time for the cost model).
+
+    The verify waits for ``plan``; what only the policy needs (the last step's outcomes for the
+    calibration, its measured seconds for the cost model) and the drafter's housekeeping run in
+    ``after_launch``, which the worker calls once the verify is launched, while the device
+    computes. The policy then chooses each width without the one step still in flight, as it
+    would anyway under overlap scheduling. A step whose ``after_launch`` was never called (an
+    error in between, a caller that does not call it) has that work done at the next ``plan``:
+    nothing is lost."""
 
     def __init__(self, tracker, policy, metrics: DraftMetrics, tp=None) -> None:
         self.tracker = tracker  # RequestTracker (its drafter proposes)
@@ -73,7 +82,9 @@ class DraftStep:
         self.metrics = metrics
         self.tp = tp  # TensorParallelSync or None: agrees the width, checks trees across ranks
         self._agrees_width = tp is not None and len(policy.widths) > 1  # one allowed width: nothing to agree on
-        self._proposal: _Proposal | None = None
+        self._proposal: _Proposal | None = None  # this step's trees, learned from after the next sync
+        self._to_learn: _Proposal | None = None  # the last step's, whose outcomes this step's sync revealed
+        self._cost_due: tuple | None = None  # the last step's (tenants, width, keys, seconds, follows)
         self._last_step: tuple[float, list, int, int] | None = None  # start, tenants, width, keys
         self._recorded_until: float | None = None  # when the last step given to the cost model ended
 
@@ -83,7 +94,7 @@ class DraftStep:
 
     def reset(self, policy) -> None:
         self.policy = policy
-        self._proposal = self._last_step = self._recorded_until = None
+        self._proposal = self._to_learn = self._cost_due = self._last_step = self._recorded_until = None
 
     @property
     def proposal(self) -> _Proposal | None:
@@ -95,18 +106,18 @@ class DraftStep:
         verify's record (None if nothing was recorded)."""
         start = time.perf_counter() if start is None else start
         marks = [start]
-        if self._last_step is not None:
+        self._settle()
+        if self._last_step is not None:  # the last step ran from its start to this one's
             last_start, last_tenants, last_width, last_keys = self._last_step
             follows = last_start == self._recorded_until  # no unrecorded step in between
-            self.policy.record_cost(last_tenants, last_width, last_keys, start - last_start, follows)
+            self._cost_due = (last_tenants, last_width, last_keys, start - last_start, follows)
             self._recorded_until = start
         logprobs = committed_logprobs(verified)
         marks.append(time.perf_counter())
         rids, roots = self.tracker.sync(reqs, seq_lens, pending, logprobs)
-        marks.append(time.perf_counter())
         drafter = self.tracker.drafter
         observe_successors(drafter, verified)
-        self._learn()
+        self._to_learn, self._proposal = self._proposal, None
         marks.append(time.perf_counter())
         candidates = drafter.propose_candidates(rids)
         marks.append(time.perf_counter())
@@ -127,6 +138,30 @@ class DraftStep:
         seconds = time.perf_counter() - start
         return StepPlan(rids, width, tokens, mask, seconds, self._record(rids, width, seconds))
 
+    def after_launch(self, batch_reqs: Sequence[Any]) -> None:
+        """The step's work that the verify need not wait for: the last step's outcomes and cost to
+        the policy, then departures (``batch_reqs``: the requests of the batch just launched) and
+        the drafter's background merges."""
+        marks = [time.perf_counter()]
+        self._learn()
+        marks.append(time.perf_counter())
+        self._record_cost()
+        marks.append(time.perf_counter())
+        self.tracker.release_departed(batch_reqs)
+        self.tracker.drafter.maintain()
+        marks.append(time.perf_counter())
+        self.metrics.record_after_launch(marks)
+
+    def _settle(self) -> None:
+        """The policy's share of the last ``after_launch``, if it was never called."""
+        self._learn()
+        self._record_cost()
+
+    def _record_cost(self) -> None:
+        due, self._cost_due = self._cost_due, None
+        if due is not None:
+            self.policy.record_cost(*due)
+
     def _record(self, rids: list[Hashable], width: int, seconds: float) -> dict[str, list]:
         drafter, metrics, tracker = self.tracker.drafter, self.metrics, self.tracker
         labels = drafter.last_proposal_labels()
@@ -140,7 +175,7 @@ class DraftStep:
 
     def _learn(self) -> None:
         """The last step's outcomes to the width policy's calibration, per tenant."""
-        proposal, self._proposal = self._proposal, None
+        proposal, self._to_learn = self._to_learn, None
         if proposal is None:
             return
         candidates, width = proposal.candidates, proposal.width
@@ -167,15 +202,10 @@ class DraftStep:
 
 
 def committed_logprobs(verified: VerifyRecord | None) -> CommittedLogprobs | None:
-    """The last verify's committed-token logprobs, by request. A row with NaN (logits SGLang had to
-    sanitise) is left out: that request's tokens go in by frequency alone."""
+    """The last verify's committed-token logprobs, by request (its arrays, not copied)."""
     if verified is None or verified.logprobs is None:
         return None
-    logprobs, lens = verified.logprobs, verified.accept_lens
-    committed = np.arange(logprobs.shape[1]) < lens[:, None]
-    clean = ~(np.isnan(logprobs) & committed).any(axis=1)
-    rows = {rid: r for r, (rid, ok) in enumerate(zip(verified.rids, clean.tolist())) if ok}
-    return CommittedLogprobs(rows, logprobs.astype(np.float64), np.asarray(lens, dtype=np.int64))
+    return CommittedLogprobs(verified.rids, verified.logprobs, verified.accept_lens)
 
 
 def observe_successors(drafter, verified: VerifyRecord | None) -> None:

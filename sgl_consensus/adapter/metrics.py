@@ -18,14 +18,20 @@ import numpy as np
 logger = logging.getLogger("sgl_consensus.metrics")
 
 SOURCE_KEYS = ("draft_nodes_sibling", "draft_nodes_global", "draft_nodes_own", "padding_nodes")
-# Where a draft step's time goes, in the order of the step (adapter/worker.py, `_draft`):
+# Where a draft step's time goes, in the order of the step (adapter/draft_step.py, `plan`): the
+# verify waits for these.
 DRAFT_PHASES = (
-    "inputs",  # SGLang's committed lengths and tokens of the batch (host copies)
-    "sync",  # the tracker brings the drafter up to date (extends, adds, departures)
-    "learn",  # verify outcomes to the calibration, the target's successors to the drafter
+    "inputs",  # the last verify's committed-token logprobs, by request
+    "sync",  # the tracker brings the drafter up to date (extends, adds), the target's successors too
     "propose",  # the drafter's candidates for the batch
     "width",  # the width policy's choice
     "layout",  # rows and masks at that width
+)
+# What runs after the verify is launched, while the device computes (`DraftStep.after_launch`):
+AFTER_LAUNCH_PHASES = (
+    "learn",  # the last step's verify outcomes to the calibration
+    "cost",  # the last step's measured seconds to the cost model (and its periodic refit)
+    "maintain",  # departures, the drafter's background merges
 )
 
 
@@ -42,6 +48,7 @@ class DraftMetrics:
     model_nodes: int = 0  # model-informed draft nodes (the target's earlier predictions)
     nodes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCE_KEYS, 0))
     phase_seconds: list[float] = field(default_factory=lambda: [0.0] * len(DRAFT_PHASES))
+    after_launch_seconds: list[float] = field(default_factory=lambda: [0.0] * len(AFTER_LAUNCH_PHASES))
     _last_log: float = field(default_factory=time.monotonic)
 
     def record_step(self, batch_size: int, seconds: float,
@@ -66,9 +73,12 @@ class DraftMetrics:
 
     def record_phases(self, marks: list[float]) -> None:
         """``marks``: perf_counter at the step's start and at the end of each of DRAFT_PHASES."""
-        totals = self.phase_seconds
-        for i in range(len(DRAFT_PHASES)):
-            totals[i] += marks[i + 1] - marks[i]
+        _accumulate(self.phase_seconds, marks)
+
+    def record_after_launch(self, marks: list[float]) -> None:
+        """``marks``: perf_counter at the start of the after-launch work and at the end of each of
+        AFTER_LAUNCH_PHASES."""
+        _accumulate(self.after_launch_seconds, marks)
 
     def snapshot(self) -> dict[str, float]:
         drafted = sum(self.nodes[k] for k in SOURCE_KEYS[:3])
@@ -79,6 +89,8 @@ class DraftMetrics:
             "draft_ms_per_request_step": 1000 * self.draft_seconds / max(self.request_steps, 1),
             "draft_phase_ms_per_step": {name: round(1000 * seconds / max(self.steps, 1), 4)
                                         for name, seconds in zip(DRAFT_PHASES, self.phase_seconds)},
+            "after_launch_ms_per_step": {name: round(1000 * seconds / max(self.steps, 1), 4)
+                                         for name, seconds in zip(AFTER_LAUNCH_PHASES, self.after_launch_seconds)},
             "root_resyncs": self.root_resyncs,
             "tokens_with_probs": self.tokens_with_probs,
             "draft_nodes_model": self.model_nodes,
@@ -100,3 +112,8 @@ class DraftMetrics:
             s["steps"], s["draft_ms_per_step"], 100 * s["sibling_fraction"], 100 * s["global_fraction"],
             100 * s["own_fraction"],
         )
+
+
+def _accumulate(totals: list[float], marks: list[float]) -> None:
+    for i in range(len(totals)):
+        totals[i] += marks[i + 1] - marks[i]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import accumulate, chain
 from typing import Any, Hashable, Sequence
 
 import numpy as np
@@ -31,18 +32,58 @@ from sgl_consensus.request_params import ConsensusParams, read_params
 @dataclass
 class _Tracked:
     req: Any  # sglang Req
-    committed_outputs: int  # how many output tokens the drafter has seen
+    committed_outputs: int  # how many output tokens the drafter has seen (see `_Batch` while it is cached)
     tenant: Hashable | None = None  # custom_params["consensus_tenant"] (None: the default tenant)
 
 
+class _Batch:
+    """The last synced batch, cached for the common step (the same requests again, each with new
+    committed tokens): its requests' prompt lengths and committed counts. While cached,
+    ``committed`` is the truth for these requests; it is written back to their `_Tracked` records
+    before anything else reads or changes them (`RequestTracker._uncache`)."""
+
+    __slots__ = ("rids", "tracked", "prompt_lengths", "committed")
+
+    def __init__(self, rids: list[Hashable], tracked: list[_Tracked]) -> None:
+        self.rids = rids
+        self.tracked = tracked
+        self.prompt_lengths = [len(t.req.origin_input_ids) for t in tracked]
+        self.committed = [t.committed_outputs for t in tracked]
+
+
 @dataclass
+class NewTokens:
+    """What the last sync added, flat: request ``rids[i]`` got ``tokens[offsets[i]:offsets[i + 1]]``."""
+
+    rids: list[Hashable]
+    tokens: list[int]
+    offsets: list[int]
+
+    def by_request(self) -> dict[Hashable, list[int]]:
+        tokens, offsets = self.tokens, self.offsets
+        return {rid: tokens[offsets[i]:offsets[i + 1]] for i, rid in enumerate(self.rids)
+                if offsets[i + 1] > offsets[i]}
+
+
 class CommittedLogprobs:
     """The last verify's target logprobs of the tokens it committed, one row per verified request
-    (kept as the verify's array: no per-request lists on the drafting path)."""
+    (kept as the verify's arrays: no per-request lists on the drafting path)."""
 
-    rows: dict[Hashable, int]  # request -> its row; rows with a NaN (sanitised logits) are left out
-    logprobs: np.ndarray  # [rows, stride] float64; row r's first lens[r] entries are valid
-    lens: np.ndarray  # [rows] int64: committed tokens per row
+    def __init__(self, rids: Sequence[Hashable], logprobs: np.ndarray, lens: np.ndarray) -> None:
+        self.rids = list(rids)  # the verified requests, in row order
+        self.logprobs = logprobs  # [rows, stride] float; row r's first lens[r] entries are valid
+        self.lens = np.asarray(lens, dtype=np.int64)  # [rows]: committed tokens per row
+        self._rows: dict[Hashable, int] | None = None
+
+    @property
+    def rows(self) -> dict[Hashable, int]:
+        """Request -> its row; rows with a NaN (logits SGLang had to sanitise) are left out: that
+        request's tokens go in by frequency alone."""
+        if self._rows is None:
+            committed = np.arange(self.logprobs.shape[1]) < self.lens[:, None]
+            clean = ~(np.isnan(self.logprobs) & committed).any(axis=1)
+            self._rows = {rid: r for r, (rid, ok) in enumerate(zip(self.rids, clean.tolist())) if ok}
+        return self._rows
 
     @classmethod
     def from_rows(cls, rows: Mapping[Hashable, Sequence[float]]) -> CommittedLogprobs:
@@ -51,8 +92,7 @@ class CommittedLogprobs:
         logprobs = np.zeros((len(rows), stride))
         for r, row in enumerate(rows.values()):
             logprobs[r, : len(row)] = row
-        lens = np.array([len(row) for row in rows.values()], dtype=np.int64)
-        return cls({rid: r for r, rid in enumerate(rows)}, logprobs, lens)
+        return cls(list(rows), logprobs, np.array([len(row) for row in rows.values()], dtype=np.int64))
 
 
 def consensus_params(req) -> ConsensusParams:
@@ -77,7 +117,8 @@ class RequestTracker:
         self._away: dict[Hashable, None] = {}
         self._last_batch: list[Hashable] = []
         self.root_resyncs = 0  # drafter tail disagreed with SGLang's last committed token
-        self.last_new_tokens: dict[Hashable, list[int]] = {}  # per request, what the last sync added
+        self.last_new = NewTokens([], [], [0])  # what the last sync added
+        self._batch: _Batch | None = None  # the last synced batch (the common step's fast path)
         self.tokens_with_probs = 0  # committed tokens handed to the drafter with the target's probability
         self.prob_sum = 0.0  # the sum of those probabilities (their mean is a check on the gather)
 
@@ -110,6 +151,11 @@ class RequestTracker:
             elif tracked.req.finished():
                 self._remove(rid)
 
+    @property
+    def last_new_tokens(self) -> dict[Hashable, list[int]]:
+        """Per request, what the last sync added (requests that got nothing are left out)."""
+        return self.last_new.by_request()
+
     def prune_finished(self) -> None:
         """Free every tracked request the scheduler has finished or aborted (for reports)."""
         for rid, tracked in list(self._tracked.items()):
@@ -117,6 +163,7 @@ class RequestTracker:
                 self._remove(rid)
 
     def reset(self) -> None:
+        self._uncache()
         if self.drafter is not None:
             self.drafter.reset()
         for rid in list(self._tracked):
@@ -139,21 +186,75 @@ class RequestTracker:
         ``seq_lens``: SGLang's committed KV lengths of the batch (None: trust ``output_ids`` plus
         ``pending``, which is exact without overlap scheduling). ``logprobs``: the target's
         logprobs of the tokens each request's last verify committed (its newest committed tokens)."""
+        common = self._sync_common(reqs, seq_lens, pending, logprobs)
+        if common is not None:
+            return common
+        self._uncache()
         rids, roots = [], []
-        self.last_new_tokens = {}
         batch = _Extensions()
         for i, req in enumerate(reqs):
             rids.append(req.rid)
             roots.append(self._sync_one(req, None if seq_lens is None else int(seq_lens[i]),
                                         pending[i] if pending is not None else (), batch))
+        self.last_new = batch.new_tokens()
         if batch.rids:
             probabilities = batch.probabilities(logprobs)
             self.drafter.extend_many(batch.rids, batch.tokens, probabilities=probabilities)
-            if probabilities is not None:
-                known = probabilities[~np.isnan(probabilities)]
-                self.tokens_with_probs += len(known)
-                self.prob_sum += float(known.sum())
+            self._count_probabilities(probabilities)
+        if seq_lens is not None:
+            self._batch = _Batch(rids, [self._tracked[rid] for rid in rids])
         return rids, roots
+
+    def _sync_common(self, reqs: Sequence[Any], seq_lens: Sequence[int] | None, pending: list[list[int]] | None,
+                     logprobs: CommittedLogprobs | None) -> tuple[list[Hashable], list[int]] | None:
+        """The common step, with one write to the drafter: the batch of the last sync again, every
+        request with new committed tokens, all of them known. None (nothing changed) otherwise:
+        the general path then handles whatever is unusual, request by request. (Plain lists: at
+        these sizes each NumPy call costs more than the loop it would replace.)"""
+        cached = self._batch
+        if cached is None or seq_lens is None or not hasattr(self.drafter, "extend_flat"):
+            return None
+        rids = cached.rids
+        if len(reqs) != len(rids) or any(req.rid != rid for req, rid in zip(reqs, rids)):
+            return None
+        if logprobs is not None and logprobs.rids != rids:
+            return None  # the verify's rows are another batch's
+        seen = cached.committed
+        upto = [int(n) + 1 - p for n, p in zip(seq_lens, cached.prompt_lengths)]
+        lengths = [b - a for a, b in zip(seen, upto)]
+        if min(lengths) < 1:
+            return None  # a request without news (or rewound): its root needs checking
+        if pending is None:
+            rows = [req.output_ids[a:b] for req, a, b in zip(reqs, seen, upto)]
+        else:
+            rows = [_committed_slice(req.output_ids, row, a, b) for req, row, a, b in zip(reqs, pending, seen, upto)]
+        if list(map(len, rows)) != lengths:
+            return None  # SGLang counts tokens we were not shown: the general path says so
+        offsets = list(accumulate(lengths, initial=0))
+        flat = list(chain.from_iterable(rows))
+        tokens, bounds = np.array(flat, dtype=np.int64), np.array(offsets, dtype=np.int64)
+        if logprobs is None:
+            with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, bounds)
+        else:
+            with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, bounds, logprobs.logprobs, logprobs.lens)
+        cached.committed = upto
+        self.last_new = NewTokens(rids, flat, offsets)
+        self.tokens_with_probs += with_prob
+        self.prob_sum += prob_sum
+        return list(rids), [row[-1] for row in rows]
+
+    def _uncache(self) -> None:
+        """Write the cached batch's committed counts back to its requests' records and drop it."""
+        cached, self._batch = self._batch, None
+        if cached is not None:
+            for tracked, committed in zip(cached.tracked, cached.committed):
+                tracked.committed_outputs = committed
+
+    def _count_probabilities(self, probabilities: np.ndarray | None) -> None:
+        if probabilities is not None:
+            known = probabilities[~np.isnan(probabilities)]
+            self.tokens_with_probs += len(known)
+            self.prob_sum += float(known.sum())
 
     def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], batch: _Extensions) -> int:
         rid, outputs = req.rid, req.output_ids
@@ -172,7 +273,6 @@ class RequestTracker:
         if seen < committed:  # the common step
             new = list(outputs[seen:committed]) if committed <= len(outputs) else \
                 _committed_slice(outputs, pending, seen, committed)
-            self.last_new_tokens[rid] = new
             tracked.committed_outputs = committed
             batch.add(rid, new)
             return new[-1]  # SGLang's last committed token, which the drafter's tail now ends with
@@ -193,6 +293,7 @@ class RequestTracker:
         return [self._tracked[rid].tenant for rid in rids]
 
     def _add(self, req) -> _Tracked:
+        self._uncache()
         prompt = req.origin_input_ids_unpadded
         params = consensus_params(req)
         group = self.grouper.assign(req.rid, params, prompt)
@@ -201,6 +302,7 @@ class RequestTracker:
         return tracked
 
     def _remove(self, rid: Hashable) -> None:
+        self._uncache()
         self._tracked.pop(rid, None)
         self._away.pop(rid, None)
         self.grouper.release(rid)
@@ -220,33 +322,44 @@ class _Extensions:
         self.rids.append(rid)
         self.tokens.append(new)
 
+    def new_tokens(self) -> NewTokens:
+        offsets = [0]
+        for row in self.tokens:
+            offsets.append(offsets[-1] + len(row))
+        return NewTokens(self.rids, list(chain.from_iterable(self.tokens)), offsets)
+
     def probabilities(self, logprobs: CommittedLogprobs | None) -> np.ndarray | None:
-        """The target's probability of every new token, flat over the concatenated tokens (NaN:
-        unknown), or None if none is known. A request's last verify covers its newest tokens: older
-        new tokens (the prefill's) stay unknown, and a request with more logprobs than new tokens
-        gets none (they belong to another step)."""
-        if logprobs is None or not logprobs.rows:
-            return None
-        exp = math.exp  # as `validation.probabilities`, bit for bit
-        lengths = list(map(len, self.tokens))
-        if lengths == logprobs.lens.tolist() and list(logprobs.rows) == self.rids:
-            # The common step: the same requests as the last verify, each new token one it committed.
-            committed = np.arange(logprobs.logprobs.shape[1]) < logprobs.lens[:, None]
-            return np.array([exp(v) for v in np.minimum(logprobs.logprobs[committed], 0.0).tolist()])
-        size = len(self.rids)
-        counts = np.array(lengths, dtype=np.int64)
-        rows = np.fromiter((logprobs.rows.get(rid, -1) for rid in self.rids), dtype=np.int64, count=size)
-        known = np.where(rows >= 0, logprobs.lens[rows], 0)
-        known[known > counts] = 0
-        total = int(known.sum())
-        if not total:
-            return None
-        out = np.full(int(counts.sum()), np.nan)
-        owner = np.repeat(np.arange(size), known)  # the request of each known value
-        column = np.arange(total) - np.repeat(np.cumsum(known) - known, known)
-        values = np.minimum(logprobs.logprobs[rows[owner], column], 0.0).tolist()
-        out[np.repeat(np.cumsum(counts) - known, known) + column] = [exp(v) for v in values]
-        return out
+        """`new_token_probabilities` of these rows."""
+        return new_token_probabilities(self.rids, list(map(len, self.tokens)), logprobs)
+
+
+def new_token_probabilities(rids: Sequence[Hashable], lengths: list[int],
+                            logprobs: CommittedLogprobs | None) -> np.ndarray | None:
+    """The target's probability of every new token of rows of ``lengths`` tokens for ``rids``, flat
+    over the concatenated rows (NaN: unknown), or None if none is known. A request's last verify
+    covers its newest tokens: older new tokens (the prefill's) stay unknown, and a request with
+    more logprobs than new tokens gets none (they belong to another step)."""
+    if logprobs is None or not logprobs.rows:
+        return None
+    exp = math.exp  # as `validation.probabilities`, bit for bit
+    if lengths == logprobs.lens.tolist() and list(logprobs.rows) == list(rids):
+        # The common step: the same requests as the last verify, each new token one it committed.
+        committed = np.arange(logprobs.logprobs.shape[1]) < logprobs.lens[:, None]
+        return np.array([exp(v) for v in np.minimum(logprobs.logprobs[committed], 0.0).tolist()])
+    size = len(rids)
+    counts = np.array(lengths, dtype=np.int64)
+    rows = np.fromiter((logprobs.rows.get(rid, -1) for rid in rids), dtype=np.int64, count=size)
+    known = np.where(rows >= 0, logprobs.lens[rows], 0)
+    known[known > counts] = 0
+    total = int(known.sum())
+    if not total:
+        return None
+    out = np.full(int(counts.sum()), np.nan)
+    owner = np.repeat(np.arange(size), known)  # the request of each known value
+    column = np.arange(total) - np.repeat(np.cumsum(known) - known, known)
+    values = np.minimum(logprobs.logprobs[rows[owner], column], 0.0).tolist()
+    out[np.repeat(np.cumsum(counts) - known, known) + column] = [exp(v) for v in values]
+    return out
 
 
 def _committed_slice(outputs, pending: Sequence[int], start: int, stop: int) -> list[int]:

@@ -7,7 +7,8 @@ drafter proposes one tree per request, node 0 of every tree is set to SGLang's l
 and SGLang's NGRAM machinery (inherited from ``NGRAMWorker``) verifies the trees in one
 TARGET_VERIFY forward and commits the accepted tokens. After the verify is launched (while the
 device computes), requests that left the batch are released and the drafter's background merges
-run (``_update_ngram_corpus``, NGRAM's post-verify hook).
+run, and the width policy learns from the last step (``_update_ngram_corpus``, NGRAM's post-verify
+hook: ``DraftStep.after_launch``).
 
 Verification is exact on every device (``adapter.verify``): sampled requests on CPU, and on CUDA the
 batches whose sampling parameters SGLang's CUDA verify gets wrong (top-k with top-p, min_p), go
@@ -283,6 +284,9 @@ class ConsensusWorker(NGRAMWorker):
         """NGRAM's post-verify hook: runs after the verify is launched, while the device computes."""
         if self._use_ngram_corpus:
             super()._update_ngram_corpus(batch)
+            return
+        if self.step is not None:  # runs after decode steps only (verify or plain)
+            self.step.after_launch(batch.reqs)  # the policy's learning, departures, merges
             return
         self.tracker.release_departed(batch.reqs)
         self.tracker.drafter.maintain()

@@ -19,8 +19,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+import math
+
 from . import trie
 from .config import DraftConfig
+from .validation import MAX_TOKEN_ID
 from .tree import Candidates, Source, TreeParams, build_tree
 
 LABELS = 4  # SIBLING, GLOBAL, OWN, MODEL (tree.py)
@@ -75,6 +78,23 @@ class CandidateBatch:
                           self.labels[b, :k].tolist(), self.scores[b, :k].tolist())
 
 
+class BadBatch(Exception):
+    """A flat batch with a bad value (`DraftCore.extend_rows`): which kind, at which index."""
+
+    TOKEN, OFFSETS = 1, 2
+
+    def __init__(self, kind: int, index: int) -> None:
+        super().__init__(kind, index)
+        self.kind, self.index = kind, index
+
+    def describe(self, rids: Sequence[Any], offsets: np.ndarray, tokens: np.ndarray) -> str:
+        if self.kind == self.OFFSETS:
+            return f"offsets must rise from 0, got {offsets.tolist()[max(self.index - 1, 0): self.index + 1]} " \
+                   f"at index {self.index}"
+        row = int(np.searchsorted(offsets, self.index, side="right")) - 1
+        return f"request {rids[row]!r}: token_ids must be in [0, {MAX_TOKEN_ID}], got {int(tokens[self.index])}"
+
+
 class DraftCore(Protocol):
     """The operations the drafter's policy needs from its data plane (see the module docstring)."""
 
@@ -90,9 +110,17 @@ class DraftCore(Protocol):
     def set_generations(self, corpus: Any, current: Any, previous: Any | None) -> None: ...
     def new_request(self, group_trie: Any, corpus: Any, slot: int, active: list[int], tail: list[int]) -> Any: ...
     def free_request(self, request: Any) -> None: ...
+    def last_token(self, request: Any) -> int:
+        """The request's last recorded token (its prompt's, before any output)."""
     def extend(self, request: Any, tokens: list[int], probs: list[float] | None) -> None: ...
     def extend_many(self, requests: Sequence[Any], token_lists: Sequence[list[int]], probs: list[float] | None) -> None:
         """`extend` for a batch; `probs`: flat over the concatenated tokens, NaN = not recorded."""
+    def request_batch(self, requests: Sequence[Any]) -> Any:
+        """Request handles in the form `propose` and `extend_flat` take a batch in (made once per batch)."""
+    def extend_rows(self, requests: Any, offsets: np.ndarray, tokens: np.ndarray, logprobs: np.ndarray | None,
+                    counts: np.ndarray | None) -> tuple[int, float]:
+        """`extend_many` in flat arrays, inputs checked as they are read (`PythonCore.extend_rows`
+        defines it; raises `BadBatch`, having written nothing, on a bad input)."""
     def merge_start(self, source: Any, destination: Any) -> Any: ...
     def merge_step(self, job: Any, budget: int, min_count: int, max_depth: int) -> tuple[int, bool]:
         """Visit up to `budget` source children; (visited, finished)."""
@@ -175,6 +203,9 @@ class PythonCore:
     def free_request(self, request: _PyRequest) -> None:
         pass
 
+    def last_token(self, request: _PyRequest) -> int:
+        return request.tail[-1]
+
     def extend(self, request: _PyRequest, tokens: list[int], probs: list[float] | None) -> None:
         depth = self._depth
         request.active = _write_many(request.trie, request.active, tokens, probs, request.slot, depth, self._max_nodes)
@@ -193,6 +224,44 @@ class PythonCore:
             start += len(tokens)
             if tokens:
                 self.extend(request, tokens, row)
+
+    def request_batch(self, requests: Sequence[_PyRequest]) -> list[_PyRequest]:
+        return list(requests)
+
+    def extend_rows(self, requests: list[_PyRequest], offsets: np.ndarray, tokens: np.ndarray,
+                    logprobs: np.ndarray | None, counts: np.ndarray | None) -> tuple[int, float]:
+        """Request i (of `request_batch`) gets int64 ``tokens[offsets[i]:offsets[i + 1]]``. With
+        ``logprobs`` (float64 [batch, stride]) and ``counts`` (int64 [batch]), the newest
+        ``counts[i]`` of them get probabilities ``exp(min(logprob, 0))`` from row i, unless the
+        row has more of them than new tokens or a NaN among them. Raises `BadBatch` before writing
+        anything if an offset falls or a token lies outside [0, 2^31 - 1]. Returns (tokens written
+        with a probability, the sum of those probabilities)."""
+        bounds, values = offsets.tolist(), tokens.tolist()
+        if bounds[0] != 0:
+            raise BadBatch(BadBatch.OFFSETS, 0)
+        for i in range(len(requests)):
+            if bounds[i + 1] < bounds[i]:
+                raise BadBatch(BadBatch.OFFSETS, i + 1)
+        for t, token in enumerate(values):
+            if token < 0 or token > MAX_TOKEN_ID:
+                raise BadBatch(BadBatch.TOKEN, t)
+        rows = [values[bounds[i]:bounds[i + 1]] for i in range(len(requests))]
+        if logprobs is None:
+            self.extend_many(requests, rows, None)
+            return 0, 0.0
+        probs: list[float] = []
+        with_prob, total = 0, 0.0
+        for row, values_row, known in zip(rows, logprobs.tolist(), counts.tolist()):
+            values_row = values_row[:known] if 0 <= known <= len(row) else []
+            if any(value != value for value in values_row):  # a NaN: sanitised logits
+                values_row = []
+            row_probs = [math.exp(min(value, 0.0)) for value in values_row]
+            probs += [math.nan] * (len(row) - len(row_probs)) + row_probs
+            with_prob += len(row_probs)
+            for p in row_probs:
+                total += p
+        self.extend_many(requests, rows, probs)
+        return with_prob, total
 
     # -- merges of finished groups into the global corpus
     def merge_start(self, source: trie.Trie, destination: trie.Trie) -> _PyMerge:

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import validation
 from .config import DraftConfig
-from .core import CandidateBatch, DraftCore, PythonCore
+from .core import BadBatch, CandidateBatch, DraftCore, PythonCore
 from .sources import GlobalCorpus, GroupIndex
 from .successors import SuccessorTable, add_model_nodes
 from .tree import GLOBAL, MODEL, OWN, SIBLING, Candidates
@@ -41,15 +41,30 @@ CORES = ("auto", "native", "python")
 
 
 class _Request:
-    __slots__ = ("group", "corpus", "slot", "handle", "last", "successors")
+    __slots__ = ("group", "corpus", "slot", "handle", "successors")
 
-    def __init__(self, group: GroupIndex, corpus: GlobalCorpus, slot: int, handle: Any, last: int) -> None:
+    def __init__(self, group: GroupIndex, corpus: GlobalCorpus, slot: int, handle: Any) -> None:
         self.group = group
         self.corpus = corpus  # its tenant's global corpus
         self.slot = slot
-        self.handle = handle  # its writer state in the core
-        self.last = last  # last token recorded: the next tree's root
+        self.handle = handle  # its writer state in the core (its last tokens included)
         self.successors: SuccessorTable | None = None  # the target's earlier predictions (model nodes)
+
+
+class _BatchView:
+    """The requests of a batch, looked up once and reused while the same batch comes back (the
+    common decode step): their records, their handles in the form the core takes a batch in, and
+    their global corpus when they share one."""
+
+    __slots__ = ("rids", "version", "requests", "handles", "corpus")
+
+    def __init__(self, rids: list[Hashable], version: int, requests: list[_Request], handles: Any) -> None:
+        self.rids = rids
+        self.version = version  # the drafter's request version when looked up (add/remove move it)
+        self.requests = requests
+        self.handles = handles
+        corpora = {id(request.corpus): request.corpus for request in requests}
+        self.corpus = next(iter(corpora.values())) if len(corpora) == 1 else None
 
 
 def make_core(config: DraftConfig, core: str = "auto") -> DraftCore:
@@ -89,6 +104,8 @@ class ConsensusDrafter:
         self._merge_due: dict[GlobalCorpus, None] = {}  # corpora whose paid-for merges `maintain` runs
         self._counters = _zero_counters()
         self._last_labels = np.zeros((0, 4), dtype=np.int64)
+        self._version = 0  # moves at every add and remove: a cached batch view is then stale
+        self._view: _BatchView | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def add(
@@ -125,7 +142,8 @@ class ConsensusDrafter:
         slot = index.join(rid)
         self._counters["requests_added"] += 1
         handle = self.core.new_request(index.trie, corpus.handle, slot, active, prompt[-self.config.trie_depth:])
-        self._requests[rid] = _Request(index, corpus, slot, handle, prompt[-1])
+        self._requests[rid] = _Request(index, corpus, slot, handle)
+        self._version += 1
 
     def _corpus_of(self, tenant: Hashable | None) -> GlobalCorpus:
         corpus = self._corpora.get(tenant)
@@ -175,15 +193,55 @@ class ConsensusDrafter:
             if row:
                 self._written(request, row)
 
+    def extend_flat(self, rids: Sequence[Hashable], tokens: np.ndarray, offsets: np.ndarray,
+                    logprobs: np.ndarray | None = None, logprob_counts: np.ndarray | None = None
+                    ) -> tuple[int, float]:
+        """`extend` for a batch in flat arrays, in one call to the core (the worker's common step).
+
+        Request ``rids[i]`` gets ``tokens[offsets[i]:offsets[i + 1]]`` (``tokens``: 1-D integer
+        array; ``offsets``: integer [len(rids) + 1] rising from 0; rows may be empty).
+        ``logprobs`` (float [len(rids), stride]) and ``logprob_counts`` (int [len(rids)]): a
+        verify's record, row i the target's logprobs of the newest ``logprob_counts[i]`` tokens of
+        request i; a row with more of them than new tokens, or with a NaN among them, is not used
+        (those tokens go in by frequency alone). Returns how many tokens went in with a
+        probability, and the sum of their probabilities."""
+        view = self.batch_view(rids)
+        tokens, offsets, logprobs, logprob_counts = validation.flat_batch(len(rids), tokens, offsets, logprobs,
+                                                                         logprob_counts)
+        if not len(tokens):
+            return 0, 0.0
+        try:
+            known = self.core.extend_rows(view.handles, offsets, tokens, logprobs, logprob_counts)
+        except BadBatch as bad:
+            raise ValueError(bad.describe(rids, offsets, tokens)) from None
+        self._counters["tokens_extended"] += len(tokens)
+        if view.corpus is not None:
+            self._credit(view.corpus, len(tokens))
+        else:
+            for request, count in zip(view.requests, np.diff(offsets).tolist()):
+                self._credit(request.corpus, count)
+        return known
+
+    def batch_view(self, rids: Sequence[Hashable]) -> _BatchView:
+        """The requests of ``rids``, from the last lookup when it was the same batch and no request
+        was added or removed since."""
+        view = self._view
+        if view is None or view.version != self._version or view.rids != rids:
+            requests = [self._get(rid) for rid in rids]
+            handles = self.core.request_batch([request.handle for request in requests])
+            view = self._view = _BatchView(list(rids), self._version, requests, handles)
+        return view
+
     def _written(self, request: _Request, tokens: list[int]) -> None:
         """Bookkeeping after `tokens` were written for `request`."""
-        request.last = tokens[-1]
         self._counters["tokens_extended"] += len(tokens)
-        corpus = request.corpus
+        self._credit(request.corpus, len(tokens))
+
+    def _credit(self, corpus: GlobalCorpus, tokens: int) -> None:
         if corpus.pending:
             # Finished groups merge into their tenant's global corpus at a pace set by that tenant's
             # new writes; the work itself runs in `maintain` (off the drafting path).
-            corpus.merge_credit += self.config.merge_visits_per_token * len(tokens)
+            corpus.merge_credit += self.config.merge_visits_per_token * tokens
             if corpus.merge_credit >= _MERGE_BATCH:
                 self._merge_due[corpus] = None
 
@@ -214,6 +272,8 @@ class ConsensusDrafter:
         request = self._requests.pop(rid, None)
         if request is None:
             raise KeyError(f"request {rid!r} is not tracked (never added, or already removed)")
+        self._version += 1
+        self._view = None  # it may hold the freed handle
         self.core.free_request(request.handle)
         group = request.group
         group.live.discard(rid)
@@ -237,6 +297,8 @@ class ConsensusDrafter:
         self._corpora.clear()
         self._merge_due.clear()
         self._counters = _zero_counters()
+        self._version += 1
+        self._view = None
 
     # ------------------------------------------------------------------ drafting
     def propose(
@@ -256,8 +318,9 @@ class ConsensusDrafter:
     def propose_candidates(self, rids: Sequence[Hashable]) -> CandidateBatch:
         """Per request, its best draft nodes (up to `num_draft_tokens`, root included), best first,
         with their scores: any prefix is the best tree of that size (`layout` turns one into rows)."""
-        requests = [self._get(rid) for rid in rids]
-        batch = self.core.propose([request.handle for request in requests])
+        view = self.batch_view(rids)
+        requests = view.requests
+        batch = self.core.propose(view.handles)
         weight = self.config.model_weight
         if weight > 0 and any(r.successors is not None for r in requests):
             # The target's own earlier predictions fill what the evidence left open.
@@ -344,7 +407,7 @@ class ConsensusDrafter:
 
     def last_token(self, rid: Hashable) -> int:
         """The last token recorded for `rid` (its prompt's, if no output yet): the next tree's root."""
-        return self._get(rid).last
+        return self.core.last_token(self._get(rid).handle)
 
     def __contains__(self, rid: object) -> bool:
         return rid in self._requests

@@ -9,6 +9,7 @@ and the drafters' stats.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -225,3 +226,68 @@ def test_extend_many_names_the_request_with_bad_input() -> None:
         drafter.extend_many(["a", "b"], [[3], [-1]])
     with pytest.raises(KeyError, match="request 'c' is not tracked"):
         drafter.extend_many(["c"], [[3]])
+
+
+@pytest.mark.parametrize("core", ["native", "python"])
+def test_flat_rows_write_what_the_same_logprob_rows_write(core: str) -> None:
+    """`extend_flat` (the worker's common step: flat tokens, the verify's logprob matrix and
+    counts) writes what `extend_many` writes with the same rows: the same drafts, bit for bit,
+    including rows whose logprobs cannot be used (a NaN, more of them than new tokens)."""
+    rng = random.Random(9)
+    rows, flat = (ConsensusDrafter(DraftConfig(), core=core) for _ in range(2))
+    rids = [f"r{i}" for i in range(6)]
+    for drafter in (rows, flat):
+        for i, rid in enumerate(rids):
+            drafter.add(rid, f"g{i % 2}", [1, 2, 3])
+    stride = 4
+    used = 0
+    for _ in range(40):
+        tokens = [[rng.randrange(6) for _ in range(rng.randint(0, 3))] for _ in rids]
+        matrix = np.full((len(rids), stride), np.nan)
+        counts = np.zeros(len(rids), dtype=np.int64)
+        expected = []
+        for i, row in enumerate(tokens):
+            counts[i] = rng.randint(0, stride)
+            matrix[i, :counts[i]] = [-rng.random() * 3 for _ in range(counts[i])]
+            if counts[i] and rng.random() < 0.1:
+                matrix[i, rng.randrange(counts[i])] = np.nan  # sanitised logits: the row is not used
+            values = matrix[i, :counts[i]].tolist()
+            usable = counts[i] <= len(row) and not any(v != v for v in values)
+            expected.append(values if usable and values else None)
+            used += bool(usable and values)
+        rows.extend_many(rids, tokens, expected)
+        offsets = np.array([0] + list(itertools.accumulate(len(row) for row in tokens)), dtype=np.int64)
+        flat_tokens = np.array([t for row in tokens for t in row], dtype=np.int64)
+        with_prob, total = flat.extend_flat(rids, flat_tokens, offsets, matrix, counts)
+        assert with_prob == sum(len(v) for v in expected if v)
+        assert total == pytest.approx(sum(math.exp(x) for v in expected if v for x in v))
+        a, b = rows.propose_candidates(rids), flat.propose_candidates(rids)
+        for field in ("lengths", "tokens", "parents", "scores"):
+            np.testing.assert_array_equal(getattr(b, field), getattr(a, field))
+        assert [flat.last_token(r) for r in rids] == [rows.last_token(r) for r in rids]
+    assert used > 20, "too few rows with usable logprobs: the comparison would be weak"
+    assert flat.stats() == rows.stats()
+
+
+@pytest.mark.parametrize("core", ["native", "python"])
+def test_a_bad_flat_batch_is_named_and_writes_nothing(core: str) -> None:
+    drafter = ConsensusDrafter(DraftConfig(), core=core)
+    for rid in ("a", "b"):
+        drafter.add(rid, "g", [1, 2])
+    before = drafter.propose_candidates(["a", "b"])
+    with pytest.raises(ValueError, match=r"request 'b': token_ids must be in \[0, 2147483647\], got -4"):
+        drafter.extend_flat(["a", "b"], np.array([3, 3, -4]), np.array([0, 1, 3]))
+    with pytest.raises(ValueError, match=r"offsets must rise from 0, got \[2, 1\] at index 2"):
+        drafter.extend_flat(["a", "b"], np.array([3]), np.array([0, 2, 1]))
+    with pytest.raises(ValueError, match=r"offsets must end at the number of tokens \(3\), got 2"):
+        drafter.extend_flat(["a", "b"], np.array([3, 3, 4]), np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"logprobs must be a float array of shape \(2, stride\)"):
+        drafter.extend_flat(["a", "b"], np.array([3]), np.array([0, 1, 1]), np.zeros((3, 2)), np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="logprobs and logprob_counts go together"):
+        drafter.extend_flat(["a", "b"], np.array([3]), np.array([0, 1, 1]), np.zeros((2, 2)))
+    with pytest.raises(TypeError, match="tokens must be a 1-D NumPy integer array, got list"):
+        drafter.extend_flat(["a", "b"], [3], np.array([0, 1, 1]))
+    after = drafter.propose_candidates(["a", "b"])
+    for field in ("lengths", "tokens", "parents", "scores"):
+        np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
+    assert drafter.stats()["tokens_extended"] == 0 and drafter.last_token("b") == 2

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..config import DraftConfig
-from ..core import LABELS, CandidateBatch
+from ..core import LABELS, BadBatch, CandidateBatch
 from .build import NativeCoreUnavailable, build
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 _i32, _i64, _f64, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _NAN = math.nan
 
@@ -60,7 +60,9 @@ _SIGNATURES = {
     "sgc_corpus_set": ([_ptr, _i32, _i32, _i32], None),
     "sgc_request_new": ([_ptr, _i32, _i32, _i32, _ptr, _i32, _ptr, _i32], _i32),
     "sgc_request_free": ([_ptr, _i32], None),
+    "sgc_request_last": ([_ptr, _i32], _i32),
     "sgc_extend_batch": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr], _i32),
+    "sgc_extend_rows": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr, _i64, _ptr, _ptr, _ptr], _i64),
     "sgc_merge_new": ([_ptr, _i32, _i32], _i32),
     "sgc_merge_free": ([_ptr, _i32], None),
     "sgc_merge_step": ([_ptr, _i32, _i64, _i64, _i32, _ptr], _i64),
@@ -151,6 +153,7 @@ class NativeCore:
         self._queue_tokens: list[int] = []
         self._queue_probs: list[float] = []
         self._queue_has_probs = False
+        self._extend_out = np.zeros(3, dtype=np.float64)
 
     # -- tries and corpora
     def new_trie(self) -> _Handle:
@@ -195,6 +198,10 @@ class NativeCore:
         self._flush()
         self.lib.sgc_request_free(self._pointer, request)
 
+    def last_token(self, request: int) -> int:
+        self._flush()
+        return self.lib.sgc_request_last(self._pointer, request)
+
     def extend(self, request: int, tokens: list[int], probs: list[float] | None) -> None:
         self.extend_many((request,), (tokens,), probs)
 
@@ -209,6 +216,22 @@ class NativeCore:
         else:
             self._queue_probs += probs
             self._queue_has_probs = True
+
+    def request_batch(self, requests: Sequence[int]) -> np.ndarray:
+        return np.asarray(requests, dtype=np.int32)
+
+    def extend_rows(self, requests: np.ndarray, offsets: np.ndarray, tokens: np.ndarray,
+                    logprobs: np.ndarray | None, counts: np.ndarray | None) -> tuple[int, float]:
+        self._flush()  # earlier writes first: the order of trie operations is the policy's
+        out = self._extend_out  # [prob sum (float64), bad kind, bad index (int64)]
+        base = _address(out)
+        result = self.lib.sgc_extend_rows(
+            self._pointer, _address(requests), len(requests), _address(offsets), _address(tokens),
+            None if logprobs is None else _address(logprobs), 0 if logprobs is None else logprobs.shape[1],
+            None if counts is None else _address(counts), base, base + 8)
+        if result == -2:
+            raise BadBatch(int(out[1:].view(np.int64)[0]), int(out[1:].view(np.int64)[1]))
+        return _check(result), float(out[0])
 
     def _flush(self) -> None:
         if not self._queue_requests:
@@ -238,7 +261,7 @@ class NativeCore:
     # -- drafting
     def propose(self, requests: Sequence[int]) -> CandidateBatch:
         self._flush()
-        ids = np.asarray(requests, dtype=np.int32)
+        ids = requests if isinstance(requests, np.ndarray) else np.asarray(requests, dtype=np.int32)
         size = len(ids)
         batch = CandidateBatch.empty(size, self._n)
         if not size:

@@ -23,7 +23,7 @@
 
 namespace {
 
-constexpr int32_t kAbiVersion = 3;
+constexpr int32_t kAbiVersion = 4;
 constexpr int32_t kMixed = -1;        // owner code: two or more requests wrote the n-gram
 constexpr int32_t kPrompt = -2;       // owner code: only the group's prompt wrote it
 constexpr int32_t kRoot = 0;
@@ -652,6 +652,10 @@ int32_t sgc_request_new(void* c, int32_t trie, int32_t corpus, int32_t slot, con
 void sgc_request_free(void* c, int32_t request) { static_cast<Core*>(c)->requests.remove(request); }
 
 // Per request i: tokens[offsets[i]:offsets[i+1]] (probs alike, NaN = not recorded; probs may be null).
+int32_t sgc_request_last(void* c, int32_t request) {
+  return static_cast<Core*>(c)->requests[request].tail.back();  // never empty: it starts with the prompt
+}
+
 int32_t sgc_extend_batch(void* c, const int32_t* requests, int32_t num_requests, const int64_t* offsets,
                          const int32_t* tokens, const double* probs) {
   GUARD(-1, {
@@ -666,6 +670,60 @@ int32_t sgc_extend_batch(void* c, const int32_t* requests, int32_t num_requests,
       if (int(r.tail.size()) > 2 * depth) r.tail.erase(r.tail.begin(), r.tail.end() - depth);
     }
     return 0;
+  })
+}
+
+// The worker's common step in one call (PythonCore.extend_rows is the reference). Request i
+// (requests[i]) gets tokens[offsets[i] .. offsets[i + 1]). `logprobs` (nullptr: none known) is the
+// last verify's record, `stride` values per request: the target's logprobs of request i's newest
+// known[i] tokens; a row with more of them than new tokens, or with a NaN among them, is not used
+// (those tokens go in by frequency alone). Every input is checked before anything is written: a
+// bad one sets bad = {kind, index} (kind 1: a token outside [0, 2^31 - 1], index into tokens;
+// kind 2: offsets not rising from 0, index into offsets) and returns -2. Otherwise returns how
+// many tokens were written with a probability, their probabilities' sum in *prob_sum.
+int64_t sgc_extend_rows(void* c, const int32_t* requests, int32_t num_requests, const int64_t* offsets,
+                        const int64_t* tokens, const double* logprobs, int64_t stride, const int64_t* known,
+                        double* prob_sum, int64_t* bad) {
+  GUARD(-1, {
+    Core& core = *static_cast<Core*>(c);
+    if (offsets[0] != 0) { bad[0] = 2; bad[1] = 0; return -2; }
+    for (int32_t i = 0; i < num_requests; ++i)
+      if (offsets[i + 1] < offsets[i]) { bad[0] = 2; bad[1] = i + 1; return -2; }
+    const int64_t total = offsets[num_requests];
+    for (int64_t t = 0; t < total; ++t)
+      if (tokens[t] < 0 || tokens[t] > INT32_MAX) { bad[0] = 1; bad[1] = t; return -2; }
+    const int depth = core.cfg.trie_depth;
+    std::vector<int32_t> row;
+    std::vector<double> probs;
+    int64_t with_prob = 0;
+    double sum = 0.0;
+    for (int32_t i = 0; i < num_requests; ++i) {
+      const int64_t start = offsets[i], n = offsets[i + 1] - start;
+      if (n == 0) continue;
+      row.assign(tokens + start, tokens + start + n);
+      int64_t k = logprobs ? known[i] : 0;
+      if (k > n || k < 0) k = 0;
+      const double* values = logprobs ? logprobs + i * stride : nullptr;
+      for (int64_t j = 0; j < k; ++j)
+        if (std::isnan(values[j])) { k = 0; break; }
+      const double* row_probs = nullptr;
+      if (k > 0) {
+        probs.assign(n, std::nan(""));
+        for (int64_t j = 0; j < k; ++j) {  // as Python's math.exp(min(value, 0.0))
+          const double p = std::exp(std::min(values[j], 0.0));
+          probs[n - k + j] = p;
+          sum += p;
+        }
+        with_prob += k;
+        row_probs = probs.data();
+      }
+      Request& r = core.requests[requests[i]];
+      write_many(core.tries[r.trie], r.active, row.data(), n, row_probs, r.slot, depth, core.cfg.group_max_nodes);
+      r.tail.insert(r.tail.end(), row.begin(), row.end());
+      if (int(r.tail.size()) > 2 * depth) r.tail.erase(r.tail.begin(), r.tail.end() - depth);
+    }
+    *prob_sum = sum;
+    return with_prob;
   })
 }
 
