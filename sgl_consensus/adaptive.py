@@ -44,6 +44,11 @@ import numpy as np
 SCORE_BINS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0000001)
 _EDGES = np.asarray(SCORE_BINS)
 _LAST_BIN = len(SCORE_BINS) - 2
+# For `Calibration.rank_sums`: 0.0 gets a slot of its own (a node that is not there), every positive
+# score the slot of its bin: searchsorted(_SLOT_EDGES, score, side="right") = 1 for 0.0, 0 below.
+_SLOT_EDGES = np.concatenate([[0.0, np.nextafter(0.0, 1.0)], _EDGES[1:]])
+_SLOT_BIN = np.concatenate([[0, 0], np.minimum(np.arange(len(SCORE_BINS) - 1), _LAST_BIN),
+                            [_LAST_BIN]])  # the calibration bin of each slot >= 2
 
 
 def score_bins(scores: np.ndarray) -> np.ndarray:
@@ -75,6 +80,7 @@ class Calibration:
     proposed: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
     accepted: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
     score_sum: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
+    _slots: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # `rank_sums`' tables
 
     @staticmethod
     def bin_of(score: float) -> int:
@@ -91,7 +97,23 @@ class Calibration:
         k = self.prior_weight
         return (self.accepted[bins] + k * scores) / (self.proposed[bins] + k)
 
+    def rank_sums(self, scores: np.ndarray) -> np.ndarray:
+        """Per column of ``scores`` ([batch, ranks], 0.0 where a request has no such node), the sum
+        of the acceptance probabilities of its positive scores: ``probability`` written as
+        ``a[bin] + b[bin] * score`` (equal up to rounding), from tables rebuilt when the
+        calibration changes, so a step costs a handful of array operations."""
+        if self._slots is None:
+            k = self.prior_weight
+            denominator = self.proposed + k
+            a, b = self.accepted / denominator, k / denominator
+            self._slots = (np.concatenate([[0.0, 0.0], a[_SLOT_BIN[2:]]]),
+                           np.concatenate([[0.0, 0.0], b[_SLOT_BIN[2:]]]))
+        a, b = self._slots
+        slots = np.searchsorted(_SLOT_EDGES, scores, side="right")
+        return (a[slots] + b[slots] * scores).sum(axis=0)
+
     def record(self, scores: Sequence[float], accepted: Sequence[bool]) -> None:
+        self._slots = None
         self.proposed *= self.decay
         self.accepted *= self.decay
         self.score_sum *= self.decay
@@ -334,10 +356,10 @@ class WidthPolicy:
                 taken = request[:longest]
                 matrix[row, : len(taken)] = taken
         if calibrations is None:
-            probability = self.calibration.probabilities(matrix)
+            per_rank = self.calibration.rank_sums(matrix).tolist()  # the batch's k-th best nodes
         else:
             probability = np.vstack([c.probabilities(row) for c, row in zip(calibrations, matrix)])
-        per_rank = np.where(matrix > 0, probability, 0.0).sum(axis=0).tolist()  # the batch's k-th best nodes
+            per_rank = np.where(matrix > 0, probability, 0.0).sum(axis=0).tolist()
         cumulative = [0.0]
         for value in per_rank:
             cumulative.append(cumulative[-1] + value)

@@ -262,3 +262,19 @@ def test_a_tenant_step_pairs_only_with_a_step_that_held_the_same_tenant():
     policies.record_cost(["a"], 2, 100, 0.2, follows=True)  # a's previous row is two steps back
     assert [row[4] for row in policies.policy("a").cost.window_rows()] == [0, 1, 0]
     assert [row[4] for row in policies.policy("b").cost.window_rows()] == [0, 1]
+
+
+def test_rank_sums_equal_the_calibrated_probabilities_summed_per_rank():
+    """The per-step form (tables by score slot) equals ``probabilities`` summed over the positive
+    scores of each column, at bin edges, zero, negative and out-of-range scores too, and follows
+    the calibration as it learns."""
+    rng = np.random.default_rng(3)
+    calibration = Calibration()
+    edges = np.array([0.0, 0.01, 0.5, 0.9, 1.0, 1.2, -0.3, 5e-324])
+    for _ in range(3):
+        calibration.record(rng.random(400), rng.random(400) < 0.4)
+        scores = rng.random((64, 7))
+        scores[rng.random((64, 7)) < 0.3] = 0.0
+        scores[: len(edges), 0] = edges
+        expected = np.where(scores > 0, calibration.probabilities(scores), 0.0).sum(axis=0)
+        np.testing.assert_allclose(calibration.rank_sums(scores), expected, rtol=1e-12, atol=1e-12)

@@ -175,7 +175,7 @@ def test_step_phase_benchmark_runs_both_cores_and_reports_every_phase(tmp_path):
     import sys
     from pathlib import Path
 
-    from sgl_consensus.adapter.metrics import DRAFT_PHASES
+    from sgl_consensus.adapter.metrics import AFTER_LAUNCH_PHASES, DRAFT_PHASES
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_step_phases.py"
     out = tmp_path / "phases.json"
@@ -186,6 +186,41 @@ def test_step_phase_benchmark_runs_both_cores_and_reports_every_phase(tmp_path):
     assert [r["core"] for r in data["runs"]] == ["native", "python"]
     for r in data["runs"]:
         assert r["full_batch_steps"] > 0 and set(r["phase_ms_per_step_full_batch"]) == set(DRAFT_PHASES)
+        assert set(r["after_launch_ms_per_step_full_batch"]) == set(AFTER_LAUNCH_PHASES)
+        assert r["after_launch_ms_per_step_full_batch"]["learn"] > 0  # the outcomes are learned after launch
         assert r["tokens_per_step_per_request"] >= 1.0  # every step commits at least the bonus token
     bad = subprocess.run([sys.executable, str(script), "--groups", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--groups must be >= 1, got 0" in bad.stderr
+
+
+def test_work_left_by_a_step_without_after_launch_is_done_at_the_next_plan():
+    """A caller that never calls ``after_launch`` loses nothing: each plan first learns the
+    outcomes and records the cost the last step left (the policy sees the same steps)."""
+    with_hook, without = _step(), _step()
+    for (step, tracker), hook in ((with_hook, True), (without, False)):
+        step.learned_from = []  # the outcomes handed to the policy, one entry per step learned from
+        record = step.policy.record_outcome
+        step.policy.record_outcome = lambda *args, step=step, record=record: (step.learned_from.append(1), record(*args))
+        reqs, streams = _admitted(tracker, [None] * 3)
+        verified = None
+        for _ in range(12):
+            seq_lens = [len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs]
+            plan = step.plan(reqs, seq_lens, None, verified)
+            if hook:
+                step.after_launch(reqs)
+            for r, s in zip(reqs, streams):
+                r.output_ids.append(s[len(r.output_ids)])
+            sizes = np.minimum(step.proposal.candidates.lengths, plan.width)
+            verified = VerifyRecord(plan.rids, np.full((3, plan.width + 1), -0.1, dtype=np.float32),
+                                    np.ones(3, dtype=np.int64), None, plan.tokens, sizes.tolist())
+    def learned(step) -> tuple[int, int]:
+        return step.policy.policy(None).cost.observations, len(step.learned_from)
+
+    # 12 plans: with the hook, steps 1-11 are costed and learned from; without it, steps 1-10,
+    # step 11's share still pending (its outcomes and its end are known only at plan 12) ...
+    assert learned(with_hook[0]) == (11, 11) and learned(without[0]) == (10, 10)
+    # ... and done by the next plan
+    step, tracker = without
+    reqs = [tracker._tracked[rid].req for rid in step.proposal.rids]
+    step.plan(reqs, [len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs], None, verified)
+    assert learned(step) == (11, 11)

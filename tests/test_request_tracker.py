@@ -315,11 +315,13 @@ def test_the_common_step_writes_what_the_general_path_writes(seed):
                     del reqs[tracker][rid].output_ids[len(reqs[tracker][rid].output_ids) - len(row):]
         logprobs = None
         if last_verify is not None and rng.random() < 0.8:
-            matrix = np.array([[-rng.random() for _ in range(4)] for _ in batch])
+            # the verify of this batch, or of the last one (rows of departed requests, none for joiners)
+            verified = list(batch) if rng.random() < 0.6 else list(last_verify)
+            matrix = np.array([[-rng.random() for _ in range(4)] for _ in verified])
             if rng.random() < 0.2:
-                matrix[rng.randrange(len(batch)), 0] = np.nan
-            lens = np.array([min(counts[rid], 4) for rid in batch])
-            logprobs = CommittedLogprobs(list(batch), matrix, lens)
+                matrix[rng.randrange(len(verified)), 0] = np.nan
+            lens = np.array([min(counts.get(rid, 1), 4) for rid in verified])
+            logprobs = CommittedLogprobs(verified, matrix, lens)
         results = [t.sync([reqs[t][rid] for rid in batch], seq_lens, pending if overlap else None, logprobs)
                    for t in (fast, slow)]
         assert results[0] == results[1]

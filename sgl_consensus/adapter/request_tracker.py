@@ -29,26 +29,16 @@ from sgl_consensus.grouping import SiblingGrouper
 from sgl_consensus.request_params import ConsensusParams, read_params
 
 
-@dataclass
 class _Tracked:
-    req: Any  # sglang Req
-    committed_outputs: int  # how many output tokens the drafter has seen (see `_Batch` while it is cached)
-    tenant: Hashable | None = None  # custom_params["consensus_tenant"] (None: the default tenant)
+    """One tracked request."""
 
+    __slots__ = ("req", "committed_outputs", "tenant", "prompt_length")
 
-class _Batch:
-    """The last synced batch, cached for the common step (the same requests again, each with new
-    committed tokens): its requests' prompt lengths and committed counts. While cached,
-    ``committed`` is the truth for these requests; it is written back to their `_Tracked` records
-    before anything else reads or changes them (`RequestTracker._uncache`)."""
-
-    __slots__ = ("rids", "tracked", "prompt_lengths", "committed")
-
-    def __init__(self, rids: list[Hashable], tracked: list[_Tracked]) -> None:
-        self.rids = rids
-        self.tracked = tracked
-        self.prompt_lengths = [len(t.req.origin_input_ids) for t in tracked]
-        self.committed = [t.committed_outputs for t in tracked]
+    def __init__(self, req: Any, tenant: Hashable | None) -> None:
+        self.req = req  # sglang Req
+        self.committed_outputs = 0  # how many output tokens the drafter has seen
+        self.tenant = tenant  # custom_params["consensus_tenant"] (None: the default tenant)
+        self.prompt_length = len(req.origin_input_ids)  # SGLang's sequence length counts these
 
 
 @dataclass
@@ -85,6 +75,19 @@ class CommittedLogprobs:
             self._rows = {rid: r for r, (rid, ok) in enumerate(zip(self.rids, clean.tolist())) if ok}
         return self._rows
 
+    def rows_of(self, rids: list[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+        """The logprob rows and committed counts of ``rids``, in that order (a request the verify
+        did not hold gets a count of 0): the verify's own arrays when it held this very batch."""
+        if self.rids == rids:
+            return self.logprobs, self.lens
+        if not self.rids:
+            return np.zeros((len(rids), 0)), np.zeros(len(rids), dtype=np.int64)
+        index = {rid: r for r, rid in enumerate(self.rids)}
+        take = np.array([index.get(rid, -1) for rid in rids], dtype=np.int64)
+        held = take >= 0
+        rows = np.where(held, take, 0)
+        return self.logprobs[rows], np.where(held, self.lens[rows], 0)
+
     @classmethod
     def from_rows(cls, rows: Mapping[Hashable, Sequence[float]]) -> CommittedLogprobs:
         """From per-request lists (tests, replays)."""
@@ -118,7 +121,7 @@ class RequestTracker:
         self._last_batch: list[Hashable] = []
         self.root_resyncs = 0  # drafter tail disagreed with SGLang's last committed token
         self.last_new = NewTokens([], [], [0])  # what the last sync added
-        self._batch: _Batch | None = None  # the last synced batch (the common step's fast path)
+        self._synced: tuple[list[Hashable], list[Hashable | None]] = ([], [])  # last sync's rids, tenants
         self.tokens_with_probs = 0  # committed tokens handed to the drafter with the target's probability
         self.prob_sum = 0.0  # the sum of those probabilities (their mean is a check on the gather)
 
@@ -163,7 +166,6 @@ class RequestTracker:
                 self._remove(rid)
 
     def reset(self) -> None:
-        self._uncache()
         if self.drafter is not None:
             self.drafter.reset()
         for rid in list(self._tracked):
@@ -189,7 +191,6 @@ class RequestTracker:
         common = self._sync_common(reqs, seq_lens, pending, logprobs)
         if common is not None:
             return common
-        self._uncache()
         rids, roots = [], []
         batch = _Extensions()
         for i, req in enumerate(reqs):
@@ -201,26 +202,24 @@ class RequestTracker:
             probabilities = batch.probabilities(logprobs)
             self.drafter.extend_many(batch.rids, batch.tokens, probabilities=probabilities)
             self._count_probabilities(probabilities)
-        if seq_lens is not None:
-            self._batch = _Batch(rids, [self._tracked[rid] for rid in rids])
+        self._synced = (rids, [self._tracked[rid].tenant for rid in rids])
         return rids, roots
 
     def _sync_common(self, reqs: Sequence[Any], seq_lens: Sequence[int] | None, pending: list[list[int]] | None,
                      logprobs: CommittedLogprobs | None) -> tuple[list[Hashable], list[int]] | None:
-        """The common step, with one write to the drafter: the batch of the last sync again, every
-        request with new committed tokens, all of them known. None (nothing changed) otherwise:
-        the general path then handles whatever is unusual, request by request. (Plain lists: at
-        these sizes each NumPy call costs more than the loop it would replace.)"""
-        cached = self._batch
-        if cached is None or seq_lens is None or not hasattr(self.drafter, "extend_flat"):
+        """The common step, with one write to the drafter: every request already tracked, with
+        new committed tokens, all of them known. None (nothing changed) otherwise: the general path
+        then handles whatever is unusual, request by request. (Plain lists: at these sizes each
+        NumPy call costs more than the loop it would replace.)"""
+        if seq_lens is None or not hasattr(self.drafter, "extend_flat") or not reqs:
             return None
-        rids = cached.rids
-        if len(reqs) != len(rids) or any(req.rid != rid for req, rid in zip(reqs, rids)):
-            return None
-        if logprobs is not None and logprobs.rids != rids:
-            return None  # the verify's rows are another batch's
-        seen = cached.committed
-        upto = [int(n) + 1 - p for n, p in zip(seq_lens, cached.prompt_lengths)]
+        get = self._tracked.get
+        rids = [req.rid for req in reqs]
+        tracked = [get(rid) for rid in rids]
+        if any(t is None for t in tracked):
+            return None  # a request to add
+        seen = [t.committed_outputs for t in tracked]
+        upto = [int(n) + 1 - t.prompt_length for n, t in zip(seq_lens, tracked)]
         lengths = [b - a for a, b in zip(seen, upto)]
         if min(lengths) < 1:
             return None  # a request without news (or rewound): its root needs checking
@@ -236,19 +235,14 @@ class RequestTracker:
         if logprobs is None:
             with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, bounds)
         else:
-            with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, bounds, logprobs.logprobs, logprobs.lens)
-        cached.committed = upto
+            with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, bounds, *logprobs.rows_of(rids))
+        for t, committed in zip(tracked, upto):
+            t.committed_outputs = committed
         self.last_new = NewTokens(rids, flat, offsets)
         self.tokens_with_probs += with_prob
         self.prob_sum += prob_sum
-        return list(rids), [row[-1] for row in rows]
-
-    def _uncache(self) -> None:
-        """Write the cached batch's committed counts back to its requests' records and drop it."""
-        cached, self._batch = self._batch, None
-        if cached is not None:
-            for tracked, committed in zip(cached.tracked, cached.committed):
-                tracked.committed_outputs = committed
+        self._synced = (rids, [t.tenant for t in tracked])
+        return rids, [row[-1] for row in rows]
 
     def _count_probabilities(self, probabilities: np.ndarray | None) -> None:
         if probabilities is not None:
@@ -290,19 +284,20 @@ class RequestTracker:
 
     def tenants(self, rids: Sequence[Hashable]) -> list[Hashable | None]:
         """The tenant of each (synced) request."""
+        synced, tenants = self._synced
+        if rids is synced:  # the last sync's batch
+            return tenants
         return [self._tracked[rid].tenant for rid in rids]
 
     def _add(self, req) -> _Tracked:
-        self._uncache()
         prompt = req.origin_input_ids_unpadded
         params = consensus_params(req)
         group = self.grouper.assign(req.rid, params, prompt)
         self.drafter.add(req.rid, group, list(prompt), tenant=params.tenant)
-        tracked = self._tracked[req.rid] = _Tracked(req, 0, params.tenant)
+        tracked = self._tracked[req.rid] = _Tracked(req, params.tenant)
         return tracked
 
     def _remove(self, rid: Hashable) -> None:
-        self._uncache()
         self._tracked.pop(rid, None)
         self._away.pop(rid, None)
         self.grouper.release(rid)
