@@ -179,8 +179,7 @@ class DraftStep:
         if proposal is None:
             return
         candidates, width = proposal.candidates, proposal.width
-        committed = self.tracker.last_new_tokens
-        rows = [committed.get(rid, ()) for rid in proposal.rids]
+        rows = self.tracker.last_new.rows_for(proposal.rids)
         sizes = np.minimum(candidates.lengths, width)
         accepted = self.tracker.drafter.accepted(candidates, width, rows)
         has_new = np.fromiter((len(row) > 0 for row in rows), dtype=bool, count=len(rows))

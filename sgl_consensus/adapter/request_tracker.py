@@ -49,6 +49,14 @@ class NewTokens:
     tokens: list[int]
     offsets: list[int]
 
+    def rows_for(self, rids: Sequence[Hashable]) -> list[list[int]]:
+        """What each of ``rids`` got (empty for a request that got nothing)."""
+        tokens, offsets = self.tokens, self.offsets
+        if list(rids) == self.rids:
+            return [tokens[offsets[i]:offsets[i + 1]] for i in range(len(self.rids))]
+        rows = self.by_request()
+        return [rows.get(rid, []) for rid in rids]
+
     def by_request(self) -> dict[Hashable, list[int]]:
         tokens, offsets = self.tokens, self.offsets
         return {rid: tokens[offsets[i]:offsets[i + 1]] for i, rid in enumerate(self.rids)
