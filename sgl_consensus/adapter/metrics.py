@@ -21,7 +21,7 @@ SOURCE_KEYS = ("draft_nodes_sibling", "draft_nodes_global", "draft_nodes_own", "
 # Where a draft step's time goes, in the order of the step (adapter/draft_step.py, `plan`): the
 # verify waits for these.
 DRAFT_PHASES = (
-    "inputs",  # the last verify's committed-token logprobs, by request
+    "inputs",  # SGLang's committed lengths and tokens of the batch (host copies), the last verify's record
     "sync",  # the tracker brings the drafter up to date (extends, adds), the target's successors too
     "propose",  # the drafter's candidates for the batch
     "width",  # the width policy's choice
