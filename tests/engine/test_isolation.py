@@ -111,12 +111,19 @@ def _tolerance(path: str, adaptive: str) -> int:
 def test_no_path_crosses_tenants(engines, tiny_llama, path, adaptive):
     engine = engines.get(tiny_llama, "consensus", env={"CONSENSUS_ISOLATION": "tenant", "CONSENSUS_ADAPTIVE": adaptive},
                          max_running_requests=16)
+    tolerance = _tolerance(path, adaptive)
     leaks = [_leak(engine, path, "alice", "mallory")]
-    while abs(leaks[-1]) > _tolerance(path, adaptive) and adaptive == "on" and len(leaks) < 3:
+    while not _no_channel(leaks, tolerance) and adaptive == "on" and len(leaks) < 3:
         # Width noise from wall-clock step times (a loaded machine: the suite runs three workers) moves
-        # either way from one measurement to the next; a leak would show again, every time.
+        # either way from one measurement to the next; a leak would show again, the same way, every time.
         leaks.append(_leak(engine, path, "alice", "mallory"))
-    assert min(abs(x) for x in leaks) <= _tolerance(path, adaptive), leaks
+    assert _no_channel(leaks, tolerance), leaks
+
+
+def _no_channel(leaks: list[int], tolerance: int) -> bool:
+    """No side channel: a measurement within the tolerance, or measurements beyond it in both
+    directions (a channel makes one guess cheaper than the other the same way every time)."""
+    return min(abs(x) for x in leaks) <= tolerance or min(leaks) < -tolerance < tolerance < max(leaks)
 
 
 @pytest.mark.parametrize("path", ["global", "prefix", "tag", "n"])
