@@ -182,7 +182,7 @@ class DraftStep:
         rows = self.tracker.last_new.rows_for(proposal.rids)
         sizes = np.minimum(candidates.lengths, width)
         accepted = self.tracker.drafter.accepted(candidates, width, rows)
-        has_new = np.fromiter((len(row) > 0 for row in rows), dtype=bool, count=len(rows))
+        has_new = np.array(list(map(len, rows))) > 0
         nodes = np.arange(candidates.tokens.shape[1])
         drafted = (nodes >= 1) & (nodes < sizes[:, None]) & has_new[:, None]  # real draft nodes
         tenants = proposal.tenants
