@@ -69,6 +69,12 @@ class RankedDrafter(Drafter, Protocol):
     def propose_candidates(self, rids: Sequence[Hashable]) -> CandidateBatch:
         """Per request its best draft nodes, best first, with path scores."""
 
+    def extend_flat(self, rids: Sequence[Hashable], tokens: np.ndarray, offsets: np.ndarray,
+                    logprobs: np.ndarray | None = None, logprob_counts: np.ndarray | None = None
+                    ) -> tuple[int, float]:
+        """`extend_many` in flat arrays with a verify's logprob matrix, in one call (the worker's
+        common step); returns (tokens written with a probability, the sum of those probabilities)."""
+
     def layout(self, candidates: CandidateBatch | Sequence[Candidates], width: int,
                budgets: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows of `width` nodes from `propose_candidates`'s result (as `propose` returns them)."""
