@@ -24,7 +24,6 @@ class RecordingDrafter(ConsensusDrafter):
         super().__init__(DraftConfig(num_draft_tokens=4))
         self.seen: dict[str, list[int]] = {}
         self.logprobs: dict[str, list] = {}
-        self.extend_flat_calls = 0
 
     def add(self, rid, group, prompt_ids, tenant=None):
         super().add(rid, group, prompt_ids, tenant)
@@ -51,7 +50,6 @@ class RecordingDrafter(ConsensusDrafter):
     def extend_flat(self, rids, tokens, offsets, logprobs=None, logprob_counts=None):
         """The common step's batch write: recorded as `extend_many` records its rows."""
         result = super().extend_flat(rids, tokens, offsets, logprobs, logprob_counts)
-        self.extend_flat_calls += 1
         bounds = offsets.tolist()
         for i, rid in enumerate(rids):
             row = tokens[bounds[i]:bounds[i + 1]].tolist()
