@@ -34,7 +34,10 @@ def run_once(tree: Path, waves: int) -> dict:
         env = {**os.environ, "PYTHONPATH": str(tree)}
         command = [sys.executable, str(tree / "benchmarks/bench_step_phases.py"), "--cores", "native",
                    "--waves", str(waves), "--out", str(out)]
-        subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+        run = subprocess.run(command, env=env, capture_output=True, text=True)
+        if run.returncode != 0:
+            last = (run.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise SystemExit(f"ab_step_phases: the step benchmark of {tree} failed (exit {run.returncode}): {last}")
         return json.loads(out.read_text())["runs"][0]
 
 

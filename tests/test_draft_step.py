@@ -224,3 +224,28 @@ def test_work_left_by_a_step_without_after_launch_is_done_at_the_next_plan():
     reqs = [tracker._tracked[rid].req for rid in step.proposal.rids]
     step.plan(reqs, [len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs], None, verified)
     assert learned(step) == (11, 11)
+
+
+def test_the_ab_script_alternates_old_and_new_and_names_a_failing_tree(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "ab_step_phases.py"
+    out = tmp_path / "ab.json"
+    run = subprocess.run([sys.executable, str(script), "--old", str(root), "--rounds", "2", "--waves", "1",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [(r["code"], r["round"]) for r in data["runs"]] == [("old", 1), ("new", 1), ("new", 2), ("old", 2)]
+    assert data["median"]["new"]["ms_per_step_full_batch"] > 0 and "learn" in data["median"]["new"]["after_launch"]
+    assert "Median step: old" in out.with_suffix(".md").read_text()
+    broken = tmp_path / "broken" / "benchmarks"
+    broken.mkdir(parents=True)
+    (broken / "bench_step_phases.py").write_text("import sys\nsys.exit('no such core')\n")
+    bad = subprocess.run([sys.executable, str(script), "--old", str(broken.parent), "--rounds", "1", "--out",
+                          str(tmp_path / "bad.json")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.strip().endswith("failed (exit 1): no such core")
+    assert "Traceback" not in bad.stderr
