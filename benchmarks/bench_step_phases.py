@@ -97,9 +97,11 @@ def _commit(step: DraftStep, reqs: list[StandInRequest], plan) -> VerifyRecord:
     return VerifyRecord(plan.rids, logprobs, lens, None, plan.tokens, sizes.tolist())
 
 
-def run_core(core: str, problems: list[dict], ns: argparse.Namespace) -> dict:
+def run_core(core: str, problems: list[dict], ns: argparse.Namespace, drafter: ConsensusDrafter | None = None) -> dict:
+    """One run over ``core`` (or over ``drafter``, made with the worker's settings)."""
     settings = WorkerSettings()
-    drafter = ConsensusDrafter(settings.draft_config(ns.draft_tokens), core=core)
+    if drafter is None:
+        drafter = ConsensusDrafter(settings.draft_config(ns.draft_tokens), core=core)
     tracker = RequestTracker(drafter, SiblingGrouper(settings.grouping))
     metrics = DraftMetrics(log_interval_s=0)
     step = DraftStep(tracker, TenantWidthPolicies(width_set(ns.draft_tokens)), metrics)

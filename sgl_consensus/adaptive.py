@@ -101,19 +101,21 @@ class Calibration:
         """Per column of ``scores`` ([batch, ranks], 0.0 where a request has no such node), the sum
         of the acceptance probabilities of its positive scores: ``probability`` written as
         ``a[bin] + b[bin] * score`` (equal up to rounding), from tables rebuilt when the
-        calibration changes, so a step costs a handful of array operations."""
+        calibration changes (in `record`, after the verify's launch), so a step costs a handful of
+        array operations."""
         if self._slots is None:
-            k = self.prior_weight
-            denominator = self.proposed + k
-            a, b = self.accepted / denominator, k / denominator
-            self._slots = (np.concatenate([[0.0, 0.0], a[_SLOT_BIN[2:]]]),
-                           np.concatenate([[0.0, 0.0], b[_SLOT_BIN[2:]]]))
+            self._slots = self._slot_tables()
         a, b = self._slots
         slots = np.searchsorted(_SLOT_EDGES, scores, side="right")
         return (a[slots] + b[slots] * scores).sum(axis=0)
 
+    def _slot_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        k = self.prior_weight
+        denominator = self.proposed + k
+        a, b = self.accepted / denominator, k / denominator
+        return np.concatenate([[0.0, 0.0], a[_SLOT_BIN[2:]]]), np.concatenate([[0.0, 0.0], b[_SLOT_BIN[2:]]])
+
     def record(self, scores: Sequence[float], accepted: Sequence[bool]) -> None:
-        self._slots = None
         self.proposed *= self.decay
         self.accepted *= self.decay
         self.score_sum *= self.decay
@@ -123,6 +125,7 @@ class Calibration:
         self.proposed += np.bincount(bins, minlength=size)
         self.score_sum += np.bincount(bins, weights=values, minlength=size)
         self.accepted += np.bincount(bins, weights=np.asarray(accepted, dtype=np.float64), minlength=size)
+        self._slots = self._slot_tables()  # here, off the drafting path, not at the next `rank_sums`
 
     def report(self) -> list[dict]:
         return [
@@ -222,6 +225,12 @@ class CostModel:
         decode = a + b * batch + d * thousands
         per_draft_token = c * batch + e * thousands
         covariance = self._covariance if caution else None
+        if covariance is not None:
+            # The width features are (batch * extra, thousands * extra, 1): the variance is a
+            # quadratic in extra, its three coefficients computed once for all widths.
+            (c00, c01, c02), (c10, c11, c12), (c20, c21, c22) = covariance
+            square = batch * batch * c00 + batch * thousands * (c01 + c10) + thousands * thousands * c11
+            linear = batch * (c02 + c20) + thousands * (c12 + c21)
         costs = []
         for width in widths:
             extra = width - 1
@@ -230,8 +239,7 @@ class CostModel:
                 continue
             cost = decode + per_draft_token * extra + f
             if covariance is not None:
-                g = (batch * extra, thousands * extra, 1.0)
-                variance = sum(g[i] * covariance[i][j] * g[j] for i in range(3) for j in range(3))
+                variance = (square * extra + linear) * extra + c22
                 cost += caution * math.sqrt(max(variance, 0.0))
             costs.append(cost)
         return costs

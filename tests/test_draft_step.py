@@ -249,3 +249,36 @@ def test_the_ab_script_alternates_old_and_new_and_names_a_failing_tree(tmp_path)
                           str(tmp_path / "bad.json")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and bad.stderr.strip().endswith("failed (exit 1): no such core")
     assert "Traceback" not in bad.stderr
+
+
+def test_the_core_replay_alternates_builds_and_names_one_that_drafts_otherwise(tmp_path):
+    """``ab_core_replay``: the recorded calls replayed against two builds of core.cpp in turns, each
+    required to reproduce the recorded drafts; a build that drafts otherwise is named in one line."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "ab_core_replay.py"
+    source = root / "sgl_consensus" / "drafting" / "native" / "core.cpp"
+    small = ["--groups", "2", "--paths", "3", "--waves", "1", "--evict-mb", "0.5"]
+    out = tmp_path / "replay.json"
+    run = subprocess.run([sys.executable, str(script), "--old", str(source), "--rounds", "2", *small, "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [(r["code"], r["round"]) for r in data["runs"]] == [("old", 1), ("new", 1), ("new", 2), ("old", 2)]
+    assert data["steps"] > 0 and all(r["extend_rows"] > 0 and r["propose"] > 0 for r in data["runs"])
+    assert "Medians: old" in out.with_suffix(".md").read_text()
+    text = source.read_text()
+    assert "if (score > cfg.min_score) {" in text
+    other = tmp_path / "other.cpp"  # a core that keeps fewer nodes: its drafts differ
+    other.write_text(text.replace("if (score > cfg.min_score) {", "if (score > cfg.min_score + 0.2) {"))
+    bad = subprocess.run([sys.executable, str(script), "--old", str(other), "--rounds", "1", *small,
+                          "--out", str(tmp_path / "bad.json")], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and "ab_core_replay: the old core: step" in bad.stderr
+    assert "the drafts differ from the recorded ones" in bad.stderr and "Traceback" not in bad.stderr
+    missing = subprocess.run([sys.executable, str(script), "--old", str(tmp_path / "none.cpp")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "--old: no such file" in missing.stderr

@@ -53,7 +53,14 @@ class StepPlan:
     tokens: np.ndarray  # [batch, width] int64; column 0 = each request's last committed token
     mask: np.ndarray  # [batch, width, width] ancestor mask
     seconds: float  # drafting time of the step
-    report: dict[str, list]  # per-request entries for SGLang's meta_info
+    labels: np.ndarray  # [batch, 4] draft nodes per source (sibling, global, own, model)
+
+    @property
+    def report(self) -> dict[str, list]:
+        """Per-request entries for SGLang's meta_info (built when asked: after the verify's launch)."""
+        count = len(self.rids)
+        return {"consensus_draft_ms": [round(1000 * self.seconds, 3)] * count,
+                "consensus_draft_nodes": self.labels[:, :3].tolist(), "consensus_width": [self.width] * count}
 
 
 @dataclass
@@ -162,16 +169,15 @@ class DraftStep:
         if due is not None:
             self.policy.record_cost(*due)
 
-    def _record(self, rids: list[Hashable], width: int, seconds: float) -> dict[str, list]:
+    def _record(self, rids: list[Hashable], width: int, seconds: float) -> np.ndarray:
+        """The step to the metrics; its per-request draft-node labels."""
         drafter, metrics, tracker = self.tracker.drafter, self.metrics, self.tracker
         labels = drafter.last_proposal_labels()
         metrics.record_step(len(rids), seconds, labels, width)
         metrics.root_resyncs = tracker.root_resyncs
         metrics.tokens_with_probs = tracker.tokens_with_probs
         metrics.mean_committed_prob = tracker.prob_sum / max(tracker.tokens_with_probs, 1)
-        count = len(rids)
-        return {"consensus_draft_ms": [round(1000 * seconds, 3)] * count,
-                "consensus_draft_nodes": labels[:, :3].tolist(), "consensus_width": [width] * count}
+        return labels
 
     def _learn(self) -> None:
         """The last step's outcomes to the width policy's calibration, per tenant."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import accumulate, chain
+from itertools import chain, repeat
 from typing import Any, Hashable, Sequence
 
 import numpy as np
@@ -222,23 +222,26 @@ class RequestTracker:
         if seq_lens is None or not hasattr(self.drafter, "extend_flat") or not reqs:
             return None
         get = self._tracked.get
-        rids = [req.rid for req in reqs]
-        tracked = [get(rid) for rid in rids]
-        if any(t is None for t in tracked):
-            return None  # a request to add
-        seen = [t.committed_outputs for t in tracked]
-        upto = [int(n) + 1 - t.prompt_length for n, t in zip(seq_lens, tracked)]
-        lengths = [b - a for a, b in zip(seen, upto)]
-        if min(lengths) < 1:
-            return None  # a request without news (or rewound): its root needs checking
-        if pending is None:
-            rows = [req.output_ids[a:b] for req, a, b in zip(reqs, seen, upto)]
-        else:
-            rows = [_committed_slice(req.output_ids, row, a, b) for req, row, a, b in zip(reqs, pending, seen, upto)]
-        if list(map(len, rows)) != lengths:
-            return None  # SGLang counts tokens we were not shown: the general path says so
-        offsets = list(accumulate(lengths, initial=0))
-        flat = list(chain.from_iterable(rows))
+        rids, tracked, upto, roots, flat, offsets = [], [], [], [], [], [0]
+        relays = pending if pending is not None else repeat(None)
+        for req, seq_len, relay in zip(reqs, seq_lens, relays):  # one pass (cheaper than a list per field)
+            rid = req.rid
+            t = get(rid)
+            if t is None:
+                return None  # a request to add
+            seen, committed = t.committed_outputs, int(seq_len) + 1 - t.prompt_length
+            if committed <= seen:
+                return None  # a request without news (or rewound): its root needs checking
+            row = req.output_ids[seen:committed] if relay is None else \
+                _committed_slice(req.output_ids, relay, seen, committed)
+            if len(row) != committed - seen:
+                return None  # SGLang counts tokens we were not shown: the general path says so
+            rids.append(rid)
+            tracked.append(t)
+            upto.append(committed)
+            roots.append(row[-1])
+            flat += row
+            offsets.append(len(flat))
         tokens, bounds = np.array(flat, dtype=np.int64), np.array(offsets, dtype=np.int64)
         if logprobs is None:
             with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, bounds)
@@ -250,7 +253,7 @@ class RequestTracker:
         self.tokens_with_probs += with_prob
         self.prob_sum += prob_sum
         self._synced = (rids, [t.tenant for t in tracked])
-        return rids, [row[-1] for row in rows]
+        return rids, roots
 
     def _count_probabilities(self, probabilities: np.ndarray | None) -> None:
         if probabilities is not None:

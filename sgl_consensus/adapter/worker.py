@@ -30,7 +30,7 @@ from sglang.srt.speculative import ngram_worker
 from sglang.srt.speculative.ngram_worker import NGRAMWorker
 
 from sgl_consensus.adaptive import TenantWidthPolicies
-from sgl_consensus.adapter.draft_step import DraftStep, VerifyRecord
+from sgl_consensus.adapter.draft_step import DraftStep, StepPlan, VerifyRecord
 from sgl_consensus.adapter.exact_trees import detach_duplicate_siblings
 from sgl_consensus.adapter.metrics import DraftMetrics
 from sgl_consensus.adapter.plain_decode import can_decode_plainly, decode_plainly
@@ -146,7 +146,7 @@ class ConsensusWorker(NGRAMWorker):
         }
 
     def forward_batch_generation(self, batch, on_publish=None, pp_proxy_tensors=None, **kwargs):
-        self._step_report = None
+        self._step_report: StepPlan | dict | None = None  # this step's meta_info entries (a plan builds them)
         exact = needs_exact_verification(batch.sampling_info, self._on_cpu)
         ranked_decode = self.policy is not None and batch.forward_mode.is_decode() and len(batch.reqs) > 0
         width = self._draft(batch) if ranked_decode else self._max_width
@@ -195,7 +195,7 @@ class ConsensusWorker(NGRAMWorker):
         plan = self.step.plan(batch.reqs, seq_lens, pending, self._take_verified(), start)
         self._staged = (plan.tokens.reshape(-1), plan.mask.reshape(-1))
         self._staged_tokens = plan.tokens
-        self._step_report = plan.report
+        self._step_report = plan  # its `report` is built after the verify's launch
         return plan.width
 
     def _take_verified(self) -> VerifyRecord | None:
@@ -250,7 +250,7 @@ class ConsensusWorker(NGRAMWorker):
         if report is None or logits_output is None:
             return
         info = dict(logits_output.customized_info or {})
-        info.update(report)
+        info.update(report.report if isinstance(report, StepPlan) else report)
         logits_output.customized_info = info
 
     # -- NGRAMWorker hooks -------------------------------------------------------------------

@@ -67,9 +67,14 @@ class _BatchView:
         self.corpus = next(iter(corpora.values())) if len(corpora) == 1 else None
 
 
-def make_core(config: DraftConfig, core: str = "auto") -> DraftCore:
+def make_core(config: DraftConfig, core: str | DraftCore = "auto") -> DraftCore:
     """The data plane: ``native`` (C++; raises if it cannot be built or loaded), ``python`` (the
-    reference) or ``auto`` (native when available, else python with one warning)."""
+    reference), ``auto`` (native when available, else python with one warning), or a core made
+    by the caller (an instrumented one, as `benchmarks/ab_core_replay.py` records calls with)."""
+    if not isinstance(core, str):
+        if not all(callable(getattr(core, name, None)) for name in ("new_trie", "new_request", "propose")):
+            raise TypeError(f"core must be one of {list(CORES)} or a DraftCore, got {type(core).__name__}")
+        return core
     if core not in CORES:
         raise ValueError(f"core must be one of {list(CORES)}, got {core!r}")
     if core == "python":
@@ -88,7 +93,7 @@ def make_core(config: DraftConfig, core: str = "auto") -> DraftCore:
 class ConsensusDrafter:
     """Drafts each path's next tokens from its siblings, the global corpus and its own history."""
 
-    def __init__(self, config: DraftConfig | None = None, core: str = "auto") -> None:
+    def __init__(self, config: DraftConfig | None = None, core: str | DraftCore = "auto") -> None:
         if config is None:
             config = DraftConfig()
         if not isinstance(config, DraftConfig):

@@ -147,6 +147,39 @@ def test_native_core_is_the_default_where_it_builds() -> None:
 def test_unknown_core_name_is_a_one_line_error() -> None:
     with pytest.raises(ValueError, match=r"core must be one of \['auto', 'native', 'python'\], got 'fast'"):
         ConsensusDrafter(core="fast")
+    with pytest.raises(TypeError, match=r"core must be one of \['auto', 'native', 'python'\] or a DraftCore, got int"):
+        ConsensusDrafter(core=5)
+
+
+def test_a_core_instance_is_used_as_given() -> None:
+    """A caller's core (an instrumented one, as the replay benchmark records calls with) drafts."""
+    config = DraftConfig(num_draft_tokens=4)
+    core = NativeCore(config)
+    drafter = ConsensusDrafter(config, core=core)
+    assert drafter.core is core
+    drafter.add("a", "g", [1, 2, 3])
+    drafter.add("b", "g", [1, 2, 3])
+    drafter.extend("a", [4, 5, 6, 4, 5])
+    tokens, _ = drafter.propose(["b"])
+    assert tokens[0, 1:].tolist() == [4, 5, 6]
+
+
+def test_an_only_child_is_found_before_and_after_it_gains_siblings() -> None:
+    """Only children are reached through their parent, the children of wider nodes through the edge
+    map: a node that goes from one child to several keeps every child findable, in both cores."""
+    config = DraftConfig(num_draft_tokens=6, max_match_len=2, min_match_len=1)
+    drafts = {}
+    for name in ("native", "python"):
+        drafter = ConsensusDrafter(config, core=name)
+        drafter.add("a", "g", [9])
+        drafter.add("b", "g", [9])
+        drafter.extend("a", [1, 2, 7, 1, 2, 8, 1, 3, 1, 2, 7, 1, 4])  # after [1]: 2, 2, 3, 2, 4
+        drafter.extend("b", [5, 1])
+        drafts[name] = drafter.propose(["b"])
+    assert np.array_equal(drafts["native"][0], drafts["python"][0])
+    assert np.array_equal(drafts["native"][1], drafts["python"][1])
+    tokens = drafts["native"][0][0].tolist()
+    assert tokens[1] == 2 and {3, 4} <= set(tokens[1:])  # the most frequent first, the rare ones too
 
 
 

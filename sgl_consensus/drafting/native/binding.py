@@ -13,6 +13,7 @@ import ctypes
 import itertools
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -77,20 +78,25 @@ def load() -> ctypes.PyDLL:
     """The compiled library (built on first use), with its signatures declared."""
     global _library
     if _library is None:
-        path = build()
-        try:
-            # PyDLL: calls keep the GIL (they take microseconds), so no other Python thread, nor a
-            # handle finalised by the garbage collector there, ever runs inside the core meanwhile.
-            lib = ctypes.PyDLL(str(path))
-        except OSError as exc:
-            raise NativeCoreUnavailable(f"cannot load {path}: {exc}") from None
-        for name, (argtypes, restype) in _SIGNATURES.items():
-            function = getattr(lib, name)
-            function.argtypes, function.restype = argtypes, restype
-        if lib.sgc_abi_version() != ABI_VERSION:
-            raise NativeCoreUnavailable(f"{path} has ABI {lib.sgc_abi_version()}, expected {ABI_VERSION}")
-        _library = lib
+        _library = load_library(build())
     return _library
+
+
+def load_library(path: Path) -> ctypes.PyDLL:
+    """A build of core.cpp at ``path`` (this one's, or another version's with the same ABI, as
+    `benchmarks/ab_core_replay.py` compares), its signatures declared."""
+    try:
+        # PyDLL: calls keep the GIL (they take microseconds), so no other Python thread, nor a
+        # handle finalised by the garbage collector there, ever runs inside the core meanwhile.
+        lib = ctypes.PyDLL(str(path))
+    except OSError as exc:
+        raise NativeCoreUnavailable(f"cannot load {path}: {exc}") from None
+    for name, (argtypes, restype) in _SIGNATURES.items():
+        function = getattr(lib, name)
+        function.argtypes, function.restype = argtypes, restype
+    if lib.sgc_abi_version() != ABI_VERSION:
+        raise NativeCoreUnavailable(f"{path} has ABI {lib.sgc_abi_version()}, expected {ABI_VERSION}")
+    return lib
 
 
 def _address(array: np.ndarray) -> int | None:
@@ -141,9 +147,10 @@ class NativeCore:
 
     name = "native"
 
-    def __init__(self, config: DraftConfig) -> None:
+    def __init__(self, config: DraftConfig, library: ctypes.PyDLL | None = None) -> None:
+        """``library``: a build from `load_library` (default: this source's, built on first use)."""
         self.config = config
-        self.lib = load()
+        self.lib = load() if library is None else library
         self._owner = _Owner(self.lib, config)
         self._pointer = self._owner.pointer
         self._n = config.num_draft_tokens

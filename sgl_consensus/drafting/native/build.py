@@ -53,13 +53,20 @@ def build(force: bool = False) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NativeCoreUnavailable(f"cannot create {target.parent}: {exc.strerror}") from None
+    return compile_library(SOURCE, target, cxx)
+
+
+def compile_library(source: Path, target: Path, cxx: str | None = None) -> Path:
+    """Compile ``source`` (a version of core.cpp) with this module's flags into ``target``,
+    through a private temporary file renamed into place."""
+    cxx = cxx or compiler()
     fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        result = subprocess.run([cxx, *FLAGS, str(source), "-o", tmp], capture_output=True, text=True)
         if result.returncode != 0:
             first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:200])
-            raise NativeCoreUnavailable(f"{cxx} failed to compile {SOURCE.name}: {first}")
+            raise NativeCoreUnavailable(f"{cxx} failed to compile {source.name}: {first}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

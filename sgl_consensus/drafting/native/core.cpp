@@ -63,7 +63,8 @@ int32_t combine_owners(int32_t current, int32_t writer) {
   return kMixed;
 }
 
-// (parent, token) -> child, open addressing with linear probing.
+// (parent, token) -> child for the children of nodes with two or more (an only child is found
+// through its parent, see Trie::child), open addressing with linear probing.
 class EdgeMap {
  public:
   EdgeMap() { rehash(64); }
@@ -120,9 +121,10 @@ class EdgeMap {
 
 using Kid = std::pair<int32_t, int32_t>;  // (token, child)
 
-// One trie node; field meanings as in drafting/trie.py. All of a node's fields share one cache
-// line (the trie is walked at random: one miss per node visited, not one per field).
-struct Node {
+// One trie node; field meanings as in drafting/trie.py. Aligned to a cache line, which all its
+// fields share (the trie is walked at random: one miss per node visited, not one or two per
+// field; unaligned, six nodes in eight would straddle two lines).
+struct alignas(64) Node {
   int64_t count;         // times the n-gram root->node was written
   int64_t child_total;   // sum of the children's counts
   int64_t prob_count;    // recorded model probabilities of the last token
@@ -135,7 +137,8 @@ struct Node {
   int32_t num_kids;
 };
 
-// The n-gram trie: nodes in one array (node 0 the root) and a (parent, token) -> child map.
+// The n-gram trie: nodes in one array (node 0 the root) and a (parent, token) -> child map for
+// nodes with several children.
 struct Trie {
   std::vector<Node> nodes;
   EdgeMap edges;
@@ -145,16 +148,27 @@ struct Trie {
   Trie() { nodes.push_back(Node{0, 0, 0, 0.0, kMixed, 0, -1, -1, -1, 0}); }
 
   int32_t size() const { return int32_t(nodes.size()); }
-  int32_t child(int32_t node, int32_t tok) const { return nodes[node].num_kids ? edges.find(node, tok) : -1; }
+  // An only child is found through its parent (most nodes deep in a trie have one): the edge map
+  // holds the children of nodes with two or more.
+  int32_t child(int32_t node, int32_t tok) const {
+    const Node& parent = nodes[node];
+    if (parent.num_kids <= 1) return parent.num_kids && nodes[parent.first_child].token == tok ? parent.first_child : -1;
+    return edges.find(node, tok);
+  }
 
   int32_t add_child(int32_t node, int32_t tok, int64_t cnt, double psum, int64_t pcnt, int32_t own) {
     const int32_t id = size();
     nodes.push_back(Node{cnt, 0, pcnt, psum, own, tok, -1, -1, -1, 0});
     Node& parent = nodes[node];
-    if (parent.num_kids == 0) parent.first_child = id; else nodes[parent.last_child].next_sibling = id;
+    if (parent.num_kids == 0) {
+      parent.first_child = id;
+    } else {
+      if (parent.num_kids == 1) edges.insert(node, nodes[parent.first_child].token, parent.first_child);
+      nodes[parent.last_child].next_sibling = id;
+      edges.insert(node, tok, id);
+    }
     parent.last_child = id;
     ++parent.num_kids;
-    edges.insert(node, tok, id);
     return id;
   }
 
