@@ -388,14 +388,16 @@ void score_children(const Source* sources, int num_sources, const CoreConfig& cf
   }
 }
 
+// A node waiting in the frontier. Its sources for the next level (up to kMaxSources) wait in
+// TreeBuilder::waiting, so the heap moves small items.
 struct FrontierItem {
   double score;
   int64_t tick;
   int32_t parent;
   int32_t token;
   int32_t label;
-  int32_t num_children;
-  Source children[kMaxSources];
+  int32_t first_source;  // index into TreeBuilder::waiting
+  int32_t num_sources;
 };
 
 struct FrontierOrder {  // highest score first, then push order
@@ -422,16 +424,14 @@ struct Row {
 struct TreeBuilder {
   std::priority_queue<FrontierItem, std::vector<FrontierItem>, FrontierOrder> frontier;
   std::vector<Continuation> scored;
+  std::vector<Source> waiting;  // the next-level sources of every item pushed for this row
 
   void push_all(double path_score, int32_t parent, const CoreConfig& cfg, int64_t& tick) {
     for (const Continuation& c : scored) {
       const double score = path_score * c.score;
       if (score > cfg.min_score) {
-        FrontierItem item;
-        item.score = score; item.tick = tick++; item.parent = parent; item.token = c.token; item.label = c.label;
-        item.num_children = c.num_children;
-        std::copy(c.children, c.children + c.num_children, item.children);
-        frontier.push(item);
+        frontier.push(FrontierItem{score, tick++, parent, c.token, c.label, int32_t(waiting.size()), c.num_children});
+        waiting.insert(waiting.end(), c.children, c.children + c.num_children);
       }
     }
   }
@@ -442,6 +442,7 @@ struct TreeBuilder {
     row.add(root, -1, 0, -1, 1.0);
     if (n <= 1 || num_sources == 0) return;
     frontier = decltype(frontier)();
+    waiting.clear();
     int64_t tick = 0;
     score_children(sources, num_sources, cfg, scored);
     push_all(1.0, 0, cfg, tick);  // 1.0 * score == score
@@ -456,8 +457,10 @@ struct TreeBuilder {
       if (index + 1 >= n) break;
       if (depth >= cfg.max_depth) continue;
       int count = 0;
-      for (int k = 0; k < item.num_children; ++k)
-        if (item.children[k].trie->nodes[item.children[k].node].child_total) next[count++] = item.children[k];
+      for (int k = 0; k < item.num_sources; ++k) {
+        const Source& source = waiting[item.first_source + k];
+        if (source.trie->nodes[source.node].child_total) next[count++] = source;
+      }
       if (count == 0) continue;
       score_children(next, count, cfg, scored);
       push_all(item.score, index, cfg, tick);
