@@ -216,47 +216,38 @@ def test_drafts_do_not_depend_on_the_process_hash_seed():
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_batch_probabilities_align_with_each_requests_newest_tokens(seed):
-    """Across a batch, each request's verify logprobs land on its newest tokens; requests without a
-    row, or with more logprobs than new tokens, get none: checked against a per-request rule."""
+def test_each_request_gets_its_own_verify_row_on_its_newest_tokens(seed):
+    """Request by request (new requests in the batch), each request's verify logprobs reach the
+    drafter on its newest tokens, whatever the verify's row order; requests without a row, with
+    more logprobs than new tokens or with a NaN among them get none: checked against that rule."""
     import random
 
-    import numpy as np
-
-    from sgl_consensus.adapter.request_tracker import _Extensions
-
     rng = random.Random(seed)
-    batch, rows, expected = _Extensions(), {}, []
-    for i in range(rng.randint(1, 12)):
-        rid = f"r{i}"
+    drafter = RecordingDrafter()
+    tracker = RequestTracker(drafter, SiblingGrouper())
+    reqs = [_req(f"r{i}", [1, 2, 3], tag="g") for i in range(rng.randint(2, 10))]
+    tracker.sync(reqs[:1])
+    rows, expected = {}, {}
+    for req in reqs:
         new = [rng.randrange(100) for _ in range(rng.randint(1, 4))]
-        batch.add(rid, new)
+        req.output_ids.extend(new)
         if rng.random() < 0.8:
-            rows[rid] = [-rng.random() for _ in range(rng.randint(0, 5))]
-        known = rows.get(rid, [])
-        if len(known) > len(new):
+            rows[req.rid] = [-rng.random() for _ in range(rng.randint(0, 5))]
+            if rows[req.rid] and rng.random() < 0.2:
+                rows[req.rid][rng.randrange(len(rows[req.rid]))] = math.nan
+        known = rows.get(req.rid, [])
+        if len(known) > len(new) or any(v != v for v in known):
             known = []
-        expected += [None] * (len(new) - len(known)) + [math.exp(v) for v in known]
-    got = batch.probabilities(CommittedLogprobs.from_rows(rows))
-    if all(p is None for p in expected):
-        assert got is None
-    else:
-        assert [None if np.isnan(p) else p for p in got.tolist()] == expected  # bit for bit
-
-
-def test_batch_probabilities_of_the_common_step_and_of_a_reordered_batch():
-    """The common step (the last verify's requests, in its order, each new token one it committed)
-    and the same rows in another order give each request its own probabilities."""
-    from sgl_consensus.adapter.request_tracker import _Extensions
-
-    rows = {"a": [-0.5], "b": [-0.1, -0.2, -0.3], "c": [-1.0, -2.0]}
-    tokens = {"a": [1], "b": [2, 3, 4], "c": [5, 6]}
-    for order in (["a", "b", "c"], ["c", "a", "b"]):
-        batch = _Extensions()
-        for rid in order:
-            batch.add(rid, tokens[rid])
-        got = batch.probabilities(CommittedLogprobs.from_rows(rows)).tolist()
-        assert got == [math.exp(v) for rid in order for v in rows[rid]]
+        expected[req.rid] = [None] * (len(new) - len(known)) + known
+    order = list(rows)
+    rng.shuffle(order)  # the verify held them in another order
+    tracker.sync(reqs, logprobs=CommittedLogprobs.from_rows({rid: rows[rid] for rid in order}))
+    for req in reqs:
+        got = drafter.logprobs.get(req.rid, [])[-len(expected[req.rid]):]
+        assert got == [None if v is None else pytest.approx(v) for v in expected[req.rid]], req.rid
+    known = [v for row in expected.values() for v in row if v is not None]
+    assert tracker.tokens_with_probs == len(known)
+    assert tracker.prob_sum == pytest.approx(sum(math.exp(v) for v in known))
 
 
 class GeneralOnlyTracker(RequestTracker):
@@ -285,9 +276,14 @@ def test_the_common_step_writes_what_the_general_path_writes(seed):
             r.output_ids.append(streams[r.rid][0])
         tracker.admit(list(reqs[tracker].values()))
     batch = list(streams)
-    common = []  # the common path's writes
-    write_flat = fast.drafter.extend_flat
-    fast.drafter.extend_flat = lambda *args: (common.append(1), write_flat(*args))[1]
+    common = []  # the steps the common path took
+
+    def sync_common(*args, original=fast._sync_common):
+        result = original(*args)
+        if result is not None:
+            common.append(1)
+        return result
+    fast._sync_common = sync_common
     last_verify = None
     for step in range(60):
         if rng.random() < 0.1 and len(batch) > 2:

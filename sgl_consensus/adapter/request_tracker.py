@@ -17,7 +17,6 @@ is stale (its tokens already in ``output_ids``) is then simply not used.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -65,23 +64,14 @@ class NewTokens:
 
 class CommittedLogprobs:
     """The last verify's target logprobs of the tokens it committed, one row per verified request
-    (kept as the verify's arrays: no per-request lists on the drafting path)."""
+    (kept as the verify's arrays: no per-request lists on the drafting path). The drafter pairs
+    them with tokens (`ConsensusDrafter.extend_flat`): a row with a NaN among its committed values
+    (logits SGLang had to sanitise) goes in by frequency alone."""
 
     def __init__(self, rids: Sequence[Hashable], logprobs: np.ndarray, lens: np.ndarray) -> None:
         self.rids = list(rids)  # the verified requests, in row order
         self.logprobs = logprobs  # [rows, stride] float; row r's first lens[r] entries are valid
         self.lens = np.asarray(lens, dtype=np.int64)  # [rows]: committed tokens per row
-        self._rows: dict[Hashable, int] | None = None
-
-    @property
-    def rows(self) -> dict[Hashable, int]:
-        """Request -> its row; rows with a NaN (logits SGLang had to sanitise) are left out: that
-        request's tokens go in by frequency alone."""
-        if self._rows is None:
-            committed = np.arange(self.logprobs.shape[1]) < self.lens[:, None]
-            clean = ~(np.isnan(self.logprobs) & committed).any(axis=1)
-            self._rows = {rid: r for r, (rid, ok) in enumerate(zip(self.rids, clean.tolist())) if ok}
-        return self._rows
 
     def rows_of(self, rids: list[Hashable]) -> tuple[np.ndarray, np.ndarray]:
         """The logprob rows and committed counts of ``rids``, in that order (a request the verify
@@ -207,11 +197,21 @@ class RequestTracker:
                                         pending[i] if pending is not None else (), batch))
         self.last_new = batch.new_tokens()
         if batch.rids:
-            probabilities = batch.probabilities(logprobs)
-            self.drafter.extend_many(batch.rids, batch.tokens, probabilities=probabilities)
-            self._count_probabilities(probabilities)
+            self._write(batch.rids, self.last_new, logprobs)
         self._synced = (rids, [self._tracked[rid].tenant for rid in rids])
         return rids, roots
+
+    def _write(self, rids: list[Hashable], new: NewTokens, logprobs: CommittedLogprobs | None) -> None:
+        """One batch write of ``new`` (which the drafter, not the tracker, pairs with the verify's
+        logprobs: the newest tokens of each row get them, see `ConsensusDrafter.extend_flat`)."""
+        if not hasattr(self.drafter, "extend_flat"):  # a drafter that keeps no probabilities
+            self.drafter.extend_many(rids, new.rows_for(rids))
+            return
+        tokens, offsets = np.array(new.tokens, dtype=np.int64), np.array(new.offsets, dtype=np.int64)
+        rows = () if logprobs is None else logprobs.rows_of(rids)
+        with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, offsets, *rows)
+        self.tokens_with_probs += with_prob
+        self.prob_sum += prob_sum
 
     def _sync_common(self, reqs: Sequence[Any], seq_lens: Sequence[int] | None, pending: list[list[int]] | None,
                      logprobs: CommittedLogprobs | None) -> tuple[list[Hashable], list[int]] | None:
@@ -242,24 +242,13 @@ class RequestTracker:
             roots.append(row[-1])
             flat += row
             offsets.append(len(flat))
-        tokens, bounds = np.array(flat, dtype=np.int64), np.array(offsets, dtype=np.int64)
-        if logprobs is None:
-            with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, bounds)
-        else:
-            with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, bounds, *logprobs.rows_of(rids))
+        new = NewTokens(rids, flat, offsets)
+        self._write(rids, new, logprobs)
         for t, committed in zip(tracked, upto):
             t.committed_outputs = committed
-        self.last_new = NewTokens(rids, flat, offsets)
-        self.tokens_with_probs += with_prob
-        self.prob_sum += prob_sum
+        self.last_new = new
         self._synced = (rids, [t.tenant for t in tracked])
         return rids, roots
-
-    def _count_probabilities(self, probabilities: np.ndarray | None) -> None:
-        if probabilities is not None:
-            known = probabilities[~np.isnan(probabilities)]
-            self.tokens_with_probs += len(known)
-            self.prob_sum += float(known.sum())
 
     def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], batch: _Extensions) -> int:
         rid, outputs = req.rid, req.output_ids
@@ -333,39 +322,6 @@ class _Extensions:
         for row in self.tokens:
             offsets.append(offsets[-1] + len(row))
         return NewTokens(self.rids, list(chain.from_iterable(self.tokens)), offsets)
-
-    def probabilities(self, logprobs: CommittedLogprobs | None) -> np.ndarray | None:
-        """`new_token_probabilities` of these rows."""
-        return new_token_probabilities(self.rids, list(map(len, self.tokens)), logprobs)
-
-
-def new_token_probabilities(rids: Sequence[Hashable], lengths: list[int],
-                            logprobs: CommittedLogprobs | None) -> np.ndarray | None:
-    """The target's probability of every new token of rows of ``lengths`` tokens for ``rids``, flat
-    over the concatenated rows (NaN: unknown), or None if none is known. A request's last verify
-    covers its newest tokens: older new tokens (the prefill's) stay unknown, and a request with
-    more logprobs than new tokens gets none (they belong to another step)."""
-    if logprobs is None or not logprobs.rows:
-        return None
-    exp = math.exp  # as `validation.probabilities`, bit for bit
-    if lengths == logprobs.lens.tolist() and list(logprobs.rows) == list(rids):
-        # The common step: the same requests as the last verify, each new token one it committed.
-        committed = np.arange(logprobs.logprobs.shape[1]) < logprobs.lens[:, None]
-        return np.array([exp(v) for v in np.minimum(logprobs.logprobs[committed], 0.0).tolist()])
-    size = len(rids)
-    counts = np.array(lengths, dtype=np.int64)
-    rows = np.fromiter((logprobs.rows.get(rid, -1) for rid in rids), dtype=np.int64, count=size)
-    known = np.where(rows >= 0, logprobs.lens[rows], 0)
-    known[known > counts] = 0
-    total = int(known.sum())
-    if not total:
-        return None
-    out = np.full(int(counts.sum()), np.nan)
-    owner = np.repeat(np.arange(size), known)  # the request of each known value
-    column = np.arange(total) - np.repeat(np.cumsum(known) - known, known)
-    values = np.minimum(logprobs.logprobs[rows[owner], column], 0.0).tolist()
-    out[np.repeat(np.cumsum(counts) - known, known) + column] = [exp(v) for v in values]
-    return out
 
 
 def _committed_slice(outputs, pending: Sequence[int], start: int, stop: int) -> list[int]:
