@@ -162,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--old: no such file {str(ns.old)!r}")
     with tempfile.TemporaryDirectory() as tmp:
         libraries = {}
-        for code, source in (("old", ns.old), ("new", build.SOURCE)):
-            try:
-                libraries[code] = binding.load_library(build.compile_library(source, Path(tmp) / f"{code}.so"))
+        for code in ("old", "new"):
+            try:  # new: this checkout's build (cached by source digest), old: compiled here
+                path = build.build() if code == "new" else build.compile_library(ns.old, Path(tmp) / "old.so")
+                libraries[code] = binding.load_library(path)
             except build.NativeCoreUnavailable as exc:
                 raise SystemExit(f"ab_core_replay: the {code} core: {exc}") from None
         config, log = record(ns)
