@@ -91,11 +91,15 @@ def load_library(path: Path) -> ctypes.PyDLL:
         lib = ctypes.PyDLL(str(path))
     except OSError as exc:
         raise NativeCoreUnavailable(f"cannot load {path}: {exc}") from None
+    version = getattr(lib, "sgc_abi_version", None)
+    if version is None:
+        raise NativeCoreUnavailable(f"{path} is not a build of core.cpp (no sgc_abi_version)")
+    version.argtypes, version.restype = [], _i32
+    if version() != ABI_VERSION:  # checked first: an older build may lack functions declared below
+        raise NativeCoreUnavailable(f"{path} has ABI {version()}, expected {ABI_VERSION}")
     for name, (argtypes, restype) in _SIGNATURES.items():
         function = getattr(lib, name)
         function.argtypes, function.restype = argtypes, restype
-    if lib.sgc_abi_version() != ABI_VERSION:
-        raise NativeCoreUnavailable(f"{path} has ABI {lib.sgc_abi_version()}, expected {ABI_VERSION}")
     return lib
 
 
