@@ -151,6 +151,24 @@ def test_unknown_core_name_is_a_one_line_error() -> None:
         ConsensusDrafter(core=5)
 
 
+def test_a_library_of_another_abi_or_not_of_the_core_is_named_not_loaded(tmp_path) -> None:
+    """`load_library` checks the ABI before it declares any signature: a build of another version
+    (which may lack functions) and a library that is no build of core.cpp are one-line errors."""
+    import subprocess
+
+    from sgl_consensus.drafting.native import binding, build
+
+    for name, source, message in (
+            ("older", "extern \"C\" int sgc_abi_version() { return 1; }\n", r"has ABI 1, expected \d+"),
+            ("other", "extern \"C\" int something_else() { return 0; }\n", "is not a build of core.cpp")):
+        path = tmp_path / f"{name}.cpp"
+        path.write_text(source)
+        library = tmp_path / f"{name}.so"
+        subprocess.run([build.compiler(), "-shared", "-fPIC", str(path), "-o", str(library)], check=True)
+        with pytest.raises(build.NativeCoreUnavailable, match=message):
+            binding.load_library(library)
+
+
 def test_a_core_instance_is_used_as_given() -> None:
     """A caller's core (an instrumented one, as the replay benchmark records calls with) drafts."""
     config = DraftConfig(num_draft_tokens=4)
