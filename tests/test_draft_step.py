@@ -83,6 +83,42 @@ def test_accepted_nodes_of_rows_without_tokens_and_bad_rows(core):
         drafter.accepted(candidates, 9, [[] for _ in range(len(candidates))])
 
 
+@pytest.mark.parametrize("core", ["python", "native"])
+@pytest.mark.parametrize("seed", range(8))
+def test_outcomes_are_the_accepted_walk_of_each_real_draft_node_in_row_order(seed, core):
+    """`outcomes` (one call, flat committed tokens) gives what the width policy learned from before:
+    the scores and accepted flags of nodes 1 .. min(width, length) - 1 of every request with
+    committed tokens, row by row; requests without any are left out."""
+    drafter, candidates, rng = _candidates(seed, core)
+    width = rng.choice([1, 2, 4, 8])
+    tokens, parents = candidates.tokens.tolist(), candidates.parents.tolist()
+    committed = []
+    for b in range(len(candidates)):
+        if rng.random() < 0.25:
+            committed.append([])  # nothing committed: no outcome for this request
+            continue
+        node, path = rng.randrange(0, int(candidates.lengths[b])), []
+        while node > 0:
+            path.append(tokens[b][node])
+            node = parents[b][node]
+        committed.append(path[::-1] + [rng.randrange(4, 9)])
+    offsets = np.zeros(len(committed) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(row) for row in committed])
+    flat = np.array([t for row in committed for t in row], dtype=np.int64)
+    rows, scores, accepted = drafter.outcomes(candidates, width, flat, offsets)
+    mask = drafter.accepted(candidates, width, committed)
+    expected = [(b, candidates.scores[b, i], bool(mask[b, i])) for b in range(len(committed)) if committed[b]
+                for i in range(1, min(width, int(candidates.lengths[b])))]
+    assert list(zip(rows.tolist(), scores.tolist(), accepted.tolist())) == expected
+    assert width == 1 or len(expected) > 0
+    falling = offsets.copy()
+    falling[1] = len(flat) + 5  # past the end, then back: reading row 0 would overrun the tokens
+    with pytest.raises(ValueError, match=r"offsets must rise from 0"):
+        drafter.outcomes(candidates, width, flat, falling)
+    with pytest.raises(ValueError, match=r"offsets must be a NumPy integer array of shape"):
+        drafter.outcomes(candidates, width, flat, offsets[:-1])
+
+
 def _req(rid, prompt, tenant=None):
     ids = array("q", prompt)
     custom = {"consensus_group": "g", **({"consensus_tenant": tenant} if tenant else {})}

@@ -184,26 +184,21 @@ class DraftStep:
         proposal, self._to_learn = self._to_learn, None
         if proposal is None:
             return
-        candidates, width = proposal.candidates, proposal.width
-        rows = self.tracker.last_new.rows_for(proposal.rids)
-        sizes = np.minimum(candidates.lengths, width)
-        accepted = self.tracker.drafter.accepted(candidates, width, rows)
-        has_new = np.array(list(map(len, rows))) > 0
-        nodes = np.arange(candidates.tokens.shape[1])
-        drafted = (nodes >= 1) & (nodes < sizes[:, None]) & has_new[:, None]  # real draft nodes
+        tokens, offsets = self.tracker.last_new.flat_for(proposal.rids)
+        rows, scores, accepted = self.tracker.drafter.outcomes(proposal.candidates, proposal.width, tokens, offsets)
         tenants = proposal.tenants
         if all(t == tenants[0] for t in tenants):
-            if has_new.any():
-                self.policy.record_outcome(tenants[0], candidates.scores[drafted], accepted[drafted])
+            if (offsets[1:] > offsets[:-1]).any():  # a step where nothing was committed teaches nothing
+                self.policy.record_outcome(tenants[0], scores, accepted)
             return
         index: dict[Hashable, int] = {}  # tenants in order of first appearance (the policies' LRU order)
         of_request = np.array([index.setdefault(t, len(index)) for t in tenants])
+        has_new = offsets[1:] > offsets[:-1]
         for tenant, i in index.items():
-            mine = has_new & (of_request == i)
-            if not mine.any():
+            if not (has_new & (of_request == i)).any():
                 continue
-            mine = drafted & mine[:, None]
-            self.policy.record_outcome(tenant, candidates.scores[mine], accepted[mine])
+            mine = of_request[rows] == i
+            self.policy.record_outcome(tenant, scores[mine], accepted[mine])
 
 
 def committed_logprobs(verified: VerifyRecord | None) -> CommittedLogprobs | None:

@@ -56,6 +56,15 @@ class NewTokens:
         rows = self.by_request()
         return [rows.get(rid, []) for rid in rids]
 
+    def flat_for(self, rids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+        """`rows_for` as flat int64 arrays (tokens, offsets), as `extend_flat` and `outcomes` take them."""
+        if list(rids) == self.rids:
+            return np.array(self.tokens, dtype=np.int64), np.array(self.offsets, dtype=np.int64)
+        rows = self.rows_for(rids)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)), out=offsets[1:])
+        return np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1])), offsets
+
     def by_request(self) -> dict[Hashable, list[int]]:
         tokens, offsets = self.tokens, self.offsets
         return {rid: tokens[offsets[i]:offsets[i + 1]] for i, rid in enumerate(self.rids)

@@ -131,6 +131,9 @@ class DraftCore(Protocol):
         totals int64 [4])."""
     def accepted(self, batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
         """bool [bs, n]: the candidates each request's committed tokens walk through (`accepted_rows`)."""
+    def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per real draft node of each request with committed tokens: (row, score, accepted) (`outcome_rows`)."""
 
 
 class _PyRequest:
@@ -320,6 +323,10 @@ class PythonCore:
     def accepted(self, batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
         return accepted_rows(batch, width, committed)
 
+    def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return outcome_rows(batch, width, tokens, offsets)
+
 
 def _source_rank(source: Source) -> tuple[int, float]:
     return source.depth, source.other_weight  # longer match first, then the more trusted source
@@ -385,3 +392,19 @@ def accepted_rows(batch: CandidateBatch, width: int, committed: Sequence[Sequenc
                 break
             mask[b, node] = True
     return mask
+
+
+def outcome_rows(batch: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The verify's outcome of every real draft node (index 1 .. ``min(width, length) - 1``) of each
+    request with committed tokens (``tokens[offsets[b]:offsets[b + 1]]`` not empty), in row order:
+    its request index (int32), its score (float64) and whether the committed tokens walk through it
+    (`accepted_rows`'s walk)."""
+    bounds = offsets.tolist()
+    committed = [tokens[bounds[b]:bounds[b + 1]].tolist() for b in range(len(bounds) - 1)]
+    accepted = accepted_rows(batch, width, committed)
+    nodes = np.arange(batch.tokens.shape[1])
+    has_new = np.diff(offsets) > 0
+    drafted = (nodes >= 1) & (nodes < np.minimum(batch.lengths, width)[:, None]) & has_new[:, None]
+    rows = np.broadcast_to(np.arange(len(batch), dtype=np.int32)[:, None], drafted.shape)
+    return rows[drafted], batch.scores[drafted].astype(np.float64), accepted[drafted]

@@ -370,6 +370,18 @@ class ConsensusDrafter:
                              f"{len(committed)} rows")
         return self.core.accepted(candidates, self._check_width(width), committed)
 
+    def outcomes(self, candidates: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the width policy learns from a verify, in one call: for every real draft node of
+        ``candidates`` laid out at ``width`` (index 1 .. min(width, length) - 1) of each request that
+        committed tokens since (request i: ``tokens[offsets[i]:offsets[i + 1]]``, flat int64 arrays
+        as `extend_flat` takes them), in row order, its request index, its score and whether the
+        verify accepted it (`accepted`'s walk)."""
+        tokens, offsets, _, _ = validation.flat_batch(len(candidates), tokens, offsets, None, None)
+        if len(offsets) and (offsets[0] != 0 or (np.diff(offsets) < 0).any()):
+            raise ValueError(f"offsets must rise from 0, got {offsets.tolist()}")
+        return self.core.outcomes(candidates, self._check_width(width), tokens, offsets)
+
     def _check_width(self, width: int | None) -> int:
         n = self.config.num_draft_tokens
         if width is None:

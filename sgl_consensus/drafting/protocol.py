@@ -83,6 +83,11 @@ class RankedDrafter(Drafter, Protocol):
         """bool [bs, n]: the candidates (laid out at `width`) each request's committed tokens walk
         through from the root (the nodes its verify accepted)."""
 
+    def outcomes(self, candidates: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per real draft node of each request with committed tokens (flat, as `extend_flat`'s): its
+        request index, score and whether the verify accepted it, in row order."""
+
     def last_proposal_labels(self) -> np.ndarray:
         """Per request of the last proposal: int64 [bs, 4] draft nodes from (siblings, global corpus,
         own history, the target's earlier predictions)."""

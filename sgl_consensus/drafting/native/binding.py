@@ -21,7 +21,7 @@ from ..config import DraftConfig
 from ..core import LABELS, BadBatch, CandidateBatch
 from .build import NativeCoreUnavailable, build
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 _i32, _i64, _f64, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _NAN = math.nan
 
@@ -70,6 +70,7 @@ _SIGNATURES = {
     "sgc_propose": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr], _i32),
     "sgc_layout": ([_i32, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr], _i32),
     "sgc_accepted": ([_i32, _i32, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr], _i32),
+    "sgc_outcomes": ([_i32, _i32, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr, _ptr], _i64),
 }
 _library: ctypes.PyDLL | None = None
 
@@ -289,6 +290,10 @@ class NativeCore:
     def accepted(self, batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
         return native_accepted(batch, width, committed)
 
+    def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return native_outcomes(batch, width, tokens, offsets)
+
 
 def _candidate_arrays(batch: CandidateBatch) -> tuple[tuple[int, ...], list[np.ndarray]]:
     """Addresses of (tokens, parents, depths, labels, lengths) int32 and the arrays that hold them."""
@@ -315,6 +320,24 @@ def native_accepted(batch: CandidateBatch, width: int, committed: Sequence[Seque
     _check(lib.sgc_accepted(size, n, inputs[0], inputs[1], inputs[4], width, _address(offsets),
                             _address(flat) if len(flat) else _address(offsets), _address(mask)))
     return mask
+
+
+def native_outcomes(batch: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`core.outcome_rows` in C (stateless); ``tokens``, ``offsets``: contiguous int64."""
+    lib = load()
+    size, n = batch.tokens.shape
+    rows = np.empty(size * n, dtype=np.int32)
+    scores = np.empty(size * n, dtype=np.float64)
+    accepted = np.empty(size * n, dtype=np.bool_)
+    if not size or not len(tokens):
+        return rows[:0], scores[:0], accepted[:0]
+    inputs, _held = _candidate_arrays(batch)
+    values = np.require(batch.scores, np.float64, ["C", "W"])
+    count = _check(lib.sgc_outcomes(size, n, inputs[0], inputs[1], inputs[4], _address(values), width,
+                                    _address(offsets), _address(tokens), _address(rows), _address(scores),
+                                    _address(accepted)))
+    return rows[:count], scores[:count], accepted[:count]
 
 
 def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | None

@@ -23,7 +23,7 @@
 
 namespace {
 
-constexpr int32_t kAbiVersion = 4;
+constexpr int32_t kAbiVersion = 5;
 constexpr int32_t kMixed = -1;        // owner code: two or more requests wrote the n-gram
 constexpr int32_t kPrompt = -2;       // owner code: only the group's prompt wrote it
 constexpr int32_t kRoot = 0;
@@ -859,6 +859,44 @@ int32_t sgc_accepted(int32_t batch, int32_t n, const int32_t* tokens, const int3
       }
     }
     return 0;
+  })
+}
+
+// core.outcome_rows: the verify's outcome of every real draft node (index 1 .. min(width, length) - 1)
+// of each row with committed tokens (offsets[b] < offsets[b + 1]), in row order: its row, its score and
+// whether the row's committed tokens walk through it (the walk of sgc_accepted). Returns the count.
+int64_t sgc_outcomes(int32_t batch, int32_t n, const int32_t* tokens, const int32_t* parents, const int32_t* lengths,
+                     const double* scores, int32_t width, const int64_t* offsets, const int64_t* committed,
+                     int32_t* out_rows, double* out_scores, uint8_t* out_accepted) {
+  GUARD(-1, {
+    std::vector<uint8_t> walked(size_t(std::max(n, 1)));
+    int64_t count = 0;
+    for (int32_t b = 0; b < batch; ++b) {
+      if (offsets[b + 1] <= offsets[b]) continue;
+      const int64_t o = int64_t(b) * n;
+      const int nodes = std::min(width, lengths[b]);
+      std::fill(walked.begin(), walked.end(), 0);
+      int32_t node = 0;
+      for (int64_t k = offsets[b]; k < offsets[b + 1]; ++k) {
+        int32_t next = -1;
+        for (int i = 1; i < nodes; ++i) {
+          if (parents[o + i] == node && tokens[o + i] == committed[k]) {
+            next = i;
+            break;
+          }
+        }
+        if (next < 0) break;
+        walked[next] = 1;
+        node = next;
+      }
+      for (int i = 1; i < nodes; ++i) {
+        out_rows[count] = b;
+        out_scores[count] = scores[o + i];
+        out_accepted[count] = walked[i];
+        ++count;
+      }
+    }
+    return count;
   })
 }
 
