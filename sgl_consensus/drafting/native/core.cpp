@@ -596,6 +596,26 @@ int64_t merge_step(Core& core, MergeJob& job, int64_t budget, int64_t min_count,
   return visited;
 }
 
+// The accepted path of one row: from the root, at each committed token the first node (lowest
+// index below `nodes`) whose parent is the current node and whose token it is; stops at the first
+// token with none. Marks the path's nodes in `walked`.
+void walk_committed(const int32_t* tokens, const int32_t* parents, int nodes, const int64_t* committed,
+                    int64_t count, uint8_t* walked) {
+  int32_t node = 0;
+  for (int64_t k = 0; k < count; ++k) {
+    int32_t next = -1;
+    for (int i = 1; i < nodes; ++i) {
+      if (parents[i] == node && tokens[i] == committed[k]) {
+        next = i;
+        break;
+      }
+    }
+    if (next < 0) return;
+    walked[next] = 1;
+    node = next;
+  }
+}
+
 }  // namespace
 
 // No C++ exception may cross the C ABI: an allocation failure becomes the function's failure value.
@@ -843,20 +863,8 @@ int32_t sgc_accepted(int32_t batch, int32_t n, const int32_t* tokens, const int3
     std::memset(out_mask, 0, size_t(batch) * n);
     for (int32_t b = 0; b < batch; ++b) {
       const int64_t o = int64_t(b) * n;
-      const int count = std::min(width, lengths[b]);
-      int32_t node = 0;
-      for (int64_t k = offsets[b]; k < offsets[b + 1]; ++k) {
-        int32_t next = -1;
-        for (int i = 1; i < count; ++i) {
-          if (parents[o + i] == node && tokens[o + i] == committed[k]) {
-            next = i;
-            break;
-          }
-        }
-        if (next < 0) break;
-        out_mask[o + next] = 1;
-        node = next;
-      }
+      walk_committed(tokens + o, parents + o, std::min(width, lengths[b]), committed + offsets[b],
+                     offsets[b + 1] - offsets[b], out_mask + o);
     }
     return 0;
   })
@@ -876,19 +884,8 @@ int64_t sgc_outcomes(int32_t batch, int32_t n, const int32_t* tokens, const int3
       const int64_t o = int64_t(b) * n;
       const int nodes = std::min(width, lengths[b]);
       std::fill(walked.begin(), walked.end(), 0);
-      int32_t node = 0;
-      for (int64_t k = offsets[b]; k < offsets[b + 1]; ++k) {
-        int32_t next = -1;
-        for (int i = 1; i < nodes; ++i) {
-          if (parents[o + i] == node && tokens[o + i] == committed[k]) {
-            next = i;
-            break;
-          }
-        }
-        if (next < 0) break;
-        walked[next] = 1;
-        node = next;
-      }
+      walk_committed(tokens + o, parents + o, nodes, committed + offsets[b], offsets[b + 1] - offsets[b],
+                     walked.data());
       for (int i = 1; i < nodes; ++i) {
         out_rows[count] = b;
         out_scores[count] = scores[o + i];
