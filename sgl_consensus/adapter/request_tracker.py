@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain, repeat
 from typing import Any, Hashable, Sequence
 
@@ -56,10 +57,15 @@ class NewTokens:
         rows = self.by_request()
         return [rows.get(rid, []) for rid in rids]
 
+    @cached_property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``tokens`` and ``offsets`` as int64 arrays, made once (the sync writes them, learning reads them)."""
+        return np.array(self.tokens, dtype=np.int64), np.array(self.offsets, dtype=np.int64)
+
     def flat_for(self, rids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
         """`rows_for` as flat int64 arrays (tokens, offsets), as `extend_flat` and `outcomes` take them."""
         if list(rids) == self.rids:
-            return np.array(self.tokens, dtype=np.int64), np.array(self.offsets, dtype=np.int64)
+            return self.arrays
         rows = self.rows_for(rids)
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)), out=offsets[1:])
@@ -216,7 +222,7 @@ class RequestTracker:
         if not hasattr(self.drafter, "extend_flat"):  # a drafter that keeps no probabilities
             self.drafter.extend_many(rids, new.rows_for(rids))
             return
-        tokens, offsets = np.array(new.tokens, dtype=np.int64), np.array(new.offsets, dtype=np.int64)
+        tokens, offsets = new.arrays
         rows = () if logprobs is None else logprobs.rows_of(rids)
         with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, offsets, *rows)
         self.tokens_with_probs += with_prob
