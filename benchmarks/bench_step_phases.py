@@ -87,14 +87,16 @@ def _commit(step: DraftStep, reqs: list[StandInRequest], plan) -> VerifyRecord:
     accepted = step.tracker.drafter.accepted(proposal.candidates, width, futures)
     counts = accepted.sum(axis=1) + 1
     logprobs = np.zeros((len(reqs), width + 1), dtype=np.float32)
+    committed = np.zeros((len(reqs), width + 1), dtype=np.int64)
     lens = np.zeros(len(reqs), dtype=np.int64)
     for b, r in enumerate(reqs):
         start = len(r.output_ids)
         take = r.sample[start: start + int(counts[b])]
         r.output_ids.extend(take)
         lens[b] = len(take)
+        committed[b, : len(take)] = take
         logprobs[b, : len(take)] = r.logprobs[start: start + len(take)]
-    return VerifyRecord(plan.rids, logprobs, lens, None, plan.tokens, sizes.tolist())
+    return VerifyRecord(plan.rids, logprobs, lens, None, plan.tokens, sizes.tolist(), committed)
 
 
 def run_core(core: str, problems: list[dict], ns: argparse.Namespace, drafter: ConsensusDrafter | None = None) -> dict:
@@ -118,7 +120,7 @@ def run_core(core: str, problems: list[dict], ns: argparse.Namespace, drafter: C
         while reqs:
             before = np.array(metrics.phase_seconds)
             before_after = np.array(metrics.after_launch_seconds)
-            seq_lens = [len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs]
+            seq_lens = np.array([len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs])  # SGLang's, as the worker reads them
             plan = step.plan(reqs, seq_lens, None, verified)
             step.after_launch(reqs)  # where the worker runs it: the verify is launched
             steps += 1
@@ -149,7 +151,8 @@ def _keep_rows(verified: VerifyRecord, keep: list[bool]) -> VerifyRecord:
     """The record of the requests still running (as SGLang's next batch would hold them)."""
     rows = np.flatnonzero(keep)
     return VerifyRecord([verified.rids[i] for i in rows], verified.logprobs[rows], verified.accept_lens[rows],
-                        None, verified.node_tokens[rows], [verified.node_counts[i] for i in rows])
+                        None, verified.node_tokens[rows], [verified.node_counts[i] for i in rows],
+                        verified.tokens[rows])
 
 
 def report(data: dict, out: Path) -> None:

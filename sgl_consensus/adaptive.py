@@ -446,6 +446,19 @@ class TenantWidthPolicies:
         self.max_tenants = max_tenants
         self._policies: OrderedDict[Hashable, WidthPolicy] = OrderedDict()
         self._last_cost_tenants: set[Hashable] = set()  # the tenants of the last step costed
+        self._last_tenants: tuple[tuple, Hashable | None] | None = None  # a batch's tenants, its one tenant
+
+    def sole_tenant(self, tenants: Sequence[Hashable]) -> tuple[bool, Hashable | None]:
+        """(True, the tenant) if every request of a batch has the same tenant, else (False, None).
+        A tuple of tenants (immutable) is looked at once while the same one comes back."""
+        last = self._last_tenants
+        if last is not None and last[0] is tenants:
+            return last[1]
+        first = tenants[0]
+        answer = (True, first) if all(t == first for t in tenants) else (False, None)
+        if type(tenants) is tuple:
+            self._last_tenants = (tenants, answer)
+        return answer
 
     def policy(self, tenant: Hashable) -> WidthPolicy:
         policy = self._policies.get(tenant)
@@ -458,9 +471,9 @@ class TenantWidthPolicies:
         return policy
 
     def choose(self, tenants: Sequence[Hashable], scores: Sequence[Sequence[float]], keys: int = 0) -> int:
-        first = tenants[0]
-        if all(t == first for t in tenants):  # one tenant: its policy alone
-            return self.policy(first).choose(scores, keys)
+        sole, tenant = self.sole_tenant(tenants)
+        if sole:  # one tenant: its policy alone
+            return self.policy(tenant).choose(scores, keys)
         lead = Counter(tenants).most_common(1)[0][0]
         policy = self.policy(lead)
         calibrations = [self.policy(t).calibration for t in tenants]

@@ -102,21 +102,20 @@ def test_outcomes_are_the_accepted_walk_of_each_real_draft_node_in_row_order(see
             path.append(tokens[b][node])
             node = parents[b][node]
         committed.append(path[::-1] + [rng.randrange(4, 9)])
-    offsets = np.zeros(len(committed) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(row) for row in committed])
-    flat = np.array([t for row in committed for t in row], dtype=np.int64)
-    rows, scores, accepted = drafter.outcomes(candidates, width, flat, offsets)
+    lens = np.array([len(row) for row in committed], dtype=np.int64)
+    matrix = np.array([row + [0] * (lens.max() + 1 - len(row)) for row in committed], dtype=np.int64)
+    rows, scores, accepted = drafter.outcomes(candidates, width, matrix, lens)
     mask = drafter.accepted(candidates, width, committed)
     expected = [(b, candidates.scores[b, i], bool(mask[b, i])) for b in range(len(committed)) if committed[b]
                 for i in range(1, min(width, int(candidates.lengths[b])))]
     assert list(zip(rows.tolist(), scores.tolist(), accepted.tolist())) == expected
     assert width == 1 or len(expected) > 0
-    falling = offsets.copy()
-    falling[1] = len(flat) + 5  # past the end, then back: reading row 0 would overrun the tokens
-    with pytest.raises(ValueError, match=r"offsets must rise from 0"):
-        drafter.outcomes(candidates, width, flat, falling)
-    with pytest.raises(ValueError, match=r"offsets must be a NumPy integer array of shape"):
-        drafter.outcomes(candidates, width, flat, offsets[:-1])
+    too_long = lens.copy()
+    too_long[0] = matrix.shape[1] + 5  # reading row 0 would overrun it
+    with pytest.raises(ValueError, match=r"lens must be in \[0, \d+\] \(the row width\)"):
+        drafter.outcomes(candidates, width, matrix, too_long)
+    with pytest.raises(ValueError, match=r"lens must be a NumPy integer array of shape"):
+        drafter.outcomes(candidates, width, matrix, lens[:-1])
 
 
 def _req(rid, prompt, tenant=None):

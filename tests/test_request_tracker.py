@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sgl_consensus.adapter.request_tracker import CommittedLogprobs, RequestTracker, pending_rows
+from sgl_consensus.adapter.request_tracker import RelayedRows, RequestTracker, VerifiedRows
 from sgl_consensus.drafting import ConsensusDrafter, DraftConfig
 from sgl_consensus.grouping import SiblingGrouper
 
@@ -47,12 +47,11 @@ class RecordingDrafter(ConsensusDrafter):
             self.logprobs.setdefault(rid, []).extend([None] * (len(tokens) - len(known)) + known)
 
 
-    def extend_flat(self, rids, tokens, offsets, logprobs=None, logprob_counts=None):
+    def extend_rows(self, rids, tokens, lens, logprobs=None, logprob_counts=None):
         """The common step's batch write: recorded as `extend_many` records its rows."""
-        result = super().extend_flat(rids, tokens, offsets, logprobs, logprob_counts)
-        bounds = offsets.tolist()
+        result = super().extend_rows(rids, tokens, lens, logprobs, logprob_counts)
         for i, rid in enumerate(rids):
-            row = tokens[bounds[i]:bounds[i + 1]].tolist()
+            row = tokens[i, :lens[i]].tolist()
             self.seen[rid] += row
             known = int(logprob_counts[i]) if logprobs is not None else 0
             values = logprobs[i, :known].tolist() if 0 < known <= len(row) else []
@@ -90,10 +89,10 @@ def test_verify_logprobs_go_with_the_newest_tokens():
     a = _req("a", [1, 2, 3], tag="g")
     tracker.sync([a])
     a.output_ids.extend([4, 5, 6])
-    tracker.sync([a], logprobs=CommittedLogprobs.from_rows({"a": [-0.1, -0.2]}))  # 4 from the prefill, 5, 6 a verify
+    tracker.sync([a], verified=VerifiedRows.from_rows({"a": [-0.1, -0.2]}))  # 4 from the prefill, 5, 6 a verify
     assert drafter.logprobs["a"] == [None, pytest.approx(-0.1), pytest.approx(-0.2)]
     a.output_ids.extend([7])
-    tracker.sync([a], logprobs=CommittedLogprobs.from_rows({"a": [-0.1, -0.2]}))  # more logprobs than tokens: not trusted
+    tracker.sync([a], verified=VerifiedRows.from_rows({"a": [-0.1, -0.2]}))  # more logprobs than tokens: not trusted
     assert drafter.logprobs["a"][-1] is None
     assert tracker.tokens_with_probs == 2
     assert abs(tracker.prob_sum - (2.718281828 ** -0.1 + 2.718281828 ** -0.2)) < 1e-6
@@ -107,12 +106,12 @@ def test_overlap_splice_in_future_map_layout():
     stride = 4
     tracker.admit([a, b])  # prompts indexed at prefill
     # first decode step after the prefill: output_ids still empty, the prefill's token is relayed
-    relay = pending_rows([10, 0, 0, 0, 20, 0, 0, 0], [1, 1], stride)
+    relay = RelayedRows([10, 0, 0, 0, 20, 0, 0, 0], [1, 1], stride)
     assert tracker.sync([a, b], seq_lens=[3, 3], pending=relay) == (["a", "b"], [10, 20])
     # a accepted 3 tokens, b 1; output_ids now holds the first step's tokens only
     a.output_ids.extend([10])
     b.output_ids.extend([20])
-    relay = pending_rows([11, 12, 13, 0, 21, 0, 0, 0], [3, 1], stride)
+    relay = RelayedRows([11, 12, 13, 0, 21, 0, 0, 0], [3, 1], stride)
     assert tracker.sync([a, b], seq_lens=[6, 4], pending=relay)[1] == [13, 21]
     # a batch after a prefill step: output_ids caught up, the relayed row is stale (already there)
     a.output_ids.extend([11, 12, 13])
@@ -241,7 +240,7 @@ def test_each_request_gets_its_own_verify_row_on_its_newest_tokens(seed):
         expected[req.rid] = [None] * (len(new) - len(known)) + known
     order = list(rows)
     rng.shuffle(order)  # the verify held them in another order
-    tracker.sync(reqs, logprobs=CommittedLogprobs.from_rows({rid: rows[rid] for rid in order}))
+    tracker.sync(reqs, verified=VerifiedRows.from_rows({rid: rows[rid] for rid in order}))
     for req in reqs:
         got = drafter.logprobs.get(req.rid, [])[-len(expected[req.rid]):]
         assert got == [None if v is None else pytest.approx(v) for v in expected[req.rid]], req.rid
@@ -261,8 +260,8 @@ class GeneralOnlyTracker(RequestTracker):
 def test_the_common_step_writes_what_the_general_path_writes(seed):
     """The array path for the common step (the batch of the last sync, each request with news)
     and the request-by-request path leave the drafter in the same state and return the same
-    roots, through departures, joins, steps without news, overlap relays and verify logprobs with
-    NaN rows."""
+    roots, through departures, joins, steps without news, overlap relays, verify logprobs with
+    NaN rows, verify records of another batch, without tokens, or with a count SGLang disagrees with."""
     import numpy as np
 
     rng = random.Random(seed)
@@ -307,16 +306,26 @@ def test_the_common_step_writes_what_the_general_path_writes(seed):
             for tracker in (fast, slow):
                 for rid, row in zip(batch, pending):
                     del reqs[tracker][rid].output_ids[len(reqs[tracker][rid].output_ids) - len(row):]
-        logprobs = None
+        pending_of = dict(zip(batch, pending)) if overlap else {}
+        verified = None
         if last_verify is not None and rng.random() < 0.8:
             # the verify of this batch, or of the last one (rows of departed requests, none for joiners)
-            verified = list(batch) if rng.random() < 0.6 else list(last_verify)
-            matrix = np.array([[-rng.random() for _ in range(4)] for _ in verified])
+            rows = list(batch) if rng.random() < 0.6 else list(last_verify)
+            logprobs = np.array([[-rng.random() for _ in range(4)] for _ in rows])
             if rng.random() < 0.2:
-                matrix[rng.randrange(len(verified)), 0] = np.nan
-            lens = np.array([min(counts.get(rid, 1), 4) for rid in verified])
-            logprobs = CommittedLogprobs(verified, matrix, lens)
-        results = [t.sync([reqs[t][rid] for rid in batch], seq_lens, pending if overlap else None, logprobs)
+                logprobs[rng.randrange(len(rows)), 0] = np.nan
+            # each row: the tokens its request committed this step (one that sat out: its last two)
+            committed = []
+            for rid in rows:
+                so_far = streams[rid][:len(reqs[fast][rid].output_ids) + len(pending_of.get(rid, ()))]
+                take = counts.get(rid, 2)
+                committed.append(so_far[len(so_far) - take:] if take else [])
+            lens = np.array([len(row) for row in committed])
+            if rng.random() < 0.1:
+                lens[rng.randrange(len(rows))] += 1  # a count SGLang disagrees with: checked one by one
+            tokens = np.array([row + [0] * (4 - len(row)) for row in committed], dtype=np.int64)
+            verified = VerifiedRows(rows, lens, tokens if rng.random() < 0.9 else None, logprobs)
+        results = [t.sync([reqs[t][rid] for rid in batch], seq_lens, pending if overlap else None, verified)
                    for t in (fast, slow)]
         assert results[0] == results[1]
         if overlap:  # the scheduler catches up: the relayed tokens reach output_ids

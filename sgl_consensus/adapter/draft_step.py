@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from sgl_consensus.adapter.metrics import DraftMetrics
-from sgl_consensus.adapter.request_tracker import CommittedLogprobs
+from sgl_consensus.adapter.request_tracker import VerifiedRows
 
 
 @dataclass
@@ -42,6 +42,7 @@ class VerifyRecord:
     successors: tuple[np.ndarray, np.ndarray] | None  # top-k tokens and probs, [batch, width, k]
     node_tokens: np.ndarray  # [batch, width]: the verified trees' tokens
     node_counts: list[int]  # real (drafted) nodes per request, root included
+    tokens: np.ndarray | None = None  # int64 [batch, stride]: the committed tokens (accept_lens of each row)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class DraftStep:
         self._cost_due: tuple | None = None  # the last step's (tenants, width, keys, seconds, follows)
         self._last_step: tuple[float, list, int, int] | None = None  # start, tenants, width, keys
         self._recorded_until: float | None = None  # when the last step given to the cost model ended
+        self._metrics_due: tuple | None = None  # the last plan's (batch, seconds, labels, width) for the metrics
 
     def forget_timing(self) -> None:
         """A non-decode step ran since the last plan: its period is not a verify's cost."""
@@ -102,12 +104,14 @@ class DraftStep:
     def reset(self, policy) -> None:
         self.policy = policy
         self._proposal = self._to_learn = self._cost_due = self._last_step = self._recorded_until = None
+        self._metrics_due = None
 
     @property
     def proposal(self) -> _Proposal | None:
         return self._proposal
 
-    def plan(self, reqs: Sequence[Any], seq_lens: Sequence[int] | None, pending: list[list[int]] | None,
+    def plan(self, reqs: Sequence[Any], seq_lens: Sequence[int] | np.ndarray | None,
+             pending: Sequence[Sequence[int]] | None,
              verified: VerifyRecord | None, start: float | None = None) -> StepPlan:
         """This step's trees. ``start``: when the step began (default now); ``verified``: the last
         verify's record (None if nothing was recorded)."""
@@ -119,16 +123,16 @@ class DraftStep:
             follows = last_start == self._recorded_until  # no unrecorded step in between
             self._cost_due = (last_tenants, last_width, last_keys, start - last_start, follows)
             self._recorded_until = start
-        logprobs = committed_logprobs(verified)
+        rows = verified_rows(verified)
         marks.append(time.perf_counter())
-        rids, roots = self.tracker.sync(reqs, seq_lens, pending, logprobs)
+        rids, roots = self.tracker.sync(reqs, seq_lens, pending, rows)
         drafter = self.tracker.drafter
         observe_successors(drafter, verified)
         self._to_learn, self._proposal = self._proposal, None
         marks.append(time.perf_counter())
         candidates = drafter.propose_candidates(rids)
         marks.append(time.perf_counter())
-        keys = int(sum(seq_lens)) if seq_lens is not None else 0
+        keys = 0 if seq_lens is None else int(seq_lens.sum() if isinstance(seq_lens, np.ndarray) else sum(seq_lens))
         tenants = self.tracker.tenants(rids)
         width = self.policy.choose(tenants, candidates.scores[:, 1:], keys)
         if self._agrees_width:
@@ -143,13 +147,16 @@ class DraftStep:
         self._proposal = _Proposal(rids, tenants, candidates, width)
         self._last_step = (start, tenants, width, keys)
         seconds = time.perf_counter() - start
-        return StepPlan(rids, width, tokens, mask, seconds, self._record(rids, width, seconds))
+        labels = drafter.last_proposal_labels()
+        self._metrics_due = (len(rids), seconds, labels, width)  # recorded after the launch
+        return StepPlan(rids, width, tokens, mask, seconds, labels)
 
     def after_launch(self, batch_reqs: Sequence[Any]) -> None:
         """The step's work that the verify need not wait for: the last step's outcomes and cost to
         the policy, then departures (``batch_reqs``: the requests of the batch just launched) and
         the drafter's background merges."""
         marks = [time.perf_counter()]
+        self._record_metrics()
         self._learn()
         marks.append(time.perf_counter())
         self._record_cost()
@@ -160,7 +167,8 @@ class DraftStep:
         self.metrics.record_after_launch(marks)
 
     def _settle(self) -> None:
-        """The policy's share of the last ``after_launch``, if it was never called."""
+        """The policy's and the metrics' share of the last ``after_launch``, if it was never called."""
+        self._record_metrics()
         self._learn()
         self._record_cost()
 
@@ -169,31 +177,34 @@ class DraftStep:
         if due is not None:
             self.policy.record_cost(*due)
 
-    def _record(self, rids: list[Hashable], width: int, seconds: float) -> np.ndarray:
-        """The step to the metrics; its per-request draft-node labels."""
-        drafter, metrics, tracker = self.tracker.drafter, self.metrics, self.tracker
-        labels = drafter.last_proposal_labels()
-        metrics.record_step(len(rids), seconds, labels, width)
+    def _record_metrics(self) -> None:
+        """The last planned step to the metrics (after the launch: the verify need not wait for it)."""
+        due, self._metrics_due = self._metrics_due, None
+        if due is None:
+            return
+        tracker, metrics = self.tracker, self.metrics
+        metrics.record_step(*due)
         metrics.root_resyncs = tracker.root_resyncs
+        metrics.common_syncs = tracker.common_syncs
         metrics.tokens_with_probs = tracker.tokens_with_probs
         metrics.mean_committed_prob = tracker.prob_sum / max(tracker.tokens_with_probs, 1)
-        return labels
 
     def _learn(self) -> None:
         """The last step's outcomes to the width policy's calibration, per tenant."""
         proposal, self._to_learn = self._to_learn, None
         if proposal is None:
             return
-        tokens, offsets = self.tracker.last_new.flat_for(proposal.rids)
-        rows, scores, accepted = self.tracker.drafter.outcomes(proposal.candidates, proposal.width, tokens, offsets)
+        tokens, lens = self.tracker.last_new.rows_for(proposal.rids)
+        rows, scores, accepted = self.tracker.drafter.outcomes(proposal.candidates, proposal.width, tokens, lens)
         tenants = proposal.tenants
-        if all(t == tenants[0] for t in tenants):
-            if (offsets[1:] > offsets[:-1]).any():  # a step where nothing was committed teaches nothing
-                self.policy.record_outcome(tenants[0], scores, accepted)
+        sole, tenant = self.policy.sole_tenant(tenants)
+        if sole:
+            if lens.any():  # a step where nothing was committed teaches nothing
+                self.policy.record_outcome(tenant, scores, accepted)
             return
         index: dict[Hashable, int] = {}  # tenants in order of first appearance (the policies' LRU order)
         of_request = np.array([index.setdefault(t, len(index)) for t in tenants])
-        has_new = offsets[1:] > offsets[:-1]
+        has_new = lens > 0
         for tenant, i in index.items():
             if not (has_new & (of_request == i)).any():
                 continue
@@ -201,11 +212,11 @@ class DraftStep:
             self.policy.record_outcome(tenant, scores[mine], accepted[mine])
 
 
-def committed_logprobs(verified: VerifyRecord | None) -> CommittedLogprobs | None:
-    """The last verify's committed-token logprobs, by request (its arrays, not copied)."""
-    if verified is None or verified.logprobs is None:
+def verified_rows(verified: VerifyRecord | None) -> VerifiedRows | None:
+    """The last verify's committed tokens and their logprobs, by request (its arrays, not copied)."""
+    if verified is None or verified.accept_lens is None:
         return None
-    return CommittedLogprobs(verified.rids, verified.logprobs, verified.accept_lens)
+    return VerifiedRows(verified.rids, verified.accept_lens, verified.tokens, verified.logprobs)
 
 
 def observe_successors(drafter, verified: VerifyRecord | None) -> None:

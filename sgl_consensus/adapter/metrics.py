@@ -42,6 +42,7 @@ class DraftMetrics:
     request_steps: int = 0
     draft_seconds: float = 0.0
     root_resyncs: int = 0  # drafter views rebuilt because node 0 disagreed with SGLang's last token
+    common_syncs: int = 0  # steps synced from the verify's committed-token rows (the rest: request by request)
     tokens_with_probs: int = 0  # committed tokens the drafter got with the target's probability
     mean_committed_prob: float = 0.0  # their mean probability under the target
     verified_nodes: int = 0  # tree nodes verified (width x batch), root included
@@ -92,6 +93,7 @@ class DraftMetrics:
             "after_launch_ms_per_step": {name: round(1000 * seconds / max(self.steps, 1), 4)
                                          for name, seconds in zip(AFTER_LAUNCH_PHASES, self.after_launch_seconds)},
             "root_resyncs": self.root_resyncs,
+            "common_sync_steps": self.common_syncs,
             "tokens_with_probs": self.tokens_with_probs,
             "draft_nodes_model": self.model_nodes,
             "mean_committed_prob": self.mean_committed_prob,

@@ -13,15 +13,19 @@ committed output tokens. Under overlap scheduling ``req.output_ids`` lags one st
 is taken from the previous step's accepted tokens (``pending``, in the layout SGLang's FutureMap
 relays: one row of ``stride`` tokens per request, ``accept_lens`` of them valid). A pending row that
 is stale (its tokens already in ``output_ids``) is then simply not used.
+
+The common decode step (the same requests as the last verify, each with exactly the tokens that
+verify committed as news) is synced in array operations from the verify's own token matrix
+(``VerifiedRows``), without reading any request's ``output_ids``; every other step goes request by
+request. Both leave the drafter in the same state (``tests/test_request_tracker.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from itertools import chain, repeat
-from typing import Any, Hashable, Sequence
+from itertools import chain
+from typing import Any, Hashable
 
 import numpy as np
 
@@ -41,85 +45,97 @@ class _Tracked:
         self.prompt_length = len(req.origin_input_ids)  # SGLang's sequence length counts these
 
 
-@dataclass
 class NewTokens:
-    """What the last sync added, flat: request ``rids[i]`` got ``tokens[offsets[i]:offsets[i + 1]]``."""
+    """What the last sync added, in a verify's row layout: request ``rids[i]`` got
+    ``tokens[i, :lens[i]]`` (int64 arrays, as `ConsensusDrafter.extend_rows` and `outcomes` take them)."""
 
-    rids: list[Hashable]
-    tokens: list[int]
-    offsets: list[int]
+    __slots__ = ("rids", "tokens", "lens")
 
-    def rows_for(self, rids: Sequence[Hashable]) -> list[list[int]]:
-        """What each of ``rids`` got (empty for a request that got nothing)."""
-        tokens, offsets = self.tokens, self.offsets
-        if list(rids) == self.rids:
-            return [tokens[offsets[i]:offsets[i + 1]] for i in range(len(self.rids))]
+    def __init__(self, rids: list[Hashable], tokens: np.ndarray, lens: np.ndarray) -> None:
+        self.rids = rids
+        self.tokens = tokens  # int64 [rows, width]
+        self.lens = lens  # int64 [rows]
+
+    @classmethod
+    def from_rows(cls, rids: list[Hashable], rows: Sequence[Sequence[int]]) -> NewTokens:
+        lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        tokens = np.zeros((len(rows), max(lens.max(initial=0), 1)), dtype=np.int64)
+        for i, row in enumerate(rows):
+            tokens[i, :len(row)] = row
+        return cls(rids, tokens, lens)
+
+    def rows_for(self, rids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+        """What each of ``rids`` got (nothing for a request that got nothing): (tokens, lens)."""
+        if rids is self.rids or list(rids) == self.rids:
+            return self.tokens, self.lens
         rows = self.by_request()
-        return [rows.get(rid, []) for rid in rids]
-
-    @cached_property
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """``tokens`` and ``offsets`` as int64 arrays, made once (the sync writes them, learning reads them)."""
-        return np.array(self.tokens, dtype=np.int64), np.array(self.offsets, dtype=np.int64)
-
-    def flat_for(self, rids: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
-        """`rows_for` as flat int64 arrays (tokens, offsets), as `extend_flat` and `outcomes` take them."""
-        if list(rids) == self.rids:
-            return self.arrays
-        rows = self.rows_for(rids)
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)), out=offsets[1:])
-        return np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1])), offsets
+        other = NewTokens.from_rows(list(rids), [rows.get(rid, []) for rid in rids])
+        return other.tokens, other.lens
 
     def by_request(self) -> dict[Hashable, list[int]]:
-        tokens, offsets = self.tokens, self.offsets
-        return {rid: tokens[offsets[i]:offsets[i + 1]] for i, rid in enumerate(self.rids)
-                if offsets[i + 1] > offsets[i]}
+        return {rid: row[:size] for rid, row, size in zip(self.rids, self.tokens.tolist(), self.lens.tolist())
+                if size}
 
 
-class CommittedLogprobs:
-    """The last verify's target logprobs of the tokens it committed, one row per verified request
-    (kept as the verify's arrays: no per-request lists on the drafting path). The drafter pairs
-    them with tokens (`ConsensusDrafter.extend_flat`): a row with a NaN among its committed values
-    (logits SGLang had to sanitise) goes in by frequency alone."""
+class VerifiedRows:
+    """What the last verify committed, one row per verified request, kept as the verify's arrays
+    (no per-request lists on the drafting path): row r's first ``lens[r]`` tokens, and when
+    recorded the target's logprobs of them. The drafter pairs logprobs with tokens
+    (`ConsensusDrafter.extend_rows`): a row with a NaN among its committed values (logits SGLang
+    had to sanitise) goes in by frequency alone."""
 
-    def __init__(self, rids: Sequence[Hashable], logprobs: np.ndarray, lens: np.ndarray) -> None:
+    def __init__(self, rids: Sequence[Hashable], lens: np.ndarray, tokens: np.ndarray | None = None,
+                 logprobs: np.ndarray | None = None) -> None:
         self.rids = list(rids)  # the verified requests, in row order
-        self.logprobs = logprobs  # [rows, stride] float; row r's first lens[r] entries are valid
         self.lens = np.asarray(lens, dtype=np.int64)  # [rows]: committed tokens per row
+        self.tokens = tokens  # int64 [rows, stride] or None (not recorded)
+        self.logprobs = logprobs  # float [rows, stride] or None (not recorded)
 
-    def rows_of(self, rids: list[Hashable]) -> tuple[np.ndarray, np.ndarray]:
-        """The logprob rows and committed counts of ``rids``, in that order (a request the verify
-        did not hold gets a count of 0): the verify's own arrays when it held this very batch."""
+    def rows_of(self, rids: list[Hashable]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Committed counts, token rows and logprob rows of ``rids``, in that order (a request the
+        verify did not hold gets a count of 0): the verify's own arrays when it held this very batch."""
         if self.rids == rids:
-            return self.logprobs, self.lens
+            return self.lens, self.tokens, self.logprobs
         if not self.rids:
-            return np.zeros((len(rids), 0)), np.zeros(len(rids), dtype=np.int64)
+            return np.zeros(len(rids), dtype=np.int64), *(None if m is None else np.zeros((len(rids), 0), m.dtype)
+                                                           for m in (self.tokens, self.logprobs))
         index = {rid: r for r, rid in enumerate(self.rids)}
         take = np.array([index.get(rid, -1) for rid in rids], dtype=np.int64)
         held = take >= 0
         rows = np.where(held, take, 0)
-        return self.logprobs[rows], np.where(held, self.lens[rows], 0)
+        return (np.where(held, self.lens[rows], 0), None if self.tokens is None else self.tokens[rows],
+                None if self.logprobs is None else self.logprobs[rows])
 
     @classmethod
-    def from_rows(cls, rows: Mapping[Hashable, Sequence[float]]) -> CommittedLogprobs:
-        """From per-request lists (tests, replays)."""
-        stride = max((len(row) for row in rows.values()), default=0)
-        logprobs = np.zeros((len(rows), stride))
-        for r, row in enumerate(rows.values()):
-            logprobs[r, : len(row)] = row
-        return cls(list(rows), logprobs, np.array([len(row) for row in rows.values()], dtype=np.int64))
+    def from_rows(cls, logprobs: Mapping[Hashable, Sequence[float]]) -> VerifiedRows:
+        """Logprobs only, from per-request lists (tests, replays)."""
+        stride = max((len(row) for row in logprobs.values()), default=0)
+        matrix = np.zeros((len(logprobs), stride))
+        for r, row in enumerate(logprobs.values()):
+            matrix[r, : len(row)] = row
+        return cls(list(logprobs), np.array([len(row) for row in logprobs.values()], dtype=np.int64), None, matrix)
+
+
+class RelayedRows(Sequence):
+    """SGLang's overlap relay on the host: per request of the batch, the tokens its previous step
+    accepted (FutureMap's layout: one row of ``stride`` tokens per request, flattened, the first
+    ``lens[i]`` of row i valid). Rows are sliced only when asked (the request-by-request path)."""
+
+    def __init__(self, tokens: Sequence[int], lens: Sequence[int], stride: int) -> None:
+        self._tokens, self._lens, self._stride = tokens, lens, stride
+
+    def __len__(self) -> int:
+        return len(self._lens)
+
+    def __getitem__(self, i: int) -> list[int]:
+        start = i * self._stride
+        row = self._tokens[start: start + int(self._lens[i])]
+        return row.tolist() if isinstance(row, np.ndarray) else list(row)
 
 
 def consensus_params(req) -> ConsensusParams:
     """The request's consensus fields (validated at the door; never raises here)."""
     return read_params(getattr(req.sampling_params, "custom_params", None))
-
-
-def pending_rows(accept_tokens: Sequence[int], accept_lens: Sequence[int], stride: int) -> list[list[int]]:
-    """Per request, the tokens accepted by the previous step: FutureMap's relay layout (one row of
-    ``stride`` tokens per request, flattened; ``accept_lens[i]`` of row i are valid)."""
-    return [list(accept_tokens[i * stride: i * stride + n]) for i, n in enumerate(accept_lens)]
 
 
 class RequestTracker:
@@ -133,8 +149,10 @@ class RequestTracker:
         self._away: dict[Hashable, None] = {}
         self._last_batch: list[Hashable] = []
         self.root_resyncs = 0  # drafter tail disagreed with SGLang's last committed token
-        self.last_new = NewTokens([], [], [0])  # what the last sync added
-        self._synced: tuple[list[Hashable], list[Hashable | None]] = ([], [])  # last sync's rids, tenants
+        self.common_syncs = 0  # syncs done from the verify's rows in array operations (the rest: request by request)
+        self.last_new = NewTokens.from_rows([], [])  # what the last sync added
+        self._view: _BatchView | None = None  # the last common step's batch (dropped when requests come or go)
+        self._synced: tuple[list[Hashable], Sequence[Hashable | None]] = ([], ())  # last sync's rids, tenants
         self.tokens_with_probs = 0  # committed tokens handed to the drafter with the target's probability
         self.prob_sum = 0.0  # the sum of those probabilities (their mean is a check on the gather)
 
@@ -184,6 +202,7 @@ class RequestTracker:
         for rid in list(self._tracked):
             self.grouper.release(rid)
         self._tracked.clear()
+        self._view = None
         self._away.clear()
         self._last_batch.clear()
 
@@ -192,80 +211,92 @@ class RequestTracker:
 
     # -- per decode step --------------------------------------------------------------------
     def sync(
-        self, reqs: Sequence[Any], seq_lens: Sequence[int] | None = None, pending: list[list[int]] | None = None,
-        logprobs: CommittedLogprobs | None = None,
+        self, reqs: Sequence[Any], seq_lens: Sequence[int] | np.ndarray | None = None,
+        pending: Sequence[Sequence[int]] | None = None, verified: VerifiedRows | None = None,
     ) -> tuple[list[Hashable], list[int]]:
         """Bring the drafter up to date with ``reqs``: their rids and last committed tokens (the
         roots of their draft trees), in batch order.
 
         ``seq_lens``: SGLang's committed KV lengths of the batch (None: trust ``output_ids`` plus
-        ``pending``, which is exact without overlap scheduling). ``logprobs``: the target's
-        logprobs of the tokens each request's last verify committed (its newest committed tokens)."""
-        common = self._sync_common(reqs, seq_lens, pending, logprobs)
+        ``pending``, which is exact without overlap scheduling). ``pending``: per request, the
+        tokens its last step accepted that ``output_ids`` may not hold yet (overlap scheduling).
+        ``verified``: what the last verify committed (tokens, and the target's logprobs of them)."""
+        common = self._sync_common(reqs, seq_lens, verified)
         if common is not None:
             return common
+        self._view = None  # the request-by-request path moves counts the view holds
         rids, roots = [], []
-        batch = _Extensions()
+        rows: list[list[int]] = []
         for i, req in enumerate(reqs):
             rids.append(req.rid)
             roots.append(self._sync_one(req, None if seq_lens is None else int(seq_lens[i]),
-                                        pending[i] if pending is not None else (), batch))
-        self.last_new = batch.new_tokens()
-        if batch.rids:
-            self._write(batch.rids, self.last_new, logprobs)
+                                        pending[i] if pending is not None else (), rows))
+        extended = [rid for rid, row in zip(rids, rows) if row]
+        self.last_new = NewTokens.from_rows(extended, [row for row in rows if row])
+        if extended:
+            self._write(extended, self.last_new, verified)
         self._synced = (rids, [self._tracked[rid].tenant for rid in rids])
         return rids, roots
 
-    def _write(self, rids: list[Hashable], new: NewTokens, logprobs: CommittedLogprobs | None) -> None:
+    def _write(self, rids: list[Hashable], new: NewTokens, verified: VerifiedRows | None,
+               rows: tuple | None = None) -> np.ndarray | None:
         """One batch write of ``new`` (which the drafter, not the tracker, pairs with the verify's
-        logprobs: the newest tokens of each row get them, see `ConsensusDrafter.extend_flat`)."""
-        if not hasattr(self.drafter, "extend_flat"):  # a drafter that keeps no probabilities
-            self.drafter.extend_many(rids, new.rows_for(rids))
-            return
-        tokens, offsets = new.arrays
-        rows = () if logprobs is None else logprobs.rows_of(rids)
-        with_prob, prob_sum = self.drafter.extend_flat(rids, tokens, offsets, *rows)
-        self.tokens_with_probs += with_prob
-        self.prob_sum += prob_sum
-
-    def _sync_common(self, reqs: Sequence[Any], seq_lens: Sequence[int] | None, pending: list[list[int]] | None,
-                     logprobs: CommittedLogprobs | None) -> tuple[list[Hashable], list[int]] | None:
-        """The common step, with one write to the drafter: every request already tracked, with
-        new committed tokens, all of them known. None (nothing changed) otherwise: the general path
-        then handles whatever is unusual, request by request. (Plain lists: at these sizes each
-        NumPy call costs more than the loop it would replace.)"""
-        if seq_lens is None or not hasattr(self.drafter, "extend_flat") or not reqs:
+        logprobs: the newest tokens of each row get them, see `ConsensusDrafter.extend_rows`);
+        ``rows``: ``verified.rows_of(rids)`` when already taken. Each request's last token
+        afterwards (None from a drafter without `extend_rows`)."""
+        if not hasattr(self.drafter, "extend_rows"):  # a drafter that keeps no probabilities
+            self.drafter.extend_many(rids, [row[:size] for row, size in zip(new.tokens.tolist(), new.lens.tolist())])
             return None
-        get = self._tracked.get
-        rids, tracked, upto, roots, flat, offsets = [], [], [], [], [], [0]
-        relays = pending if pending is not None else repeat(None)
-        for req, seq_len, relay in zip(reqs, seq_lens, relays):  # one pass (cheaper than a list per field)
-            rid = req.rid
-            t = get(rid)
-            if t is None:
-                return None  # a request to add
-            seen, committed = t.committed_outputs, int(seq_len) + 1 - t.prompt_length
-            if committed <= seen:
-                return None  # a request without news (or rewound): its root needs checking
-            row = req.output_ids[seen:committed] if relay is None else \
-                _committed_slice(req.output_ids, relay, seen, committed)
-            if len(row) != committed - seen:
-                return None  # SGLang counts tokens we were not shown: the general path says so
-            rids.append(rid)
-            tracked.append(t)
-            upto.append(committed)
-            roots.append(row[-1])
-            flat += row
-            offsets.append(len(flat))
-        new = NewTokens(rids, flat, offsets)
-        self._write(rids, new, logprobs)
-        for t, committed in zip(tracked, upto):
-            t.committed_outputs = committed
-        self.last_new = new
-        self._synced = (rids, [t.tenant for t in tracked])
-        return rids, roots
+        logprobs = ()
+        if verified is not None and verified.logprobs is not None:
+            lens, _, matrix = verified.rows_of(rids) if rows is None else rows
+            logprobs = (matrix, lens)
+        written = self.drafter.extend_rows(rids, new.tokens, new.lens, *logprobs)
+        self.tokens_with_probs += written.with_prob
+        self.prob_sum += written.prob_sum
+        return written.last_tokens
 
-    def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], batch: _Extensions) -> int:
+    def _sync_common(self, reqs: Sequence[Any], seq_lens: Sequence[int] | np.ndarray | None,
+                     verified: VerifiedRows | None) -> tuple[list[Hashable], list[int]] | None:
+        """The common step in array operations, with one write to the drafter: every request already
+        tracked, and the last verify's committed tokens of each are exactly what SGLang added
+        since the last sync (its new committed count, from ``seq_lens``, equals the verify's
+        count). No request's ``output_ids`` is read: the tokens are the verify's own rows. None
+        (nothing changed) otherwise: the request-by-request path then handles whatever is unusual."""
+        if seq_lens is None or verified is None or verified.tokens is None or not reqs \
+                or not hasattr(self.drafter, "extend_rows"):
+            return None
+        view = self._batch_view(reqs)
+        if view is None:
+            return None  # a request to add
+        rows = verified.rows_of(view.rids)
+        lens, tokens, _ = rows
+        committed = np.asarray(seq_lens, dtype=np.int64) + view.output_base
+        if not (lens.all() and (committed - view.seen == lens).all()):
+            return None  # no news, a rewind, or tokens the verify did not commit: checked one by one
+        new = NewTokens(view.rids, tokens, lens)
+        roots = self._write(view.rids, new, verified, rows)
+        view.advance(committed)
+        self.common_syncs += 1
+        self.last_new = new
+        self._synced = (view.rids, view.tenants)
+        return view.rids, roots.tolist()
+
+    def _batch_view(self, reqs: Sequence[Any]) -> _BatchView | None:
+        """The batch's tracked requests as arrays, reused while the same batch comes back; None when
+        a request is not tracked."""
+        rids = [req.rid for req in reqs]
+        view = self._view
+        if view is not None and view.rids == rids:
+            return view
+        tracked = [self._tracked.get(rid) for rid in rids]
+        if None in tracked:
+            return None
+        view = self._view = _BatchView(rids, tracked)
+        return view
+
+    def _sync_one(self, req, seq_len: int | None, pending: Sequence[int], rows: list[list[int]]) -> int:
+        """One request's news appended to ``rows`` (empty if none); its root."""
         rid, outputs = req.rid, req.output_ids
         tracked = self._tracked.get(rid)
         known = len(outputs) + len(pending)
@@ -283,8 +314,9 @@ class RequestTracker:
             new = list(outputs[seen:committed]) if committed <= len(outputs) else \
                 _committed_slice(outputs, pending, seen, committed)
             tracked.committed_outputs = committed
-            batch.add(rid, new)
+            rows.append(new)
             return new[-1]  # SGLang's last committed token, which the drafter's tail now ends with
+        rows.append([])
         root = _committed_slice(outputs, pending, committed - 1, committed)[0] if committed else \
             int(req.origin_input_ids_unpadded[-1])
         if self.drafter.last_token(rid) != root:
@@ -297,7 +329,7 @@ class RequestTracker:
             tracked.committed_outputs = committed
         return root
 
-    def tenants(self, rids: Sequence[Hashable]) -> list[Hashable | None]:
+    def tenants(self, rids: Sequence[Hashable]) -> Sequence[Hashable | None]:
         """The tenant of each (synced) request."""
         synced, tenants = self._synced
         if rids is synced:  # the last sync's batch
@@ -310,33 +342,35 @@ class RequestTracker:
         group = self.grouper.assign(req.rid, params, prompt)
         self.drafter.add(req.rid, group, list(prompt), tenant=params.tenant)
         tracked = self._tracked[req.rid] = _Tracked(req, params.tenant)
+        self._view = None
         return tracked
 
     def _remove(self, rid: Hashable) -> None:
+        self._view = None
         self._tracked.pop(rid, None)
         self._away.pop(rid, None)
         self.grouper.release(rid)
         self.drafter.remove(rid)
 
 
-class _Extensions:
-    """One sync's new tokens, handed to the drafter in one `extend_many` call."""
+class _BatchView:
+    """A batch's tracked requests as arrays, for the common step's array operations."""
 
-    __slots__ = ("rids", "tokens")
+    __slots__ = ("rids", "tracked", "output_base", "seen", "tenants")
 
-    def __init__(self) -> None:
-        self.rids: list[Hashable] = []
-        self.tokens: list[list[int]] = []
+    def __init__(self, rids: list[Hashable], tracked: list[_Tracked]) -> None:
+        self.rids = rids
+        self.tracked = tracked
+        # committed output tokens = seq_len + 1 - prompt length (see the module docstring)
+        self.output_base = 1 - np.fromiter((t.prompt_length for t in tracked), dtype=np.int64, count=len(tracked))
+        self.seen = np.fromiter((t.committed_outputs for t in tracked), dtype=np.int64, count=len(tracked))
+        self.tenants = tuple(t.tenant for t in tracked)  # immutable: the policy remembers it by identity
 
-    def add(self, rid: Hashable, new: list[int]) -> None:
-        self.rids.append(rid)
-        self.tokens.append(new)
-
-    def new_tokens(self) -> NewTokens:
-        offsets = [0]
-        for row in self.tokens:
-            offsets.append(offsets[-1] + len(row))
-        return NewTokens(self.rids, list(chain.from_iterable(self.tokens)), offsets)
+    def advance(self, committed: np.ndarray) -> None:
+        """The drafter has seen ``committed`` output tokens of each request."""
+        self.seen = committed
+        for t, count in zip(self.tracked, committed.tolist()):
+            t.committed_outputs = count
 
 
 def _committed_slice(outputs, pending: Sequence[int], start: int, stop: int) -> list[int]:

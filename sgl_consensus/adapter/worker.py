@@ -35,7 +35,7 @@ from sgl_consensus.adapter.exact_trees import detach_duplicate_siblings
 from sgl_consensus.adapter.metrics import DraftMetrics
 from sgl_consensus.adapter.plain_decode import can_decode_plainly, decode_plainly
 from sgl_consensus.adapter.tp_sync import TensorParallelSync
-from sgl_consensus.adapter.request_tracker import RequestTracker, pending_rows
+from sgl_consensus.adapter.request_tracker import RelayedRows, RequestTracker
 from sgl_consensus.adapter.verify import (
     exact_verification,
     needs_exact_verification,
@@ -112,7 +112,9 @@ class ConsensusWorker(NGRAMWorker):
         # Model-informed nodes: the target's top successors at every verified node, for the drafter.
         self._successors_k = drafter.config.model_topk if ranked and drafter.config.model_weight > 0 else 0
         self._verify_sink: list = []
-        self._verified: tuple | None = None  # rids, logprobs, accept_lens, successors, node tokens, node counts
+        # The last verify's record, on the device until the next step: rids, committed tokens and
+        # their counts, logprobs and successors (when recorded), node tokens, node counts.
+        self._verified: tuple | None = None
         # Width-1 steps as plain decode forwards (no verify machinery) where that is cheaper.
         self._decodes_plainly = ranked and 1 in self.widths and self.settings.decodes_plainly(self._on_cpu)
         self.plain_steps = 0
@@ -161,14 +163,10 @@ class ConsensusWorker(NGRAMWorker):
         else:
             with exact_verification() if exact else contextlib.nullcontext(), self._at_width(width), recording:
                 result = super().forward_batch_generation(batch, on_publish, pp_proxy_tensors, **kwargs)
-        if self._verify_sink:
-            logprobs, accept_lens, successors = self._verify_sink.pop()
-            self._verify_sink.clear()
-            proposal = self.step.proposal
-            self._verified = (proposal.rids, logprobs, accept_lens, successors, self._staged_tokens,
-                              np.minimum(proposal.candidates.lengths, width).tolist())
         if width != self._max_width and not plain:  # a plain step's rows already have the full width
             self._relay_at_max_width(result, width)
+        if ranked_decode:
+            self._keep_verified(result, width)
         if not batch.forward_mode.is_decode() and self.tracker.drafter is not None:
             self.tracker.admit(batch.reqs)  # the prefill is launched: index the prompts meanwhile
         self._attach_step_report(result)
@@ -198,20 +196,40 @@ class ConsensusWorker(NGRAMWorker):
         self._step_report = plan  # its `report` is built after the verify's launch
         return plan.width
 
+    def _keep_verified(self, result, width: int) -> None:
+        """This step's record for the next step's drafting (device tensors; copied when taken).
+        The committed tokens are the ones SGLang relays to the next step (at the full width)."""
+        logprobs = successors = None
+        if self._verify_sink:
+            logprobs, _, successors = self._verify_sink.pop()
+            self._verify_sink.clear()
+        relay = result.next_draft_input
+        proposal = self.step.proposal
+        committed = None if relay is None else (relay.accept_tokens, relay.accept_lens)
+        self._verified = (proposal.rids, committed, logprobs if self._records_probs else None, successors,
+                          self._staged_tokens, np.minimum(proposal.candidates.lengths, width).tolist())
+
     def _take_verified(self) -> VerifyRecord | None:
         """The last verify's records on the host (small copies, after the pending-token copy has
         already waited for that step)."""
         verified, self._verified = self._verified, None
         if verified is None:
             return None
-        rids, logprobs, accept_lens, successors, node_tokens, counts = verified
-        if self._records_probs:
-            logprobs, accept_lens = logprobs.float().cpu().numpy(), accept_lens.cpu().numpy()
-        else:
-            logprobs = accept_lens = None
+        rids, committed, logprobs, successors, node_tokens, counts = verified
+        tokens = accept_lens = None
+        if committed is not None:
+            rows, lens = committed[0].reshape(len(rids), -1), committed[1].reshape(-1)
+            if rows.is_cpu and lens.is_cpu:  # the host's own tensors: views, no copy
+                tokens, accept_lens = rows.numpy(), lens.numpy()
+            else:  # one device-to-host copy for both
+                both = torch.cat([rows, lens.reshape(-1, 1).to(rows.dtype)], dim=1).cpu().numpy()
+                tokens, accept_lens = both[:, :-1], both[:, -1]
+        if logprobs is not None:
+            logprobs = logprobs.numpy() if logprobs.is_cpu and logprobs.dtype == torch.float32 else \
+                logprobs.float().cpu().numpy()
         if successors is not None:
             successors = (successors[0].cpu().numpy(), successors[1].float().cpu().numpy())
-        return VerifyRecord(rids, logprobs, accept_lens, successors, node_tokens, counts)
+        return VerifyRecord(rids, logprobs, accept_lens, successors, node_tokens, counts, tokens)
 
     @contextlib.contextmanager
     def _at_width(self, width: int):
@@ -321,11 +339,12 @@ class ConsensusWorker(NGRAMWorker):
         return self.enable_overlap and not batch.grammar_needs_sync()
 
     @staticmethod
-    def _seq_lens(batch) -> list[int]:
+    def _seq_lens(batch) -> np.ndarray:
         lens = batch.seq_lens_cpu if batch.seq_lens_cpu is not None else batch.seq_lens
-        return lens.tolist()
+        # A copy on the host: SGLang may update its tensor in place.
+        return lens.numpy().copy() if lens.is_cpu else lens.cpu().numpy()
 
-    def _pending_accepted_tokens(self, batch) -> list[list[int]] | None:
+    def _pending_accepted_tokens(self, batch) -> RelayedRows | None:
         """Tokens accepted last step but not yet in ``req.output_ids`` (overlap scheduling only):
         one device-to-host copy of the relayed tokens and lengths together."""
         if not self._uses_pending(batch):
@@ -336,6 +355,6 @@ class ConsensusWorker(NGRAMWorker):
         host = both.to("cpu", non_blocking=True)
         if host.device != both.device:
             torch.get_device_module(both.device).current_stream().synchronize()
-        values = host.tolist()
+        values = host.numpy()
         bs = len(batch.reqs)
-        return pending_rows(values[: bs * stride], values[bs * stride:], stride)
+        return RelayedRows(values[: bs * stride], values[bs * stride:], stride)

@@ -14,12 +14,11 @@ the policy only passes them back to the core that made them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-
-import math
 
 from . import trie
 from .config import DraftConfig
@@ -79,20 +78,33 @@ class CandidateBatch:
 
 
 class BadBatch(Exception):
-    """A flat batch with a bad value (`DraftCore.extend_rows`): which kind, at which index."""
+    """A batch of rows with a bad value (`DraftCore.extend_rows`): which kind, at which index."""
 
-    TOKEN, OFFSETS = 1, 2
+    TOKEN, LENGTH, LOGPROB_COUNT = 1, 2, 3
 
     def __init__(self, kind: int, index: int) -> None:
         super().__init__(kind, index)
         self.kind, self.index = kind, index
 
-    def describe(self, rids: Sequence[Any], offsets: np.ndarray, tokens: np.ndarray) -> str:
-        if self.kind == self.OFFSETS:
-            return f"offsets must rise from 0, got {offsets.tolist()[max(self.index - 1, 0): self.index + 1]} " \
-                   f"at index {self.index}"
-        row = int(np.searchsorted(offsets, self.index, side="right")) - 1
-        return f"request {rids[row]!r}: token_ids must be in [0, {MAX_TOKEN_ID}], got {int(tokens[self.index])}"
+    def describe(self, rids: Sequence[Any], tokens: np.ndarray, lens: np.ndarray, logprobs: np.ndarray | None,
+                 counts: np.ndarray | None) -> str:
+        """One line naming the bad value and its request."""
+        if self.kind == self.LENGTH:
+            return f"request {rids[self.index]!r}: lens must be in [0, {tokens.shape[1]}] (the row width), " \
+                   f"got {int(lens[self.index])}"
+        if self.kind == self.LOGPROB_COUNT:
+            return f"request {rids[self.index]!r}: logprob_counts must be <= the logprobs' stride " \
+                   f"({logprobs.shape[1]}), got {int(counts[self.index])}"
+        row, column = divmod(self.index, tokens.shape[1])
+        return f"request {rids[row]!r}: token_ids must be in [0, {MAX_TOKEN_ID}], got {int(tokens[row, column])}"
+
+
+class Written(NamedTuple):
+    """What `DraftCore.extend_rows` did."""
+
+    with_prob: int  # tokens written with a probability
+    prob_sum: float  # the sum of those probabilities
+    last_tokens: np.ndarray  # int64 [batch]: each request's last token afterwards (its next tree's root)
 
 
 class DraftCore(Protocol):
@@ -116,11 +128,11 @@ class DraftCore(Protocol):
     def extend_many(self, requests: Sequence[Any], token_lists: Sequence[list[int]], probs: list[float] | None) -> None:
         """`extend` for a batch; `probs`: flat over the concatenated tokens, NaN = not recorded."""
     def request_batch(self, requests: Sequence[Any]) -> Any:
-        """Request handles in the form `propose` and `extend_flat` take a batch in (made once per batch)."""
-    def extend_rows(self, requests: Any, offsets: np.ndarray, tokens: np.ndarray, logprobs: np.ndarray | None,
-                    counts: np.ndarray | None) -> tuple[int, float]:
-        """`extend_many` in flat arrays, inputs checked as they are read (`PythonCore.extend_rows`
-        defines it; raises `BadBatch`, having written nothing, on a bad input)."""
+        """Request handles in the form `propose` and `extend_rows` take a batch in (made once per batch)."""
+    def extend_rows(self, requests: Any, tokens: np.ndarray, lens: np.ndarray, logprobs: np.ndarray | None,
+                    counts: np.ndarray | None) -> Written:
+        """`extend_many` in a verify's row layout, inputs checked as they are read
+        (`PythonCore.extend_rows` defines it; raises `BadBatch`, having written nothing, on a bad input)."""
     def merge_start(self, source: Any, destination: Any) -> Any: ...
     def merge_step(self, job: Any, budget: int, min_count: int, max_depth: int) -> tuple[int, bool]:
         """Visit up to `budget` source children; (visited, finished)."""
@@ -131,7 +143,7 @@ class DraftCore(Protocol):
         totals int64 [4])."""
     def accepted(self, batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
         """bool [bs, n]: the candidates each request's committed tokens walk through (`accepted_rows`)."""
-    def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+    def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per real draft node of each request with committed tokens: (row, score, accepted) (`outcome_rows`)."""
 
@@ -231,40 +243,42 @@ class PythonCore:
     def request_batch(self, requests: Sequence[_PyRequest]) -> list[_PyRequest]:
         return list(requests)
 
-    def extend_rows(self, requests: list[_PyRequest], offsets: np.ndarray, tokens: np.ndarray,
-                    logprobs: np.ndarray | None, counts: np.ndarray | None) -> tuple[int, float]:
-        """Request i (of `request_batch`) gets int64 ``tokens[offsets[i]:offsets[i + 1]]``. With
-        ``logprobs`` (float64 [batch, stride]) and ``counts`` (int64 [batch]), the newest
-        ``counts[i]`` of them get probabilities ``exp(min(logprob, 0))`` from row i, unless the
-        row has more of them than new tokens or a NaN among them. Raises `BadBatch` before writing
-        anything if an offset falls or a token lies outside [0, 2^31 - 1]. Returns (tokens written
-        with a probability, the sum of those probabilities)."""
-        bounds, values = offsets.tolist(), tokens.tolist()
-        if bounds[0] != 0:
-            raise BadBatch(BadBatch.OFFSETS, 0)
-        for i in range(len(requests)):
-            if bounds[i + 1] < bounds[i]:
-                raise BadBatch(BadBatch.OFFSETS, i + 1)
-        for t, token in enumerate(values):
-            if token < 0 or token > MAX_TOKEN_ID:
-                raise BadBatch(BadBatch.TOKEN, t)
-        rows = [values[bounds[i]:bounds[i + 1]] for i in range(len(requests))]
-        if logprobs is None:
-            self.extend_many(requests, rows, None)
-            return 0, 0.0
-        probs: list[float] = []
+    def extend_rows(self, requests: list[_PyRequest], tokens: np.ndarray, lens: np.ndarray,
+                    logprobs: np.ndarray | None, counts: np.ndarray | None) -> Written:
+        """Request i (of `request_batch`) gets int64 ``tokens[i, :lens[i]]`` (a verify's layout:
+        one row per request). With ``logprobs`` (float64 [batch, stride]) and ``counts`` (int64
+        [batch]), the newest ``counts[i]`` of them get probabilities ``exp(min(logprob, 0))`` from
+        row i, unless the row has more of them than new tokens or a NaN among them. Raises
+        `BadBatch` before writing anything if a length lies outside [0, row width], a count above
+        the logprobs' stride, or a token outside [0, 2^31 - 1]. Returns what it wrote (`Written`)."""
+        width = tokens.shape[1]
+        matrix, sizes = tokens.tolist(), lens.tolist()
+        known = counts.tolist() if logprobs is not None else None
+        for i, size in enumerate(sizes):
+            if size < 0 or size > width:
+                raise BadBatch(BadBatch.LENGTH, i)
+            if known is not None and known[i] > logprobs.shape[1]:
+                raise BadBatch(BadBatch.LOGPROB_COUNT, i)
+            for j, token in enumerate(matrix[i][:size]):
+                if token < 0 or token > MAX_TOKEN_ID:
+                    raise BadBatch(BadBatch.TOKEN, i * width + j)
+        rows = [row[:size] for row, size in zip(matrix, sizes)]
         with_prob, total = 0, 0.0
-        for row, values_row, known in zip(rows, logprobs.tolist(), counts.tolist()):
-            values_row = values_row[:known] if 0 <= known <= len(row) else []
-            if any(value != value for value in values_row):  # a NaN: sanitised logits
-                values_row = []
-            row_probs = [math.exp(min(value, 0.0)) for value in values_row]
-            probs += [math.nan] * (len(row) - len(row_probs)) + row_probs
-            with_prob += len(row_probs)
-            for p in row_probs:
-                total += p
+        probs: list[float] | None = None
+        if logprobs is not None:
+            probs = []
+            for row, values_row, count in zip(rows, logprobs.tolist(), known):
+                values_row = values_row[:count] if 0 <= count <= len(row) else []
+                if any(value != value for value in values_row):  # a NaN: sanitised logits
+                    values_row = []
+                row_probs = [math.exp(min(value, 0.0)) for value in values_row]
+                probs += [math.nan] * (len(row) - len(row_probs)) + row_probs
+                with_prob += len(row_probs)
+                for p in row_probs:
+                    total += p
         self.extend_many(requests, rows, probs)
-        return with_prob, total
+        last = np.fromiter((request.tail[-1] for request in requests), dtype=np.int64, count=len(requests))
+        return Written(with_prob, total, last)
 
     # -- merges of finished groups into the global corpus
     def merge_start(self, source: trie.Trie, destination: trie.Trie) -> _PyMerge:
@@ -323,9 +337,9 @@ class PythonCore:
     def accepted(self, batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
         return accepted_rows(batch, width, committed)
 
-    def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+    def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return outcome_rows(batch, width, tokens, offsets)
+        return outcome_rows(batch, width, tokens, lens)
 
 
 def _source_rank(source: Source) -> tuple[int, float]:
@@ -394,17 +408,16 @@ def accepted_rows(batch: CandidateBatch, width: int, committed: Sequence[Sequenc
     return mask
 
 
-def outcome_rows(batch: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+def outcome_rows(batch: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The verify's outcome of every real draft node (index 1 .. ``min(width, length) - 1``) of each
-    request with committed tokens (``tokens[offsets[b]:offsets[b + 1]]`` not empty), in row order:
-    its request index (int32), its score (float64) and whether the committed tokens walk through it
+    request with committed tokens (``tokens[b, :lens[b]]`` not empty), in row order: its request
+    index (int32), its score (float64) and whether the committed tokens walk through it
     (`accepted_rows`'s walk)."""
-    bounds = offsets.tolist()
-    committed = [tokens[bounds[b]:bounds[b + 1]].tolist() for b in range(len(bounds) - 1)]
+    committed = [row[:size] for row, size in zip(tokens.tolist(), lens.tolist())]
     accepted = accepted_rows(batch, width, committed)
     nodes = np.arange(batch.tokens.shape[1])
-    has_new = np.diff(offsets) > 0
+    has_new = lens > 0
     drafted = (nodes >= 1) & (nodes < np.minimum(batch.lengths, width)[:, None]) & has_new[:, None]
     rows = np.broadcast_to(np.arange(len(batch), dtype=np.int32)[:, None], drafted.shape)
     return rows[drafted], batch.scores[drafted].astype(np.float64), accepted[drafted]

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import validation
 from .config import DraftConfig
-from .core import BadBatch, CandidateBatch, DraftCore, PythonCore
+from .core import BadBatch, CandidateBatch, DraftCore, PythonCore, Written
 from .sources import GlobalCorpus, GroupIndex
 from .successors import SuccessorTable, add_model_nodes
 from .tree import GLOBAL, MODEL, OWN, SIBLING, Candidates
@@ -198,34 +198,33 @@ class ConsensusDrafter:
             if row:
                 self._written(request, row)
 
-    def extend_flat(self, rids: Sequence[Hashable], tokens: np.ndarray, offsets: np.ndarray,
-                    logprobs: np.ndarray | None = None, logprob_counts: np.ndarray | None = None
-                    ) -> tuple[int, float]:
-        """`extend` for a batch in flat arrays, in one call to the core (the worker's common step).
-
-        Request ``rids[i]`` gets ``tokens[offsets[i]:offsets[i + 1]]`` (``tokens``: 1-D integer
-        array; ``offsets``: integer [len(rids) + 1] rising from 0; rows may be empty).
-        ``logprobs`` (float [len(rids), stride]) and ``logprob_counts`` (int [len(rids)]): a
-        verify's record, row i the target's logprobs of the newest ``logprob_counts[i]`` tokens of
-        request i; a row with more of them than new tokens, or with a NaN among them, is not used
-        (those tokens go in by frequency alone). Returns how many tokens went in with a
-        probability, and the sum of their probabilities."""
+    def extend_rows(self, rids: Sequence[Hashable], tokens: np.ndarray, lens: np.ndarray,
+                    logprobs: np.ndarray | None = None, logprob_counts: np.ndarray | None = None) -> Written:
+        """`extend` for a batch in one call to the core, in the layout a verify leaves its committed
+        tokens in (the worker's common step): request ``rids[i]`` gets ``tokens[i, :lens[i]]``
+        (``tokens``: integer [len(rids), width]; ``lens``: integer [len(rids)] in [0, width]; rows
+        may be empty). ``logprobs`` (float [len(rids), stride]) and ``logprob_counts`` (int
+        [len(rids)]): a verify's record, row i the target's logprobs of the newest
+        ``logprob_counts[i]`` tokens of request i; a row with more of them than new tokens, or with a
+        NaN among them, is not used (those tokens go in by frequency alone). Returns how many tokens
+        went in with a probability, the sum of their probabilities, and each request's last token
+        afterwards (`Written`). A bad value is a one-line ValueError naming its request, with
+        nothing written."""
         view = self.batch_view(rids)
-        tokens, offsets, logprobs, logprob_counts = validation.flat_batch(len(rids), tokens, offsets, logprobs,
-                                                                         logprob_counts)
-        if not len(tokens):
-            return 0, 0.0
+        tokens, lens, logprobs, logprob_counts = validation.row_batch(len(rids), tokens, lens, logprobs,
+                                                                      logprob_counts)
         try:
-            known = self.core.extend_rows(view.handles, offsets, tokens, logprobs, logprob_counts)
+            written = self.core.extend_rows(view.handles, tokens, lens, logprobs, logprob_counts)
         except BadBatch as bad:
-            raise ValueError(bad.describe(rids, offsets, tokens)) from None
-        self._counters["tokens_extended"] += len(tokens)
+            raise ValueError(bad.describe(rids, tokens, lens, logprobs, logprob_counts)) from None
+        total = int(lens.sum())
+        self._counters["tokens_extended"] += total
         if view.corpus is not None:
-            self._credit(view.corpus, len(tokens))
+            self._credit(view.corpus, total)
         else:
-            for request, count in zip(view.requests, np.diff(offsets).tolist()):
+            for request, count in zip(view.requests, lens.tolist()):
                 self._credit(request.corpus, count)
-        return known
+        return written
 
     def batch_view(self, rids: Sequence[Hashable]) -> _BatchView:
         """The requests of ``rids``, from the last lookup when it was the same batch and no request
@@ -370,17 +369,17 @@ class ConsensusDrafter:
                              f"{len(committed)} rows")
         return self.core.accepted(candidates, self._check_width(width), committed)
 
-    def outcomes(self, candidates: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+    def outcomes(self, candidates: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What the width policy learns from a verify, in one call: for every real draft node of
         ``candidates`` laid out at ``width`` (index 1 .. min(width, length) - 1) of each request that
-        committed tokens since (request i: ``tokens[offsets[i]:offsets[i + 1]]``, flat int64 arrays
-        as `extend_flat` takes them), in row order, its request index, its score and whether the
-        verify accepted it (`accepted`'s walk)."""
-        tokens, offsets, _, _ = validation.flat_batch(len(candidates), tokens, offsets, None, None)
-        if len(offsets) and (offsets[0] != 0 or (np.diff(offsets) < 0).any()):
-            raise ValueError(f"offsets must rise from 0, got {offsets.tolist()}")
-        return self.core.outcomes(candidates, self._check_width(width), tokens, offsets)
+        committed tokens since (request i: ``tokens[i, :lens[i]]``, as `extend_rows` takes them),
+        in row order, its request index, its score and whether the verify accepted it
+        (`accepted`'s walk)."""
+        tokens, lens, _, _ = validation.row_batch(len(candidates), tokens, lens, None, None)
+        if lens.size and (lens.min() < 0 or lens.max() > tokens.shape[1]):
+            raise ValueError(f"lens must be in [0, {tokens.shape[1]}] (the row width), got {lens.tolist()}")
+        return self.core.outcomes(candidates, self._check_width(width), tokens, lens)
 
     def _check_width(self, width: int | None) -> int:
         n = self.config.num_draft_tokens

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .core import CandidateBatch
+from .core import CandidateBatch, Written
 from .tree import Candidates
 
 
@@ -69,11 +69,11 @@ class RankedDrafter(Drafter, Protocol):
     def propose_candidates(self, rids: Sequence[Hashable]) -> CandidateBatch:
         """Per request its best draft nodes, best first, with path scores."""
 
-    def extend_flat(self, rids: Sequence[Hashable], tokens: np.ndarray, offsets: np.ndarray,
-                    logprobs: np.ndarray | None = None, logprob_counts: np.ndarray | None = None
-                    ) -> tuple[int, float]:
-        """`extend_many` in flat arrays with a verify's logprob matrix, in one call (the worker's
-        common step); returns (tokens written with a probability, the sum of those probabilities)."""
+    def extend_rows(self, rids: Sequence[Hashable], tokens: np.ndarray, lens: np.ndarray,
+                    logprobs: np.ndarray | None = None, logprob_counts: np.ndarray | None = None) -> Written:
+        """`extend_many` in a verify's row layout (request i: ``tokens[i, :lens[i]]``) with its
+        logprob matrix, in one call (the worker's common step); returns (tokens written with a
+        probability, the sum of those probabilities, each request's last token)."""
 
     def layout(self, candidates: CandidateBatch | Sequence[Candidates], width: int,
                budgets: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -83,9 +83,9 @@ class RankedDrafter(Drafter, Protocol):
         """bool [bs, n]: the candidates (laid out at `width`) each request's committed tokens walk
         through from the root (the nodes its verify accepted)."""
 
-    def outcomes(self, candidates: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+    def outcomes(self, candidates: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per real draft node of each request with committed tokens (flat, as `extend_flat`'s): its
+        """Per real draft node of each request with committed tokens (rows, as `extend_rows`'s): its
         request index, score and whether the verify accepted it, in row order."""
 
     def last_proposal_labels(self) -> np.ndarray:

@@ -118,18 +118,16 @@ def flat_probabilities(rids: Sequence[Hashable], tokens: Sequence[Sequence[int]]
     return None if unknown.all() else array.tolist()
 
 
-def flat_batch(rows: int, tokens: Any, offsets: Any, logprobs: Any, counts: Any
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The shapes and types of a flat batch (`ConsensusDrafter.extend_flat`), as contiguous int64
-    tokens and offsets, float64 logprobs and int64 counts; the values are checked by the core as it
+def row_batch(rows: int, tokens: Any, lens: Any, logprobs: Any, counts: Any
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The shapes and types of a batch of rows (`ConsensusDrafter.extend_rows`), as contiguous int64
+    tokens and lens, float64 logprobs and int64 counts; the values are checked by the core as it
     reads them (one pass)."""
-    if not isinstance(tokens, np.ndarray) or tokens.ndim != 1 or tokens.dtype.kind not in "iu":
-        raise TypeError(f"tokens must be a 1-D NumPy integer array, got {_describe(tokens)}")
-    if not isinstance(offsets, np.ndarray) or offsets.shape != (rows + 1,) or offsets.dtype.kind not in "iu":
-        raise ValueError(f"offsets must be a NumPy integer array of shape ({rows + 1},) for {rows} requests, "
-                         f"got {_describe(offsets)}")
-    if int(offsets[-1]) != len(tokens):
-        raise ValueError(f"offsets must end at the number of tokens ({len(tokens)}), got {int(offsets[-1])}")
+    if not isinstance(tokens, np.ndarray) or tokens.ndim != 2 or tokens.shape[0] != rows \
+            or tokens.dtype.kind not in "iu":
+        raise TypeError(f"tokens must be a NumPy integer array of shape ({rows}, width), got {_describe(tokens)}")
+    if not isinstance(lens, np.ndarray) or lens.shape != (rows,) or lens.dtype.kind not in "iu":
+        raise ValueError(f"lens must be a NumPy integer array of shape ({rows},), got {_describe(lens)}")
     if (logprobs is None) != (counts is None):
         raise ValueError("logprobs and logprob_counts go together: pass both or neither")
     if logprobs is not None:
@@ -138,12 +136,9 @@ def flat_batch(rows: int, tokens: Any, offsets: Any, logprobs: Any, counts: Any
             raise ValueError(f"logprobs must be a float array of shape ({rows}, stride), got {_describe(logprobs)}")
         if not isinstance(counts, np.ndarray) or counts.shape != (rows,) or counts.dtype.kind not in "iu":
             raise ValueError(f"logprob_counts must be an integer array of shape ({rows},), got {_describe(counts)}")
-        if rows and int(counts.max()) > logprobs.shape[1]:
-            raise ValueError(f"logprob_counts must be <= the logprobs' stride ({logprobs.shape[1]}), "
-                             f"got {int(counts.max())}")
         logprobs = np.ascontiguousarray(logprobs, dtype=np.float64)
         counts = np.ascontiguousarray(counts, dtype=np.int64)
-    return (np.ascontiguousarray(tokens, dtype=np.int64), np.ascontiguousarray(offsets, dtype=np.int64),
+    return (np.ascontiguousarray(tokens, dtype=np.int64), np.ascontiguousarray(lens, dtype=np.int64),
             logprobs, counts)
 
 

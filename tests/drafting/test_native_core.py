@@ -9,7 +9,6 @@ and the drafters' stats.
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 
@@ -280,10 +279,11 @@ def test_extend_many_names_the_request_with_bad_input() -> None:
 
 
 @pytest.mark.parametrize("core", ["native", "python"])
-def test_flat_rows_write_what_the_same_logprob_rows_write(core: str) -> None:
-    """`extend_flat` (the worker's common step: flat tokens, the verify's logprob matrix and
+def test_verify_rows_write_what_the_same_logprob_rows_write(core: str) -> None:
+    """`extend_rows` (the worker's common step: the verify's token rows, logprob matrix and
     counts) writes what `extend_many` writes with the same rows: the same drafts, bit for bit,
-    including rows whose logprobs cannot be used (a NaN, more of them than new tokens)."""
+    including rows whose logprobs cannot be used (a NaN, more of them than new tokens), and
+    returns each request's last token."""
     rng = random.Random(9)
     rows, flat = (ConsensusDrafter(DraftConfig(), core=core) for _ in range(2))
     rids = [f"r{i}" for i in range(6)]
@@ -307,9 +307,11 @@ def test_flat_rows_write_what_the_same_logprob_rows_write(core: str) -> None:
             expected.append(values if usable and values else None)
             used += bool(usable and values)
         rows.extend_many(rids, tokens, expected)
-        offsets = np.array([0] + list(itertools.accumulate(len(row) for row in tokens)), dtype=np.int64)
-        flat_tokens = np.array([t for row in tokens for t in row], dtype=np.int64)
-        with_prob, total = flat.extend_flat(rids, flat_tokens, offsets, matrix, counts)
+        width = rng.randint(3, 5)  # any row width that holds the rows
+        padded = np.array([row + [rng.randrange(9)] * (width - len(row)) for row in tokens], dtype=np.int64)
+        lens = np.array([len(row) for row in tokens], dtype=np.int64)
+        with_prob, total, last = flat.extend_rows(rids, padded, lens, matrix, counts)
+        assert last.tolist() == [rows.last_token(r) for r in rids]
         assert with_prob == sum(len(v) for v in expected if v)
         assert total == pytest.approx(sum(math.exp(x) for v in expected if v for x in v))
         a, b = rows.propose_candidates(rids), flat.propose_candidates(rids)
@@ -321,23 +323,28 @@ def test_flat_rows_write_what_the_same_logprob_rows_write(core: str) -> None:
 
 
 @pytest.mark.parametrize("core", ["native", "python"])
-def test_a_bad_flat_batch_is_named_and_writes_nothing(core: str) -> None:
+def test_a_bad_row_batch_is_named_and_writes_nothing(core: str) -> None:
     drafter = ConsensusDrafter(DraftConfig(), core=core)
     for rid in ("a", "b"):
         drafter.add(rid, "g", [1, 2])
     before = drafter.propose_candidates(["a", "b"])
+    rows = np.array([[3, 3], [3, -4]])
     with pytest.raises(ValueError, match=r"request 'b': token_ids must be in \[0, 2147483647\], got -4"):
-        drafter.extend_flat(["a", "b"], np.array([3, 3, -4]), np.array([0, 1, 3]))
-    with pytest.raises(ValueError, match=r"offsets must rise from 0, got \[2, 1\] at index 2"):
-        drafter.extend_flat(["a", "b"], np.array([3]), np.array([0, 2, 1]))
-    with pytest.raises(ValueError, match=r"offsets must end at the number of tokens \(3\), got 2"):
-        drafter.extend_flat(["a", "b"], np.array([3, 3, 4]), np.array([0, 1, 2]))
+        drafter.extend_rows(["a", "b"], rows, np.array([2, 2]))
+    with pytest.raises(ValueError, match=r"request 'a': lens must be in \[0, 2\] \(the row width\), got 3"):
+        drafter.extend_rows(["a", "b"], rows, np.array([3, 1]))
+    with pytest.raises(ValueError, match=r"request 'b': lens must be in \[0, 2\] \(the row width\), got -1"):
+        drafter.extend_rows(["a", "b"], rows, np.array([1, -1]))
+    with pytest.raises(ValueError, match=r"request 'b': logprob_counts must be <= the logprobs' stride \(1\), got 2"):
+        drafter.extend_rows(["a", "b"], rows, np.array([1, 1]), np.zeros((2, 1)), np.array([0, 2]))
     with pytest.raises(ValueError, match=r"logprobs must be a float array of shape \(2, stride\)"):
-        drafter.extend_flat(["a", "b"], np.array([3]), np.array([0, 1, 1]), np.zeros((3, 2)), np.zeros(2, np.int64))
+        drafter.extend_rows(["a", "b"], rows, np.array([1, 1]), np.zeros((3, 2)), np.zeros(2, np.int64))
     with pytest.raises(ValueError, match="logprobs and logprob_counts go together"):
-        drafter.extend_flat(["a", "b"], np.array([3]), np.array([0, 1, 1]), np.zeros((2, 2)))
-    with pytest.raises(TypeError, match="tokens must be a 1-D NumPy integer array, got list"):
-        drafter.extend_flat(["a", "b"], [3], np.array([0, 1, 1]))
+        drafter.extend_rows(["a", "b"], rows, np.array([1, 1]), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"lens must be a NumPy integer array of shape \(2,\)"):
+        drafter.extend_rows(["a", "b"], rows, np.array([1]))
+    with pytest.raises(TypeError, match=r"tokens must be a NumPy integer array of shape \(2, width\), got list"):
+        drafter.extend_rows(["a", "b"], [[3], [3]], np.array([1, 1]))
     after = drafter.propose_candidates(["a", "b"])
     for field in ("lengths", "tokens", "parents", "scores"):
         np.testing.assert_array_equal(getattr(after, field), getattr(before, field))

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DraftConfig
-from ..core import LABELS, BadBatch, CandidateBatch
+from ..core import LABELS, BadBatch, CandidateBatch, Written
 from .build import NativeCoreUnavailable, build
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 _i32, _i64, _f64, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _NAN = math.nan
 
@@ -63,14 +63,14 @@ _SIGNATURES = {
     "sgc_request_free": ([_ptr, _i32], None),
     "sgc_request_last": ([_ptr, _i32], _i32),
     "sgc_extend_batch": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr], _i32),
-    "sgc_extend_rows": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr, _i64, _ptr, _ptr, _ptr], _i64),
+    "sgc_extend_rows": ([_ptr, _ptr, _i32, _ptr, _i64, _ptr, _ptr, _i64, _ptr, _ptr, _ptr, _ptr], _i64),
     "sgc_merge_new": ([_ptr, _i32, _i32], _i32),
     "sgc_merge_free": ([_ptr, _i32], None),
     "sgc_merge_step": ([_ptr, _i32, _i64, _i64, _i32, _ptr], _i64),
     "sgc_propose": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr], _i32),
     "sgc_layout": ([_i32, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr], _i32),
     "sgc_accepted": ([_i32, _i32, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr], _i32),
-    "sgc_outcomes": ([_i32, _i32, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr, _ptr], _i64),
+    "sgc_outcomes": ([_i32, _i32, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _i64, _ptr, _ptr, _ptr, _ptr], _i64),
 }
 _library: ctypes.PyDLL | None = None
 
@@ -232,18 +232,19 @@ class NativeCore:
     def request_batch(self, requests: Sequence[int]) -> np.ndarray:
         return np.asarray(requests, dtype=np.int32)
 
-    def extend_rows(self, requests: np.ndarray, offsets: np.ndarray, tokens: np.ndarray,
-                    logprobs: np.ndarray | None, counts: np.ndarray | None) -> tuple[int, float]:
+    def extend_rows(self, requests: np.ndarray, tokens: np.ndarray, lens: np.ndarray,
+                    logprobs: np.ndarray | None, counts: np.ndarray | None) -> Written:
         self._flush()  # earlier writes first: the order of trie operations is the policy's
         out = self._extend_out  # [prob sum (float64), bad kind, bad index (int64)]
         base = _address(out)
+        last = np.empty(len(requests), dtype=np.int64)
         result = self.lib.sgc_extend_rows(
-            self._pointer, _address(requests), len(requests), _address(offsets), _address(tokens),
+            self._pointer, _address(requests), len(requests), _address(tokens), tokens.shape[1], _address(lens),
             None if logprobs is None else _address(logprobs), 0 if logprobs is None else logprobs.shape[1],
-            None if counts is None else _address(counts), base, base + 8)
+            None if counts is None else _address(counts), base, base + 8, _address(last))
         if result == -2:
             raise BadBatch(int(out[1:].view(np.int64)[0]), int(out[1:].view(np.int64)[1]))
-        return _check(result), float(out[0])
+        return Written(_check(result), float(out[0]), last)
 
     def _flush(self) -> None:
         if not self._queue_requests:
@@ -290,9 +291,9 @@ class NativeCore:
     def accepted(self, batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
         return native_accepted(batch, width, committed)
 
-    def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+    def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return native_outcomes(batch, width, tokens, offsets)
+        return native_outcomes(batch, width, tokens, lens)
 
 
 def _candidate_arrays(batch: CandidateBatch) -> tuple[tuple[int, ...], list[np.ndarray]]:
@@ -322,21 +323,21 @@ def native_accepted(batch: CandidateBatch, width: int, committed: Sequence[Seque
     return mask
 
 
-def native_outcomes(batch: CandidateBatch, width: int, tokens: np.ndarray, offsets: np.ndarray
+def native_outcomes(batch: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`core.outcome_rows` in C (stateless); ``tokens``, ``offsets``: contiguous int64."""
+    """`core.outcome_rows` in C (stateless); ``tokens`` [batch, stride], ``lens``: contiguous int64."""
     lib = load()
     size, n = batch.tokens.shape
     rows = np.empty(size * n, dtype=np.int32)
     scores = np.empty(size * n, dtype=np.float64)
     accepted = np.empty(size * n, dtype=np.bool_)
-    if not size or not len(tokens):
+    if not size or not tokens.size:
         return rows[:0], scores[:0], accepted[:0]
     inputs, _held = _candidate_arrays(batch)
     values = np.require(batch.scores, np.float64, ["C", "W"])
     count = _check(lib.sgc_outcomes(size, n, inputs[0], inputs[1], inputs[4], _address(values), width,
-                                    _address(offsets), _address(tokens), _address(rows), _address(scores),
-                                    _address(accepted)))
+                                    _address(tokens), tokens.shape[1], _address(lens), _address(rows),
+                                    _address(scores), _address(accepted)))
     return rows[:count], scores[:count], accepted[:count]
 
 

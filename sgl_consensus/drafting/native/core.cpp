@@ -23,7 +23,7 @@
 
 namespace {
 
-constexpr int32_t kAbiVersion = 5;
+constexpr int32_t kAbiVersion = 6;
 constexpr int32_t kMixed = -1;        // owner code: two or more requests wrote the n-gram
 constexpr int32_t kPrompt = -2;       // owner code: only the group's prompt wrote it
 constexpr int32_t kRoot = 0;
@@ -688,11 +688,11 @@ int32_t sgc_request_new(void* c, int32_t trie, int32_t corpus, int32_t slot, con
 
 void sgc_request_free(void* c, int32_t request) { static_cast<Core*>(c)->requests.remove(request); }
 
-// Per request i: tokens[offsets[i]:offsets[i+1]] (probs alike, NaN = not recorded; probs may be null).
 int32_t sgc_request_last(void* c, int32_t request) {
   return static_cast<Core*>(c)->requests[request].tail.back();  // never empty: it starts with the prompt
 }
 
+// Per request i: tokens[offsets[i]:offsets[i+1]] (probs alike, NaN = not recorded; probs may be null).
 int32_t sgc_extend_batch(void* c, const int32_t* requests, int32_t num_requests, const int64_t* offsets,
                          const int32_t* tokens, const double* probs) {
   GUARD(-1, {
@@ -710,37 +710,45 @@ int32_t sgc_extend_batch(void* c, const int32_t* requests, int32_t num_requests,
   })
 }
 
-// The worker's common step in one call (PythonCore.extend_rows is the reference). Request i
-// (requests[i]) gets tokens[offsets[i] .. offsets[i + 1]). `logprobs` (nullptr: none known) is the
-// last verify's record, `stride` values per request: the target's logprobs of request i's newest
-// known[i] tokens; a row with more of them than new tokens, or with a NaN among them, is not used
-// (those tokens go in by frequency alone). Every input is checked before anything is written: a
-// bad one sets bad = {kind, index} (kind 1: a token outside [0, 2^31 - 1], index into tokens;
-// kind 2: offsets not rising from 0, index into offsets) and returns -2. Otherwise returns how
-// many tokens were written with a probability, their probabilities' sum in *prob_sum.
-int64_t sgc_extend_rows(void* c, const int32_t* requests, int32_t num_requests, const int64_t* offsets,
-                        const int64_t* tokens, const double* logprobs, int64_t stride, const int64_t* known,
-                        double* prob_sum, int64_t* bad) {
+// The worker's common step in one call (PythonCore.extend_rows is the reference), in the layout
+// a verify leaves its committed tokens in: request i (requests[i]) gets tokens[i * stride ..
+// i * stride + lens[i]). `logprobs` (nullptr: none known) holds `lp_stride` values per request: the
+// target's logprobs of request i's newest known[i] tokens; a row with more of them than new
+// tokens, or with a NaN among them, is not used (those tokens go in by frequency alone). Every
+// input is checked before anything is written: a bad one sets bad = {kind, index} and returns -2
+// (kind 1: a token outside [0, 2^31 - 1], index i * stride + j; kind 2: lens[i] outside
+// [0, stride], index i; kind 3: known[i] above lp_stride, index i). Otherwise returns how many
+// tokens were written with a probability (their probabilities' sum in *prob_sum) and each
+// request's last token afterwards in last[i] (the next tree's root).
+int64_t sgc_extend_rows(void* c, const int32_t* requests, int32_t num_requests, const int64_t* tokens, int64_t stride,
+                        const int64_t* lens, const double* logprobs, int64_t lp_stride, const int64_t* known,
+                        double* prob_sum, int64_t* bad, int64_t* last) {
   GUARD(-1, {
     Core& core = *static_cast<Core*>(c);
-    if (offsets[0] != 0) { bad[0] = 2; bad[1] = 0; return -2; }
-    for (int32_t i = 0; i < num_requests; ++i)
-      if (offsets[i + 1] < offsets[i]) { bad[0] = 2; bad[1] = i + 1; return -2; }
-    const int64_t total = offsets[num_requests];
-    for (int64_t t = 0; t < total; ++t)
-      if (tokens[t] < 0 || tokens[t] > INT32_MAX) { bad[0] = 1; bad[1] = t; return -2; }
+    for (int32_t i = 0; i < num_requests; ++i) {
+      if (lens[i] < 0 || lens[i] > stride) { bad[0] = 2; bad[1] = i; return -2; }
+      if (logprobs && known[i] > lp_stride) { bad[0] = 3; bad[1] = i; return -2; }
+      const int64_t* row = tokens + int64_t(i) * stride;
+      for (int64_t j = 0; j < lens[i]; ++j)
+        if (row[j] < 0 || row[j] > INT32_MAX) { bad[0] = 1; bad[1] = int64_t(i) * stride + j; return -2; }
+    }
     const int depth = core.cfg.trie_depth;
     std::vector<int32_t> row;
     std::vector<double> probs;
     int64_t with_prob = 0;
     double sum = 0.0;
     for (int32_t i = 0; i < num_requests; ++i) {
-      const int64_t start = offsets[i], n = offsets[i + 1] - start;
-      if (n == 0) continue;
-      row.assign(tokens + start, tokens + start + n);
+      Request& r = core.requests[requests[i]];
+      const int64_t n = lens[i];
+      if (n == 0) {
+        last[i] = r.tail.back();
+        continue;
+      }
+      const int64_t* start = tokens + int64_t(i) * stride;
+      row.assign(start, start + n);
       int64_t k = logprobs ? known[i] : 0;
       if (k > n || k < 0) k = 0;
-      const double* values = logprobs ? logprobs + i * stride : nullptr;
+      const double* values = logprobs ? logprobs + int64_t(i) * lp_stride : nullptr;
       for (int64_t j = 0; j < k; ++j)
         if (std::isnan(values[j])) { k = 0; break; }
       const double* row_probs = nullptr;
@@ -754,10 +762,10 @@ int64_t sgc_extend_rows(void* c, const int32_t* requests, int32_t num_requests, 
         with_prob += k;
         row_probs = probs.data();
       }
-      Request& r = core.requests[requests[i]];
       write_many(core.tries[r.trie], r.active, row.data(), n, row_probs, r.slot, depth, core.cfg.group_max_nodes);
       r.tail.insert(r.tail.end(), row.begin(), row.end());
       if (int(r.tail.size()) > 2 * depth) r.tail.erase(r.tail.begin(), r.tail.end() - depth);
+      last[i] = r.tail.back();
     }
     *prob_sum = sum;
     return with_prob;
@@ -871,20 +879,21 @@ int32_t sgc_accepted(int32_t batch, int32_t n, const int32_t* tokens, const int3
 }
 
 // core.outcome_rows: the verify's outcome of every real draft node (index 1 .. min(width, length) - 1)
-// of each row with committed tokens (offsets[b] < offsets[b + 1]), in row order: its row, its score and
-// whether the row's committed tokens walk through it (the walk of sgc_accepted). Returns the count.
+// of each row with committed tokens (committed[b * stride .. b * stride + lens[b]), lens[b] > 0),
+// in row order: its row, its score and whether the row's committed tokens walk through it (the
+// walk of sgc_accepted). Returns the count.
 int64_t sgc_outcomes(int32_t batch, int32_t n, const int32_t* tokens, const int32_t* parents, const int32_t* lengths,
-                     const double* scores, int32_t width, const int64_t* offsets, const int64_t* committed,
+                     const double* scores, int32_t width, const int64_t* committed, int64_t stride, const int64_t* lens,
                      int32_t* out_rows, double* out_scores, uint8_t* out_accepted) {
   GUARD(-1, {
     std::vector<uint8_t> walked(size_t(std::max(n, 1)));
     int64_t count = 0;
     for (int32_t b = 0; b < batch; ++b) {
-      if (offsets[b + 1] <= offsets[b]) continue;
+      if (lens[b] <= 0) continue;
       const int64_t o = int64_t(b) * n;
       const int nodes = std::min(width, lengths[b]);
       std::fill(walked.begin(), walked.end(), 0);
-      walk_committed(tokens + o, parents + o, nodes, committed + offsets[b], offsets[b + 1] - offsets[b],
+      walk_committed(tokens + o, parents + o, nodes, committed + int64_t(b) * stride, std::min(lens[b], stride),
                      walked.data());
       for (int i = 1; i < nodes; ++i) {
         out_rows[count] = b;
