@@ -81,6 +81,7 @@ class Calibration:
     accepted: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
     score_sum: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
     _slots: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # `rank_sums`' tables
+    _weights: tuple | None = field(default=None, repr=False)  # `rank_weights`, made once per table
 
     @staticmethod
     def bin_of(score: float) -> int:
@@ -108,6 +109,16 @@ class Calibration:
         a, b = self._slots
         slots = np.searchsorted(_SLOT_EDGES, scores, side="right")
         return (a[slots] + b[slots] * scores).sum(axis=0)
+
+    def rank_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``probability`` as a piecewise-linear weight (edges, intercepts, slopes) for the drafter,
+        which sums it per rank where it makes the scores (`ConsensusDrafter.propose_candidates`):
+        the same tuple until the calibration changes."""
+        if self._slots is None:
+            self._slots = self._slot_tables()
+        if self._weights is None or self._weights[1] is not self._slots[0]:
+            self._weights = (_SLOT_EDGES, *self._slots)
+        return self._weights
 
     def _slot_tables(self) -> tuple[np.ndarray, np.ndarray]:
         k = self.prior_weight
@@ -348,12 +359,16 @@ class WidthPolicy:
         return {w: cost if w <= reference else at_reference * w / reference for w, cost in zip(self.widths, costs)}
 
     def expected_tokens(self, scores: Sequence[Sequence[float]] | np.ndarray,
-                        calibrations: Sequence[Calibration] | None = None) -> dict[int, float]:
+                        calibrations: Sequence[Calibration] | None = None,
+                        rank_sums: np.ndarray | None = None) -> dict[int, float]:
         """Expected committed tokens of the batch at each width (bonus tokens included): per
         request 1 + the calibrated acceptance probabilities of its best ``w - 1`` nodes
-        (``calibrations``: one per request, default this policy's)."""
+        (``calibrations``: one per request, default this policy's). ``rank_sums``: this policy's
+        per-rank sums already made by the drafter (`Calibration.rank_weights`), for the default."""
         longest = self.widths[-1] - 1
         columns = max(longest, 1)
+        if rank_sums is not None and calibrations is None:
+            return self._cumulative(len(scores), rank_sums[:longest].tolist())
         if isinstance(scores, np.ndarray):  # [batch, nodes], 0.0 past each request's candidates
             matrix = scores[:, :longest]  # a view: no copy of the batch's scores
             if matrix.shape[1] < columns:
@@ -368,22 +383,27 @@ class WidthPolicy:
         else:
             probability = np.vstack([c.probabilities(row) for c, row in zip(calibrations, matrix)])
             per_rank = np.where(matrix > 0, probability, 0.0).sum(axis=0).tolist()
+        return self._cumulative(len(scores), per_rank)
+
+    def _cumulative(self, batch: int, per_rank: list[float]) -> dict[int, float]:
         cumulative = [0.0]
         for value in per_rank:
             cumulative.append(cumulative[-1] + value)
-        return {w: len(scores) + cumulative[w - 1] for w in self.widths}
+        cumulative += [cumulative[-1]] * (self.widths[-1] - len(cumulative))  # ranks no candidate reaches
+        return {w: batch + cumulative[w - 1] for w in self.widths}
 
     def choose(self, scores: Sequence[Sequence[float]], keys: int = 0,
-               calibrations: Sequence[Calibration] | None = None) -> int:
+               calibrations: Sequence[Calibration] | None = None, rank_sums: np.ndarray | None = None) -> int:
         """Width for a batch whose requests' candidate scores (best first) are ``scores``;
-        ``keys``: the batch's committed tokens (attention work grows with them)."""
+        ``keys``: the batch's committed tokens (attention work grows with them); ``rank_sums``:
+        see `expected_tokens`."""
         batch = len(scores)
         step = self.steps
         self.steps += 1
         if self.cycle:
             width = self.widths[step % len(self.widths)]
         else:
-            gains = self.expected_tokens(scores, calibrations)
+            gains = self.expected_tokens(scores, calibrations, rank_sums)
             costs = self.predicted_costs(batch, keys, self.caution)
             rates = {w: gains[w] / costs[w] for w in self.widths}
             width = max(self.widths, key=lambda w: (rates[w], -w))
@@ -470,10 +490,18 @@ class TenantWidthPolicies:
             self._policies.move_to_end(tenant)
         return policy
 
-    def choose(self, tenants: Sequence[Hashable], scores: Sequence[Sequence[float]], keys: int = 0) -> int:
+    def rank_weights(self, tenants: Sequence[Hashable]) -> tuple | None:
+        """For a batch of one tenant, its calibration as the drafter's rank weights (the drafter then
+        sums the acceptance probabilities per rank as it makes the scores); None otherwise."""
+        sole, tenant = self.sole_tenant(tenants)
+        return self.policy(tenant).calibration.rank_weights() if sole and not self.cycle else None
+
+    def choose(self, tenants: Sequence[Hashable], scores: Sequence[Sequence[float]], keys: int = 0,
+               rank_sums: np.ndarray | None = None) -> int:
+        """``rank_sums``: what the drafter made from `rank_weights` (a batch of one tenant)."""
         sole, tenant = self.sole_tenant(tenants)
         if sole:  # one tenant: its policy alone
-            return self.policy(tenant).choose(scores, keys)
+            return self.policy(tenant).choose(scores, keys, rank_sums=rank_sums)
         lead = Counter(tenants).most_common(1)[0][0]
         policy = self.policy(lead)
         calibrations = [self.policy(t).calibration for t in tenants]

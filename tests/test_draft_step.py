@@ -317,3 +317,68 @@ def test_the_core_replay_alternates_builds_and_names_one_that_drafts_otherwise(t
     missing = subprocess.run([sys.executable, str(script), "--old", str(tmp_path / "none.cpp")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "--old: no such file" in missing.stderr
+
+
+def _trained_calibration(rng: random.Random):
+    """A calibration that has seen some outcomes (so its tables differ from the prior's)."""
+    from sgl_consensus.adaptive import Calibration
+
+    calibration = Calibration()
+    for _ in range(rng.randint(0, 6)):
+        scores = [rng.random() ** 2 for _ in range(40)]
+        calibration.record(scores, [rng.random() < s for s in scores])
+    return calibration
+
+
+@pytest.mark.parametrize("core", ["python", "native"])
+@pytest.mark.parametrize("seed", range(6))
+def test_rank_sums_made_with_the_proposal_equal_the_policys_own(seed, core):
+    """The per-rank sums of calibrated acceptance probabilities the drafter makes inside its
+    proposal call equal, bit for bit, what the width policy computes from the scores itself, and
+    so the policy chooses the same width from either (several batches, trained calibrations)."""
+    from sgl_consensus.adaptive import WidthPolicy
+
+    drafter, candidates, rng = _candidates(seed, core, paths=rng_paths(seed))
+    rids = [f"r{i}" for i in range(len(candidates))]
+    for _ in range(3):
+        calibration = _trained_calibration(rng)
+        with_sums = drafter.propose_candidates(rids, calibration.rank_weights())
+        assert with_sums.rank_sums is not None and with_sums.rank_sums.shape == (7,)
+        np.testing.assert_array_equal(with_sums.rank_sums, calibration.rank_sums(with_sums.scores[:, 1:]))
+        twins = [WidthPolicy((1, 2, 4, 8)) for _ in range(2)]
+        for policy in twins:
+            policy.calibration = calibration
+        keys = rng.randrange(100, 5000)
+        assert twins[0].choose(with_sums.scores[:, 1:], keys) == \
+            twins[1].choose(with_sums.scores[:, 1:], keys, rank_sums=with_sums.rank_sums)
+        for _ in range(4):
+            for rid in rids:
+                drafter.extend(rid, [rng.randrange(4, 9)])
+    assert drafter.propose_candidates(rids).rank_sums is None  # not asked for: not made
+
+
+def rng_paths(seed: int) -> int:
+    return 1 + seed * 3  # one request up to a batch of 16
+
+
+@pytest.mark.parametrize("core", ["python", "native"])
+def test_bad_rank_weights_are_one_line_errors(core):
+    drafter, _, _ = _candidates(0, core)
+    rids = [f"r{i}" for i in range(6)]
+    edges = np.array([0.0, 0.5, 1.0])
+    with pytest.raises(ValueError, match=r"rank_weights: edges must be 1-D \(\[m\]\) and intercepts, slopes \[m \+ 1\]"):
+        drafter.propose_candidates(rids, (edges, np.zeros(3), np.zeros(4)))
+    with pytest.raises(ValueError, match=r"rank_weights: edges must rise, got \[0.0, 0.5, 0.5\]"):
+        drafter.propose_candidates(rids, (np.array([0.0, 0.5, 0.5]), np.zeros(4), np.zeros(4)))
+    with pytest.raises(TypeError, match="rank_weights must be \\(edges, intercepts, slopes\\) arrays of floats"):
+        drafter.propose_candidates(rids, ("a", np.zeros(4), np.zeros(4)))
+    with pytest.raises(ValueError, match="rank_weights must be finite"):
+        drafter.propose_candidates(rids, (edges, np.full(4, np.nan), np.zeros(4)))
+
+
+def test_a_batch_of_several_tenants_gets_no_rank_weights():
+    """Rank sums stand for one calibration: a mixed batch's policy weighs each request by its own."""
+    policies = TenantWidthPolicies((1, 2, 4, 8))
+    assert policies.rank_weights(("a", "a")) is policies.policy("a").calibration.rank_weights()
+    assert policies.rank_weights(("a", "b")) is None
+    assert TenantWidthPolicies((1, 2, 4, 8), cycle=True).rank_weights(("a",)) is None

@@ -130,11 +130,11 @@ class DraftStep:
         observe_successors(drafter, verified)
         self._to_learn, self._proposal = self._proposal, None
         marks.append(time.perf_counter())
-        candidates = drafter.propose_candidates(rids)
+        tenants = self.tracker.tenants(rids)
+        candidates = drafter.propose_candidates(rids, self.policy.rank_weights(tenants))
         marks.append(time.perf_counter())
         keys = 0 if seq_lens is None else int(seq_lens.sum() if isinstance(seq_lens, np.ndarray) else sum(seq_lens))
-        tenants = self.tracker.tenants(rids)
-        width = self.policy.choose(tenants, candidates.scores[:, 1:], keys)
+        width = self.policy.choose(tenants, candidates.scores[:, 1:], keys, candidates.rank_sums)
         if self._agrees_width:
             width = self.tp.agree_width(width)
         marks.append(time.perf_counter())

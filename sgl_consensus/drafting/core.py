@@ -32,7 +32,7 @@ class CandidateBatch:
     """One `propose`: per request its best draft nodes, best first (see `tree.Candidates`), as
     [batch, num_draft_tokens] arrays; entries past a row's length are 0 (scores 0.0)."""
 
-    __slots__ = ("tokens", "parents", "depths", "labels", "scores", "lengths", "block")
+    __slots__ = ("tokens", "parents", "depths", "labels", "scores", "lengths", "block", "rank_sums")
 
     def __init__(self, tokens: np.ndarray, parents: np.ndarray, depths: np.ndarray, labels: np.ndarray,
                  scores: np.ndarray, lengths: np.ndarray) -> None:
@@ -43,6 +43,7 @@ class CandidateBatch:
         self.scores = scores  # float64: path score, the drafter's estimate that the node is accepted
         self.lengths = lengths  # int32 [batch]: nodes per row, root included
         self.block: np.ndarray | None = None  # when the int32 arrays are views of one block (see `empty`)
+        self.rank_sums: np.ndarray | None = None  # float64 [n - 1] when asked for (`rank_weight_sums`)
 
     @classmethod
     def empty(cls, batch: int, n: int, fill=np.empty) -> CandidateBatch:
@@ -75,6 +76,32 @@ class CandidateBatch:
         k = int(self.lengths[b])
         return Candidates(self.tokens[b, :k].tolist(), self.parents[b, :k].tolist(), self.depths[b, :k].tolist(),
                           self.labels[b, :k].tolist(), self.scores[b, :k].tolist())
+
+
+RankWeights = tuple  # (edges, intercepts, slopes): see `rank_weight_sums`
+
+
+def rank_weight_sums(scores: np.ndarray, weights: RankWeights) -> np.ndarray:
+    """Per rank k = 1 .. n - 1 of a batch's candidates (``scores``: [batch, n], 0.0 past a row's
+    length), the sum over rows of a piecewise-linear weight of the rank-k score: with ``weights`` =
+    (edges: rising float64 [m], intercepts, slopes: float64 [m + 1]) and slot = how many edges are
+    <= the score, ``intercepts[slot] + slopes[slot] * score``. The width policy passes its
+    calibration as weights (the expected accepted nodes at each rank); the native core computes
+    the same sums inside its proposal call."""
+    edges, intercepts, slopes = weights
+    check_rank_weights(weights)
+    values = scores[:, 1:]
+    slots = np.searchsorted(edges, values, side="right")
+    return (intercepts[slots] + slopes[slots] * values).sum(axis=0)
+
+
+def check_rank_weights(weights: RankWeights) -> None:
+    """Edges rising, weights finite (the native core checks the same in its proposal call)."""
+    edges, intercepts, slopes = weights
+    if len(edges) > 1 and not (np.diff(edges) > 0).all():
+        raise ValueError(f"rank_weights: edges must rise, got {edges.tolist()}")
+    if not (np.isfinite(edges).all() and np.isfinite(intercepts).all() and np.isfinite(slopes).all()):
+        raise ValueError("rank_weights must be finite")
 
 
 class BadBatch(Exception):
@@ -136,7 +163,8 @@ class DraftCore(Protocol):
     def merge_start(self, source: Any, destination: Any) -> Any: ...
     def merge_step(self, job: Any, budget: int, min_count: int, max_depth: int) -> tuple[int, bool]:
         """Visit up to `budget` source children; (visited, finished)."""
-    def propose(self, requests: Sequence[Any]) -> CandidateBatch: ...
+    def propose(self, requests: Sequence[Any], rank_weights: RankWeights | None = None) -> CandidateBatch:
+        """Candidates for a batch; with ``rank_weights``, their `rank_weight_sums` too."""
     def layout(self, batch: CandidateBatch, width: int, budgets: Sequence[int] | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(tokens int64 [bs, w], ancestor mask bool [bs, w, w], label counts int64 [bs, 4], their
@@ -289,11 +317,14 @@ class PythonCore:
         return visited, not job.stack
 
     # -- drafting
-    def propose(self, requests: Sequence[_PyRequest]) -> CandidateBatch:
+    def propose(self, requests: Sequence[_PyRequest], rank_weights: RankWeights | None = None) -> CandidateBatch:
         n = self.config.num_draft_tokens
         params = self.params
         rows = [build_tree(request.tail[-1], self._sources(request), n, params) for request in requests]
-        return CandidateBatch.from_rows(rows, n)
+        batch = CandidateBatch.from_rows(rows, n)
+        if rank_weights is not None:
+            batch.rank_sums = rank_weight_sums(batch.scores, rank_weights)
+        return batch
 
     def _sources(self, request: _PyRequest) -> list[Source]:
         """Matched trie nodes for the request's current suffix, one per evidence source, deepest first."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import validation
 from .config import DraftConfig
-from .core import BadBatch, CandidateBatch, DraftCore, PythonCore, Written
+from .core import BadBatch, CandidateBatch, DraftCore, PythonCore, RankWeights, Written, rank_weight_sums
 from .sources import GlobalCorpus, GroupIndex
 from .successors import SuccessorTable, add_model_nodes
 from .tree import GLOBAL, MODEL, OWN, SIBLING, Candidates
@@ -319,12 +319,18 @@ class ConsensusDrafter:
         width = self._check_width(width)
         return self.layout(self.propose_candidates(rids), width, budgets)
 
-    def propose_candidates(self, rids: Sequence[Hashable]) -> CandidateBatch:
+    def propose_candidates(self, rids: Sequence[Hashable], rank_weights: RankWeights | None = None
+                           ) -> CandidateBatch:
         """Per request, its best draft nodes (up to `num_draft_tokens`, root included), best first,
-        with their scores: any prefix is the best tree of that size (`layout` turns one into rows)."""
+        with their scores: any prefix is the best tree of that size (`layout` turns one into rows).
+        With ``rank_weights`` (edges, intercepts, slopes: a piecewise-linear weight of a score, see
+        `core.rank_weight_sums`), the batch's weighted score sum at each rank too (``rank_sums``):
+        the width policy's expected accepted nodes, computed where the scores are made."""
+        if rank_weights is not None:
+            rank_weights = validation.rank_weights(rank_weights)
         view = self.batch_view(rids)
         requests = view.requests
-        batch = self.core.propose(view.handles)
+        batch = self.core.propose(view.handles, rank_weights)
         weight = self.config.model_weight
         if weight > 0 and any(r.successors is not None for r in requests):
             # The target's own earlier predictions fill what the evidence left open.
@@ -332,6 +338,8 @@ class ConsensusDrafter:
             rows = [batch[b] if r.successors is None else add_model_nodes(batch[b], r.successors, n, weight, min_score)
                     for b, r in enumerate(requests)]
             batch = CandidateBatch.from_rows(rows, n)
+            if rank_weights is not None:
+                batch.rank_sums = rank_weight_sums(batch.scores, rank_weights)
         return batch
 
     def layout(

@@ -66,8 +66,9 @@ class RankedDrafter(Drafter, Protocol):
     """A drafter whose candidates carry scores: any prefix of a request's candidates is its best
     tree of that size, so the width can be chosen after proposing."""
 
-    def propose_candidates(self, rids: Sequence[Hashable]) -> CandidateBatch:
-        """Per request its best draft nodes, best first, with path scores."""
+    def propose_candidates(self, rids: Sequence[Hashable], rank_weights: tuple | None = None) -> CandidateBatch:
+        """Per request its best draft nodes, best first, with path scores (and, given piecewise-linear
+        ``rank_weights``, the batch's weighted score sum at each rank: `core.rank_weight_sums`)."""
 
     def extend_rows(self, rids: Sequence[Hashable], tokens: np.ndarray, lens: np.ndarray,
                     logprobs: np.ndarray | None = None, logprob_counts: np.ndarray | None = None) -> Written:

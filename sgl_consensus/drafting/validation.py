@@ -142,6 +142,24 @@ def row_batch(rows: int, tokens: Any, lens: Any, logprobs: Any, counts: Any
             logprobs, counts)
 
 
+def rank_weights(weights: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(edges, intercepts, slopes) of a piecewise-linear weight (`core.rank_weight_sums`) as
+    contiguous float64 arrays: edges [m], intercepts and slopes [m + 1]. Their values (edges
+    rising, weights finite) are checked where they are used (`core.check_rank_weights`): the width
+    policy hands new weights every step, and these checks cost no array operation."""
+    try:
+        edges, intercepts, slopes = (part if isinstance(part, np.ndarray) and part.dtype == np.float64
+                                     and part.flags.c_contiguous else np.ascontiguousarray(part, dtype=np.float64)
+                                     for part in weights)
+    except (TypeError, ValueError):
+        raise TypeError(f"rank_weights must be (edges, intercepts, slopes) arrays of floats, got {str(weights)[:80]}") \
+            from None
+    if edges.ndim != 1 or intercepts.shape != (len(edges) + 1,) or slopes.shape != (len(edges) + 1,):
+        raise ValueError(f"rank_weights: edges must be 1-D ([m]) and intercepts, slopes [m + 1], got shapes "
+                         f"{edges.shape}, {intercepts.shape}, {slopes.shape}")
+    return edges, intercepts, slopes
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape} and dtype {value.dtype}"

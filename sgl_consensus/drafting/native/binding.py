@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DraftConfig
-from ..core import LABELS, BadBatch, CandidateBatch, Written
+from ..core import LABELS, BadBatch, CandidateBatch, RankWeights, Written, check_rank_weights
 from .build import NativeCoreUnavailable, build
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 _i32, _i64, _f64, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _NAN = math.nan
 
@@ -67,7 +67,7 @@ _SIGNATURES = {
     "sgc_merge_new": ([_ptr, _i32, _i32], _i32),
     "sgc_merge_free": ([_ptr, _i32], None),
     "sgc_merge_step": ([_ptr, _i32, _i64, _i64, _i32, _ptr], _i64),
-    "sgc_propose": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr], _i32),
+    "sgc_propose": ([_ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr], _i32),
     "sgc_layout": ([_i32, _i32, _ptr, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr, _ptr], _i32),
     "sgc_accepted": ([_i32, _i32, _ptr, _ptr, _ptr, _i32, _ptr, _ptr, _ptr], _i32),
     "sgc_outcomes": ([_i32, _i32, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _i64, _ptr, _ptr, _ptr, _ptr], _i64),
@@ -272,7 +272,8 @@ class NativeCore:
         return visited, bool(finished.value)
 
     # -- drafting
-    def propose(self, requests: Sequence[int]) -> CandidateBatch:
+    def propose(self, requests: Sequence[int], rank_weights: RankWeights | None = None) -> CandidateBatch:
+        """``rank_weights``: contiguous float64 (edges, intercepts, slopes), checked by the drafter."""
         self._flush()
         ids = requests if isinstance(requests, np.ndarray) else np.asarray(requests, dtype=np.int32)
         size = len(ids)
@@ -280,8 +281,19 @@ class NativeCore:
         if not size:
             return batch
         base, step = _address(batch.block), 4 * size * self._n  # tokens, parents, depths, labels, lengths
-        _check(self.lib.sgc_propose(self._pointer, _address(ids), size, base, base + step, base + 2 * step,
-                                    base + 3 * step, _address(batch.scores), base + 4 * step))
+        weights: tuple = (None, 0, None, None, None)
+        if rank_weights is not None:
+            edges, intercepts, slopes = rank_weights
+            batch.rank_sums = np.empty(max(self._n - 1, 1), dtype=np.float64)
+            weights = (_address(edges), len(edges), _address(intercepts), _address(slopes), _address(batch.rank_sums))
+        result = self.lib.sgc_propose(self._pointer, _address(ids), size, base, base + step, base + 2 * step,
+                                      base + 3 * step, _address(batch.scores), base + 4 * step, *weights)
+        if result == -2:
+            check_rank_weights(rank_weights)  # names what is wrong with them
+            raise ValueError("rank_weights: the native core refused them (edges must rise, weights be finite)")
+        _check(result)
+        if rank_weights is not None:
+            batch.rank_sums = batch.rank_sums[: self._n - 1]
         return batch
 
     def layout(self, batch: CandidateBatch, width: int, budgets: Sequence[int] | None

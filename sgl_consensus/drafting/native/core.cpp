@@ -23,7 +23,7 @@
 
 namespace {
 
-constexpr int32_t kAbiVersion = 6;
+constexpr int32_t kAbiVersion = 7;
 constexpr int32_t kMixed = -1;        // owner code: two or more requests wrote the n-gram
 constexpr int32_t kPrompt = -2;       // owner code: only the group's prompt wrote it
 constexpr int32_t kRoot = 0;
@@ -798,9 +798,21 @@ int64_t sgc_merge_step(void* c, int32_t job, int64_t budget, int64_t min_count, 
 }
 
 // Candidates for a batch: [batch, n] arrays (n = num_draft_tokens), zero past each row's length.
+// With `edges` (num_edges rising values; nullptr: none), also the batch's sum at each rank
+// k = 1 .. n - 1 of a piecewise-linear weight of the rank-k score (0.0 past a row's length):
+// rank_sums[k - 1] = sum over rows of intercepts[slot] + slopes[slot] * score, slot = how many
+// edges are <= score (core.rank_weight_sums is the reference; the width policy's calibration).
+// Edges that do not rise, or a weight that is not finite, return -2 before anything is proposed.
 int32_t sgc_propose(void* c, const int32_t* requests, int32_t batch, int32_t* tokens, int32_t* parents,
-                    int32_t* depths, int32_t* labels, double* scores, int32_t* lengths) {
+                    int32_t* depths, int32_t* labels, double* scores, int32_t* lengths, const double* edges,
+                    int32_t num_edges, const double* intercepts, const double* slopes, double* rank_sums) {
   GUARD(-1, {
+    if (edges) {
+      for (int32_t e = 0; e < num_edges; ++e)
+        if (!std::isfinite(edges[e]) || (e > 0 && !(edges[e] > edges[e - 1]))) return -2;
+      for (int32_t e = 0; e <= num_edges; ++e)
+        if (!std::isfinite(intercepts[e]) || !std::isfinite(slopes[e])) return -2;
+    }
     Core& core = *static_cast<Core*>(c);
     const int n = core.cfg.num_draft_tokens;
     Source sources[kMaxSources];
@@ -814,6 +826,18 @@ int32_t sgc_propose(void* c, const int32_t* requests, int32_t batch, int32_t* to
         row.tokens[k] = 0; row.parents[k] = 0; row.depths[k] = 0; row.labels[k] = 0; row.scores[k] = 0.0;
       }
       lengths[b] = row.length;
+    }
+    if (edges) {
+      std::fill(rank_sums, rank_sums + std::max(n - 1, 0), 0.0);
+      for (int32_t b = 0; b < batch; ++b) {
+        const double* row_scores = scores + int64_t(b) * n;
+        for (int k = 1; k < n; ++k) {
+          const double score = row_scores[k];
+          const int64_t slot = std::upper_bound(edges, edges + num_edges, score) - edges;
+          const double product = slopes[slot] * score;  // apart, as NumPy computes it
+          rank_sums[k - 1] += intercepts[slot] + product;
+        }
+      }
     }
     return 0;
   })
