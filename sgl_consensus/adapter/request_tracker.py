@@ -271,8 +271,11 @@ class RequestTracker:
             return None  # a request to add
         rows = verified.rows_of(view.rids)
         lens, tokens, _ = rows
-        committed = np.asarray(seq_lens, dtype=np.int64) + view.output_base
-        if not (lens.all() and (committed - view.seen == lens).all()):
+        # Plain lists: in the server each NumPy call costs microseconds of cold caches, a short
+        # loop less (see docs/drafting-step.md).
+        committed = view.committed_if_news(seq_lens.tolist() if isinstance(seq_lens, np.ndarray) else seq_lens,
+                                           lens.tolist())
+        if committed is None:
             return None  # no news, a rewind, or tokens the verify did not commit: checked one by one
         new = NewTokens(view.rids, tokens, lens)
         roots = self._write(view.rids, new, verified, rows)
@@ -354,7 +357,7 @@ class RequestTracker:
 
 
 class _BatchView:
-    """A batch's tracked requests as arrays, for the common step's array operations."""
+    """A batch's tracked requests, kept while the same batch comes back (the common step)."""
 
     __slots__ = ("rids", "tracked", "output_base", "seen", "tenants")
 
@@ -362,14 +365,23 @@ class _BatchView:
         self.rids = rids
         self.tracked = tracked
         # committed output tokens = seq_len + 1 - prompt length (see the module docstring)
-        self.output_base = 1 - np.fromiter((t.prompt_length for t in tracked), dtype=np.int64, count=len(tracked))
-        self.seen = np.fromiter((t.committed_outputs for t in tracked), dtype=np.int64, count=len(tracked))
+        self.output_base = [1 - t.prompt_length for t in tracked]
+        self.seen = [t.committed_outputs for t in tracked]
         self.tenants = tuple(t.tenant for t in tracked)  # immutable: the policy remembers it by identity
 
-    def advance(self, committed: np.ndarray) -> None:
+    def committed_if_news(self, seq_lens: Sequence[int], counts: Sequence[int]) -> list[int] | None:
+        """Each request's committed output tokens by SGLang's ``seq_lens``, if every one of them
+        is exactly ``counts[i]`` (> 0) more than the drafter has seen; else None."""
+        committed = [s + b for s, b in zip(seq_lens, self.output_base)]
+        for total, seen, count in zip(committed, self.seen, counts):
+            if count <= 0 or total - seen != count:
+                return None
+        return committed if len(committed) == len(counts) == len(self.seen) else None
+
+    def advance(self, committed: list[int]) -> None:
         """The drafter has seen ``committed`` output tokens of each request."""
         self.seen = committed
-        for t, count in zip(self.tracked, committed.tolist()):
+        for t, count in zip(self.tracked, committed):
             t.committed_outputs = count
 
 

@@ -32,29 +32,68 @@ class CandidateBatch:
     """One `propose`: per request its best draft nodes, best first (see `tree.Candidates`), as
     [batch, num_draft_tokens] arrays; entries past a row's length are 0 (scores 0.0)."""
 
-    __slots__ = ("tokens", "parents", "depths", "labels", "scores", "lengths", "block", "rank_sums")
+    __slots__ = ("_tokens", "_parents", "_depths", "_labels", "_lengths", "scores", "block", "rank_sums", "shape")
 
     def __init__(self, tokens: np.ndarray, parents: np.ndarray, depths: np.ndarray, labels: np.ndarray,
                  scores: np.ndarray, lengths: np.ndarray) -> None:
-        self.tokens = tokens  # int32: node tokens, node 0 the root (the last committed token)
-        self.parents = parents  # int32: parent index, -1 for the root
-        self.depths = depths  # int32: depth below the root
-        self.labels = labels  # int32: SIBLING / GLOBAL / OWN / MODEL (the root: -1)
+        self._tokens = tokens  # int32: node tokens, node 0 the root (the last committed token)
+        self._parents = parents  # int32: parent index, -1 for the root
+        self._depths = depths  # int32: depth below the root
+        self._labels = labels  # int32: SIBLING / GLOBAL / OWN / MODEL (the root: -1)
         self.scores = scores  # float64: path score, the drafter's estimate that the node is accepted
-        self.lengths = lengths  # int32 [batch]: nodes per row, root included
+        self._lengths = lengths  # int32 [batch]: nodes per row, root included
         self.block: np.ndarray | None = None  # when the int32 arrays are views of one block (see `empty`)
         self.rank_sums: np.ndarray | None = None  # float64 [n - 1] when asked for (`rank_weight_sums`)
+        self.shape: tuple[int, int] = tokens.shape  # (batch, num_draft_tokens)
 
     @classmethod
     def empty(cls, batch: int, n: int, fill=np.empty) -> CandidateBatch:
-        """Arrays for `batch` rows; the int32 ones are consecutive views of one block (tokens,
-        parents, depths, labels, lengths), so a native call needs one address for all five."""
-        block = fill(4 * batch * n + batch, np.int32)
-        size = batch * n
-        views = [block[k * size:(k + 1) * size].reshape(batch, n) for k in range(4)]
-        result = cls(*views, fill((batch, n), np.float64), block[4 * size:])
-        result.block = block
+        """Arrays for `batch` rows; the int32 ones are consecutive parts of one block (tokens,
+        parents, depths, labels, lengths), so a native call needs one address for all five, and
+        their views are made when first read (the worker's step reads few of them: in the server
+        every NumPy call costs cold-cache microseconds)."""
+        result = cls.__new__(cls)
+        result.block = fill(4 * batch * n + batch, np.int32)
+        result.scores = fill((batch, n), np.float64)
+        result.shape = (batch, n)
+        result._tokens = result._parents = result._depths = result._labels = result._lengths = None
+        result.rank_sums = None
         return result
+
+    def _part(self, k: int) -> np.ndarray:
+        batch, n = self.shape
+        size = batch * n
+        return self.block[k * size:(k + 1) * size].reshape(batch, n) if k < 4 else self.block[4 * size:]
+
+    @property
+    def tokens(self) -> np.ndarray:
+        if self._tokens is None:
+            self._tokens = self._part(0)
+        return self._tokens
+
+    @property
+    def parents(self) -> np.ndarray:
+        if self._parents is None:
+            self._parents = self._part(1)
+        return self._parents
+
+    @property
+    def depths(self) -> np.ndarray:
+        if self._depths is None:
+            self._depths = self._part(2)
+        return self._depths
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            self._labels = self._part(3)
+        return self._labels
+
+    @property
+    def lengths(self) -> np.ndarray:
+        if self._lengths is None:
+            self._lengths = self._part(4)
+        return self._lengths
 
     @classmethod
     def from_rows(cls, rows: Sequence[Candidates], n: int) -> CandidateBatch:
@@ -70,7 +109,7 @@ class CandidateBatch:
         return batch
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return self.shape[0]
 
     def __getitem__(self, b: int) -> Candidates:
         k = int(self.lengths[b])
@@ -132,6 +171,7 @@ class Written(NamedTuple):
     with_prob: int  # tokens written with a probability
     prob_sum: float  # the sum of those probabilities
     last_tokens: np.ndarray  # int64 [batch]: each request's last token afterwards (its next tree's root)
+    tokens: int  # tokens written in all
 
 
 class DraftCore(Protocol):
@@ -306,7 +346,7 @@ class PythonCore:
                     total += p
         self.extend_many(requests, rows, probs)
         last = np.fromiter((request.tail[-1] for request in requests), dtype=np.int64, count=len(requests))
-        return Written(with_prob, total, last)
+        return Written(with_prob, total, last, sum(sizes))
 
     # -- merges of finished groups into the global corpus
     def merge_start(self, source: trie.Trie, destination: trie.Trie) -> _PyMerge:

@@ -217,7 +217,7 @@ class ConsensusDrafter:
             written = self.core.extend_rows(view.handles, tokens, lens, logprobs, logprob_counts)
         except BadBatch as bad:
             raise ValueError(bad.describe(rids, tokens, lens, logprobs, logprob_counts)) from None
-        total = int(lens.sum())
+        total = written.tokens
         self._counters["tokens_extended"] += total
         if view.corpus is not None:
             self._credit(view.corpus, total)

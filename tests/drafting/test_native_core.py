@@ -310,8 +310,8 @@ def test_verify_rows_write_what_the_same_logprob_rows_write(core: str) -> None:
         width = rng.randint(3, 5)  # any row width that holds the rows
         padded = np.array([row + [rng.randrange(9)] * (width - len(row)) for row in tokens], dtype=np.int64)
         lens = np.array([len(row) for row in tokens], dtype=np.int64)
-        with_prob, total, last = flat.extend_rows(rids, padded, lens, matrix, counts)
-        assert last.tolist() == [rows.last_token(r) for r in rids]
+        with_prob, total, last, written = flat.extend_rows(rids, padded, lens, matrix, counts)
+        assert last.tolist() == [rows.last_token(r) for r in rids] and written == sum(len(row) for row in tokens)
         assert with_prob == sum(len(v) for v in expected if v)
         assert total == pytest.approx(sum(math.exp(x) for v in expected if v for x in v))
         a, b = rows.propose_candidates(rids), flat.propose_candidates(rids)

@@ -21,7 +21,7 @@ from ..config import DraftConfig
 from ..core import LABELS, BadBatch, CandidateBatch, RankWeights, Written, check_rank_weights
 from .build import NativeCoreUnavailable, build
 
-ABI_VERSION = 7
+ABI_VERSION = 8
 _i32, _i64, _f64, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _NAN = math.nan
 
@@ -165,7 +165,9 @@ class NativeCore:
         self._queue_tokens: list[int] = []
         self._queue_probs: list[float] = []
         self._queue_has_probs = False
-        self._extend_out = np.zeros(3, dtype=np.float64)
+        self._extend_out = np.zeros(1, dtype=np.float64)
+        self._extend_info = np.zeros(3, dtype=np.int64)
+        self._extend_out_address, self._extend_info_address = _address(self._extend_out), _address(self._extend_info)
 
     # -- tries and corpora
     def new_trie(self) -> _Handle:
@@ -235,16 +237,16 @@ class NativeCore:
     def extend_rows(self, requests: np.ndarray, tokens: np.ndarray, lens: np.ndarray,
                     logprobs: np.ndarray | None, counts: np.ndarray | None) -> Written:
         self._flush()  # earlier writes first: the order of trie operations is the policy's
-        out = self._extend_out  # [prob sum (float64), bad kind, bad index (int64)]
-        base = _address(out)
+        out, info = self._extend_out, self._extend_info  # [prob sum], [bad kind, bad index, tokens written]
         last = np.empty(len(requests), dtype=np.int64)
         result = self.lib.sgc_extend_rows(
             self._pointer, _address(requests), len(requests), _address(tokens), tokens.shape[1], _address(lens),
             None if logprobs is None else _address(logprobs), 0 if logprobs is None else logprobs.shape[1],
-            None if counts is None else _address(counts), base, base + 8, _address(last))
+            None if counts is None else _address(counts), self._extend_out_address, self._extend_info_address,
+            _address(last))
         if result == -2:
-            raise BadBatch(int(out[1:].view(np.int64)[0]), int(out[1:].view(np.int64)[1]))
-        return Written(_check(result), float(out[0]), last)
+            raise BadBatch(int(info[0]), int(info[1]))
+        return Written(_check(result), float(out[0]), last, int(info[2]))
 
     def _flush(self) -> None:
         if not self._queue_requests:
@@ -311,7 +313,7 @@ class NativeCore:
 def _candidate_arrays(batch: CandidateBatch) -> tuple[tuple[int, ...], list[np.ndarray]]:
     """Addresses of (tokens, parents, depths, labels, lengths) int32 and the arrays that hold them."""
     if batch.block is not None:
-        size, n = batch.tokens.shape
+        size, n = batch.shape
         base, step = _address(batch.block), 4 * size * n
         return (base, base + step, base + 2 * step, base + 3 * step, base + 4 * step), []
     held = [np.require(a, np.int32, ["C", "W"])  # held: the call reads them
@@ -322,7 +324,7 @@ def _candidate_arrays(batch: CandidateBatch) -> tuple[tuple[int, ...], list[np.n
 def native_accepted(batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
     """`core.accepted_rows` in C (stateless)."""
     lib = load()
-    size, n = batch.tokens.shape
+    size, n = batch.shape
     mask = np.zeros((size, n), dtype=np.bool_)
     if not size:
         return mask
@@ -339,7 +341,7 @@ def native_outcomes(batch: CandidateBatch, width: int, tokens: np.ndarray, lens:
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`core.outcome_rows` in C (stateless); ``tokens`` [batch, stride], ``lens``: contiguous int64."""
     lib = load()
-    size, n = batch.tokens.shape
+    size, n = batch.shape
     rows = np.empty(size * n, dtype=np.int32)
     scores = np.empty(size * n, dtype=np.float64)
     accepted = np.empty(size * n, dtype=np.bool_)
@@ -357,7 +359,7 @@ def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | No
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """`core.layout_rows` in C (stateless)."""
     lib = load()
-    size, n = batch.tokens.shape
+    size, n = batch.shape
     out = np.empty(size * width + (size + 1) * LABELS, dtype=np.int64)  # tokens, label counts, their totals
     tokens = out[:size * width].reshape(size, width)
     labels = out[size * width:-LABELS].reshape(size, LABELS)

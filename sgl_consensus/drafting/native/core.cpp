@@ -23,7 +23,7 @@
 
 namespace {
 
-constexpr int32_t kAbiVersion = 7;
+constexpr int32_t kAbiVersion = 8;
 constexpr int32_t kMixed = -1;        // owner code: two or more requests wrote the n-gram
 constexpr int32_t kPrompt = -2;       // owner code: only the group's prompt wrote it
 constexpr int32_t kRoot = 0;
@@ -715,27 +715,28 @@ int32_t sgc_extend_batch(void* c, const int32_t* requests, int32_t num_requests,
 // i * stride + lens[i]). `logprobs` (nullptr: none known) holds `lp_stride` values per request: the
 // target's logprobs of request i's newest known[i] tokens; a row with more of them than new
 // tokens, or with a NaN among them, is not used (those tokens go in by frequency alone). Every
-// input is checked before anything is written: a bad one sets bad = {kind, index} and returns -2
+// input is checked before anything is written: a bad one sets info = {kind, index} and returns -2
 // (kind 1: a token outside [0, 2^31 - 1], index i * stride + j; kind 2: lens[i] outside
 // [0, stride], index i; kind 3: known[i] above lp_stride, index i). Otherwise returns how many
-// tokens were written with a probability (their probabilities' sum in *prob_sum) and each
-// request's last token afterwards in last[i] (the next tree's root).
+// tokens were written with a probability (their probabilities' sum in *prob_sum), how many were
+// written in all in info[2], and each request's last token afterwards in last[i] (the next
+// tree's root).
 int64_t sgc_extend_rows(void* c, const int32_t* requests, int32_t num_requests, const int64_t* tokens, int64_t stride,
                         const int64_t* lens, const double* logprobs, int64_t lp_stride, const int64_t* known,
-                        double* prob_sum, int64_t* bad, int64_t* last) {
+                        double* prob_sum, int64_t* info, int64_t* last) {
   GUARD(-1, {
     Core& core = *static_cast<Core*>(c);
     for (int32_t i = 0; i < num_requests; ++i) {
-      if (lens[i] < 0 || lens[i] > stride) { bad[0] = 2; bad[1] = i; return -2; }
-      if (logprobs && known[i] > lp_stride) { bad[0] = 3; bad[1] = i; return -2; }
+      if (lens[i] < 0 || lens[i] > stride) { info[0] = 2; info[1] = i; return -2; }
+      if (logprobs && known[i] > lp_stride) { info[0] = 3; info[1] = i; return -2; }
       const int64_t* row = tokens + int64_t(i) * stride;
       for (int64_t j = 0; j < lens[i]; ++j)
-        if (row[j] < 0 || row[j] > INT32_MAX) { bad[0] = 1; bad[1] = int64_t(i) * stride + j; return -2; }
+        if (row[j] < 0 || row[j] > INT32_MAX) { info[0] = 1; info[1] = int64_t(i) * stride + j; return -2; }
     }
     const int depth = core.cfg.trie_depth;
     std::vector<int32_t> row;
     std::vector<double> probs;
-    int64_t with_prob = 0;
+    int64_t with_prob = 0, written = 0;
     double sum = 0.0;
     for (int32_t i = 0; i < num_requests; ++i) {
       Request& r = core.requests[requests[i]];
@@ -746,6 +747,7 @@ int64_t sgc_extend_rows(void* c, const int32_t* requests, int32_t num_requests, 
       }
       const int64_t* start = tokens + int64_t(i) * stride;
       row.assign(start, start + n);
+      written += n;
       int64_t k = logprobs ? known[i] : 0;
       if (k > n || k < 0) k = 0;
       const double* values = logprobs ? logprobs + int64_t(i) * lp_stride : nullptr;
@@ -768,6 +770,7 @@ int64_t sgc_extend_rows(void* c, const int32_t* requests, int32_t num_requests, 
       last[i] = r.tail.back();
     }
     *prob_sum = sum;
+    info[2] = written;
     return with_prob;
   })
 }
