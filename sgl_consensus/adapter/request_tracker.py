@@ -23,8 +23,6 @@ request. Both leave the drafter in the same state (``tests/test_request_tracker.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from itertools import chain
 from typing import Any, Hashable
 
 import numpy as np
@@ -87,7 +85,8 @@ class VerifiedRows:
     def __init__(self, rids: Sequence[Hashable], lens: np.ndarray, tokens: np.ndarray | None = None,
                  logprobs: np.ndarray | None = None) -> None:
         self.rids = list(rids)  # the verified requests, in row order
-        self.lens = np.asarray(lens, dtype=np.int64)  # [rows]: committed tokens per row
+        self.lens = lens if isinstance(lens, np.ndarray) and lens.dtype == np.int64 else \
+            np.asarray(lens, dtype=np.int64)  # [rows]: committed tokens per row
         self.tokens = tokens  # int64 [rows, stride] or None (not recorded)
         self.logprobs = logprobs  # float [rows, stride] or None (not recorded)
 

@@ -205,7 +205,10 @@ class ConsensusWorker(NGRAMWorker):
             self._verify_sink.clear()
         relay = result.next_draft_input
         proposal = self.step.proposal
-        committed = None if relay is None else (relay.accept_tokens, relay.accept_lens)
+        committed = None
+        if relay is not None:  # one flat int64 tensor, the rows and then their counts (one copy later)
+            tokens = relay.accept_tokens.reshape(-1)
+            committed = torch.cat([tokens, relay.accept_lens.reshape(-1).to(tokens.dtype)]).to(torch.int64)
         self._verified = (proposal.rids, committed, logprobs if self._records_probs else None, successors,
                           self._staged_tokens, np.minimum(proposal.candidates.lengths, width).tolist())
 
@@ -218,12 +221,9 @@ class ConsensusWorker(NGRAMWorker):
         rids, committed, logprobs, successors, node_tokens, counts = verified
         tokens = accept_lens = None
         if committed is not None:
-            rows, lens = committed[0].reshape(len(rids), -1), committed[1].reshape(-1)
-            if rows.is_cpu and lens.is_cpu:  # the host's own tensors: views, no copy
-                tokens, accept_lens = rows.numpy(), lens.numpy()
-            else:  # one device-to-host copy for both
-                both = torch.cat([rows, lens.reshape(-1, 1).to(rows.dtype)], dim=1).cpu().numpy()
-                tokens, accept_lens = both[:, :-1], both[:, -1]
+            flat = committed.numpy() if committed.is_cpu else committed.cpu().numpy()
+            bs = len(rids)
+            tokens, accept_lens = flat[:-bs].reshape(bs, -1), flat[-bs:]  # contiguous views
         if logprobs is not None:
             logprobs = logprobs.numpy() if logprobs.is_cpu and logprobs.dtype == torch.float32 else \
                 logprobs.float().cpu().numpy()
