@@ -28,6 +28,25 @@ from .tree import Candidates, Source, TreeParams, build_tree
 LABELS = 4  # SIBLING, GLOBAL, OWN, MODEL (tree.py)
 
 
+class _BlockPart:
+    """A `CandidateBatch` int32 array that is part ``k`` of its block, viewed when first read."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, batch: CandidateBatch | None, owner: type | None = None) -> np.ndarray:
+        if batch is None:
+            return self  # type: ignore[return-value]
+        value = getattr(batch, self.slot)
+        if value is None:
+            value = batch._part(self.k)
+            setattr(batch, self.slot, value)
+        return value
+
+
 class CandidateBatch:
     """One `propose`: per request its best draft nodes, best first (see `tree.Candidates`), as
     [batch, num_draft_tokens] arrays; entries past a row's length are 0 (scores 0.0)."""
@@ -65,35 +84,11 @@ class CandidateBatch:
         size = batch * n
         return self.block[k * size:(k + 1) * size].reshape(batch, n) if k < 4 else self.block[4 * size:]
 
-    @property
-    def tokens(self) -> np.ndarray:
-        if self._tokens is None:
-            self._tokens = self._part(0)
-        return self._tokens
-
-    @property
-    def parents(self) -> np.ndarray:
-        if self._parents is None:
-            self._parents = self._part(1)
-        return self._parents
-
-    @property
-    def depths(self) -> np.ndarray:
-        if self._depths is None:
-            self._depths = self._part(2)
-        return self._depths
-
-    @property
-    def labels(self) -> np.ndarray:
-        if self._labels is None:
-            self._labels = self._part(3)
-        return self._labels
-
-    @property
-    def lengths(self) -> np.ndarray:
-        if self._lengths is None:
-            self._lengths = self._part(4)
-        return self._lengths
+    tokens = _BlockPart(0)
+    parents = _BlockPart(1)
+    depths = _BlockPart(2)
+    labels = _BlockPart(3)
+    lengths = _BlockPart(4)
 
     @classmethod
     def from_rows(cls, rows: Sequence[Candidates], n: int) -> CandidateBatch:
