@@ -115,6 +115,10 @@ class ConsensusWorker(NGRAMWorker):
         # The last verify's record, on the device until the next step: rids, committed tokens and
         # their counts, logprobs and successors (when recorded), node tokens, node counts.
         self._verified: tuple | None = None
+        # Whether that verify was the last forward: only then are its token rows each request's
+        # newest committed tokens (the sync's array path); after a prefill its counts and logprobs
+        # still pair with the newest tokens, request by request.
+        self._verified_is_last = False
         # Width-1 steps as plain decode forwards (no verify machinery) where that is cheaper.
         self._decodes_plainly = ranked and 1 in self.widths and self.settings.decodes_plainly(self._on_cpu)
         self.plain_steps = 0
@@ -154,6 +158,7 @@ class ConsensusWorker(NGRAMWorker):
         width = self._draft(batch) if ranked_decode else self._max_width
         if not ranked_decode and self.step is not None:
             self.step.forget_timing()  # a prefill in between: the next step's period is not a verify's cost
+            self._verified_is_last = False  # a request may have been retracted and re-prefilled meanwhile
         record = (self._records_probs or self._successors_k) and ranked_decode
         recording = recording_committed_logprobs(self._verify_sink, self._successors_k) if record else \
             contextlib.nullcontext()
@@ -209,6 +214,7 @@ class ConsensusWorker(NGRAMWorker):
         if relay is not None:  # one flat int64 tensor, the rows and then their counts (one copy later)
             tokens = relay.accept_tokens.reshape(-1)
             committed = torch.cat([tokens, relay.accept_lens.reshape(-1).to(tokens.dtype)]).to(torch.int64)
+        self._verified_is_last = True
         self._verified = (proposal.rids, committed, logprobs if self._records_probs else None, successors,
                           self._staged_tokens, np.minimum(proposal.candidates.lengths, width).tolist())
 
@@ -224,6 +230,8 @@ class ConsensusWorker(NGRAMWorker):
             flat = committed.numpy() if committed.is_cpu else committed.cpu().numpy()
             bs = len(rids)
             tokens, accept_lens = flat[:-bs].reshape(bs, -1), flat[-bs:]  # contiguous views
+            if not self._verified_is_last:
+                tokens = None
         if logprobs is not None:
             logprobs = logprobs.numpy() if logprobs.is_cpu and logprobs.dtype == torch.float32 else \
                 logprobs.float().cpu().numpy()
