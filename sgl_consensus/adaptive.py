@@ -41,10 +41,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sgl_consensus.drafting.core import rank_weight_sums
+
 SCORE_BINS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0000001)
 _EDGES = np.asarray(SCORE_BINS)
 _LAST_BIN = len(SCORE_BINS) - 2
-# For `Calibration.rank_sums`: 0.0 gets a slot of its own (a node that is not there), every positive
+# For `Calibration.rank_weights`: 0.0 gets a slot of its own (a node that is not there), every positive
 # score the slot of its bin: searchsorted(_SLOT_EDGES, score, side="right") = 1 for 0.0, 0 below.
 _SLOT_EDGES = np.concatenate([[0.0, np.nextafter(0.0, 1.0)], _EDGES[1:]])
 _SLOT_BIN = np.concatenate([[0, 0], np.minimum(np.arange(len(SCORE_BINS) - 1), _LAST_BIN),
@@ -80,8 +82,7 @@ class Calibration:
     proposed: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
     accepted: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
     score_sum: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_BINS) - 1))
-    _slots: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # `rank_sums`' tables
-    _weights: tuple | None = field(default=None, repr=False)  # `rank_weights`, made once per table
+    _weights: tuple | None = field(default=None, repr=False)  # `rank_weights`, rebuilt in `record`
 
     @staticmethod
     def bin_of(score: float) -> int:
@@ -100,31 +101,25 @@ class Calibration:
 
     def rank_sums(self, scores: np.ndarray) -> np.ndarray:
         """Per column of ``scores`` ([batch, ranks], 0.0 where a request has no such node), the sum
-        of the acceptance probabilities of its positive scores: ``probability`` written as
-        ``a[bin] + b[bin] * score`` (equal up to rounding), from tables rebuilt when the
-        calibration changes (in `record`, after the verify's launch), so a step costs a handful of
-        array operations."""
-        if self._slots is None:
-            self._slots = self._slot_tables()
-        a, b = self._slots
-        slots = np.searchsorted(_SLOT_EDGES, scores, side="right")
-        return (a[slots] + b[slots] * scores).sum(axis=0)
+        of the acceptance probabilities of its positive scores (`rank_weight_sums` of
+        `rank_weights`: equal to ``probability`` up to rounding)."""
+        return rank_weight_sums(scores, self.rank_weights())
 
     def rank_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``probability`` as a piecewise-linear weight (edges, intercepts, slopes) for the drafter,
-        which sums it per rank where it makes the scores (`ConsensusDrafter.propose_candidates`):
-        the same tuple until the calibration changes."""
-        if self._slots is None:
-            self._slots = self._slot_tables()
-        if self._weights is None or self._weights[1] is not self._slots[0]:
-            self._weights = (_SLOT_EDGES, *self._slots)
+        """``probability`` as a piecewise-linear weight (edges, intercepts, slopes), 0 for a score of
+        0.0 (a node that is not there): ``a[bin] + b[bin] * score``. Rebuilt when the calibration
+        changes (in `record`, after the verify's launch); the drafter sums it per rank where it makes
+        the scores (`ConsensusDrafter.propose_candidates`)."""
+        if self._weights is None:
+            self._weights = self._weight_tables()
         return self._weights
 
-    def _slot_tables(self) -> tuple[np.ndarray, np.ndarray]:
+    def _weight_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = self.prior_weight
         denominator = self.proposed + k
         a, b = self.accepted / denominator, k / denominator
-        return np.concatenate([[0.0, 0.0], a[_SLOT_BIN[2:]]]), np.concatenate([[0.0, 0.0], b[_SLOT_BIN[2:]]])
+        return (_SLOT_EDGES, np.concatenate([[0.0, 0.0], a[_SLOT_BIN[2:]]]),
+                np.concatenate([[0.0, 0.0], b[_SLOT_BIN[2:]]]))
 
     def record(self, scores: Sequence[float], accepted: Sequence[bool]) -> None:
         self.proposed *= self.decay
@@ -136,7 +131,7 @@ class Calibration:
         self.proposed += np.bincount(bins, minlength=size)
         self.score_sum += np.bincount(bins, weights=values, minlength=size)
         self.accepted += np.bincount(bins, weights=np.asarray(accepted, dtype=np.float64), minlength=size)
-        self._slots = self._slot_tables()  # here, off the drafting path, not at the next `rank_sums`
+        self._weights = self._weight_tables()  # here, off the drafting path, not at the next step
 
     def report(self) -> list[dict]:
         return [

@@ -115,18 +115,16 @@ class CandidateBatch:
 RankWeights = tuple  # (edges, intercepts, slopes): see `rank_weight_sums`
 
 
-def rank_weight_sums(scores: np.ndarray, weights: RankWeights) -> np.ndarray:
-    """Per rank k = 1 .. n - 1 of a batch's candidates (``scores``: [batch, n], 0.0 past a row's
-    length), the sum over rows of a piecewise-linear weight of the rank-k score: with ``weights`` =
+def rank_weight_sums(ranks: np.ndarray, weights: RankWeights) -> np.ndarray:
+    """Per column of ``ranks`` (a batch's scores at ranks 1, 2, ...: [batch, k], 0.0 where a row has
+    no such node), the sum over rows of a piecewise-linear weight of the score: with ``weights`` =
     (edges: rising float64 [m], intercepts, slopes: float64 [m + 1]) and slot = how many edges are
-    <= the score, ``intercepts[slot] + slopes[slot] * score``. The width policy passes its
-    calibration as weights (the expected accepted nodes at each rank); the native core computes
-    the same sums inside its proposal call."""
+    <= the score, ``intercepts[slot] + slopes[slot] * score``. The width policy's calibration is such
+    a weight (its expected accepted nodes at each rank); the native core computes the same sums
+    inside its proposal call."""
     edges, intercepts, slopes = weights
-    check_rank_weights(weights)
-    values = scores[:, 1:]
-    slots = np.searchsorted(edges, values, side="right")
-    return (intercepts[slots] + slopes[slots] * values).sum(axis=0)
+    slots = np.searchsorted(edges, ranks, side="right")
+    return (intercepts[slots] + slopes[slots] * ranks).sum(axis=0)
 
 
 def check_rank_weights(weights: RankWeights) -> None:
@@ -358,7 +356,8 @@ class PythonCore:
         rows = [build_tree(request.tail[-1], self._sources(request), n, params) for request in requests]
         batch = CandidateBatch.from_rows(rows, n)
         if rank_weights is not None:
-            batch.rank_sums = rank_weight_sums(batch.scores, rank_weights)
+            check_rank_weights(rank_weights)
+            batch.rank_sums = rank_weight_sums(batch.scores[:, 1:], rank_weights)
         return batch
 
     def _sources(self, request: _PyRequest) -> list[Source]:

@@ -339,7 +339,7 @@ class ConsensusDrafter:
                     for b, r in enumerate(requests)]
             batch = CandidateBatch.from_rows(rows, n)
             if rank_weights is not None:
-                batch.rank_sums = rank_weight_sums(batch.scores, rank_weights)
+                batch.rank_sums = rank_weight_sums(batch.scores[:, 1:], rank_weights)
         return batch
 
     def layout(
