@@ -33,6 +33,17 @@ class EnginePool:
     def __init__(self) -> None:
         self._key = None
         self._engine = None
+        self._references: dict[tuple, list] = {}  # plain greedy outputs already computed
+
+    def plain_reference(self, model_path: Path, prompt: str, params: dict) -> list:
+        """The plain engine's (no speculation) output for a greedy ``params`` request, computed once
+        per pool: tests comparing against the same reference then start no second plain engine."""
+        if params.get("temperature", 1.0) != 0:
+            raise ValueError(f"a cached reference must be greedy (temperature 0), got {params!r}")
+        key = (str(model_path), prompt, repr(sorted(params.items())))
+        if key not in self._references:
+            self._references[key] = self.get(model_path, None).generate(prompt, params)
+        return self._references[key]
 
     def get(self, model_path: Path, algorithm: str | None, env: dict[str, str] | None = None, **extra):
         """The engine for these settings; ``env`` holds worker knobs (CONSENSUS_*), read at start."""

@@ -21,7 +21,7 @@ def _internal(engine) -> dict:
 
 def test_n_gt_1_greedy_equals_plain(engines, tiny_qwen2):
     params = {"temperature": 0.0, "max_new_tokens": 32}
-    plain = engines.get(tiny_qwen2, None).generate(PROMPT, params)["output_ids"]
+    plain = engines.plain_reference(tiny_qwen2, PROMPT, params)["output_ids"]
     engine = engines.get(tiny_qwen2, "consensus")
     outs = engine.generate(PROMPT, {**params, "n": 4})
     assert len(outs) == 4

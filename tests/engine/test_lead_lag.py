@@ -40,7 +40,7 @@ async def _timed_branches(engine, params_per_branch: list[dict], rids: list[str]
 
 
 def test_lead_lag_greedy_equals_plain_and_holds_followers(engines, tiny_qwen2):
-    plain = engines.get(tiny_qwen2, None).generate(PROMPT, {**GREEDY, "max_new_tokens": 24})["output_ids"]
+    plain = engines.plain_reference(tiny_qwen2, PROMPT, {**GREEDY, "max_new_tokens": 24})["output_ids"]
     engine = engines.get(tiny_qwen2, "consensus")
     holds_before = _lead_state(engine)["lead_holds"]
     # a tagged group (what ConsensusRuntimeEndpoint(lead=...) sends) ...
@@ -111,7 +111,7 @@ def test_aborted_leader_releases_its_followers(engines, tiny_qwen2):
 
 
 def test_server_wide_lead_applies_to_n_gt_1_requests(engines, tiny_qwen2):
-    plain = engines.get(tiny_qwen2, None).generate(PROMPT, {**GREEDY, "max_new_tokens": 24})["output_ids"]
+    plain = engines.plain_reference(tiny_qwen2, PROMPT, {**GREEDY, "max_new_tokens": 24})["output_ids"]
     engine = engines.get(tiny_qwen2, "consensus", env={"CONSENSUS_LEAD": "8"})
     outs = engine.generate(PROMPT, {**GREEDY, "max_new_tokens": 24, "n": 4})
     assert [o["output_ids"] for o in outs] == [plain] * 4
