@@ -57,15 +57,16 @@ def test_demo_writes_a_dataset_file_the_loader_reads(tmp_path):
 
 
 def test_demo_runs_and_reports_json():
-    """The demo end to end, for the baseline and the default speculative algorithm (each further
-    algorithm is one more engine start; their engines are exercised by the engine tests: NGRAM and
-    consensus in test_greedy_equivalence, a fixed width in test_consensus_worker)."""
+    """The demo end to end: the baseline, SGLang's NgramCorpus under the consensus worker (the only
+    engine test of that drafter) and consensus. Each further row is one more engine start;
+    ``consensus_fixed`` (a fixed width) is the worker's ``CONSENSUS_ADAPTIVE=off``, which engine
+    tests of the worker and of isolation start."""
     out = _run(["demo", "--problems", "2", "--paths", "2", "--max-new-tokens", "48", "--temperature", "0",
-                "--algorithms", "none,consensus", "--json"], timeout=900)
+                "--algorithms", "none,ngram,consensus", "--json"], timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     runs = {r["algorithm"]: r for r in report["runs"]}
-    assert list(runs) == ["none", "consensus"]
+    assert list(runs) == ["none", "ngram", "consensus"]
     for r in runs.values():
         for key in ("accept_length", "verify_steps_per_token", "tokens_per_s", "accuracy_single", "accuracy_majority"):
             assert isinstance(r[key], (int, float)), key

@@ -35,7 +35,7 @@ class EnginePool:
         self._engine = None
         self._references: dict[tuple, list] = {}  # plain greedy outputs already computed
 
-    def plain_reference(self, model_path: Path, prompt: str, params: dict) -> list:
+    def plain_reference(self, model_path: Path, prompt: str, params: dict) -> dict:
         """The plain engine's (no speculation) output for a greedy ``params`` request, computed once
         per pool: tests comparing against the same reference then start no second plain engine."""
         if params.get("temperature", 1.0) != 0:
