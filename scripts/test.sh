@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: create/refresh .venv (CPU recipe), then run the whole test suite.
-# Three pytest workers, each taking whole files (module fixtures stay shared): SGLang engine tests
+# Three pytest workers, each taking whole files (module fixtures stay shared), the slowest first and
+# the files sharing the consensus server as one unit (tests/conftest.py): SGLang engine tests
 # spend much of their time waiting (process start-up, HTTP, scheduler polls), so three overlap well
 # even on two cores. CONSENSUS_TEST_WORKERS=N sets the count (0: everything in this process).
 set -euo pipefail
