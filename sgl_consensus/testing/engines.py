@@ -33,7 +33,7 @@ class EnginePool:
     def __init__(self) -> None:
         self._key = None
         self._engine = None
-        self._references: dict[tuple, list] = {}  # plain greedy outputs already computed
+        self._references: dict[tuple, dict] = {}  # plain greedy outputs already computed
 
     def plain_reference(self, model_path: Path, prompt: str, params: dict) -> dict:
         """The plain engine's (no speculation) output for a greedy ``params`` request, computed once
