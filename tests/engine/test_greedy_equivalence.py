@@ -44,24 +44,42 @@ def test_reference_is_deterministic_and_nontrivial(engines, tiny_qwen2, referenc
     assert max(lengths) == MAX_NEW_TOKENS and min(lengths) >= 1
 
 
+REPETITIVE = PROMPTS[0] + " one two three" * 4
+
+
+@pytest.fixture(scope="module")
+def speculative(engines, tiny_llama, tiny_qwen2):
+    """``speculative(model, algorithm)``: that engine's greedy outputs per batching, and its
+    meta_info on a repetitive prompt, all drawn while the engine is up (engine starts dominate the
+    suite's time: each model and algorithm starts once for both tests below)."""
+    paths = {"llama": tiny_llama, "qwen2": tiny_qwen2}
+    drawn: dict[tuple[str, str], dict] = {}
+
+    def get(model: str, algorithm: str) -> dict:
+        if (model, algorithm) not in drawn:
+            engine = engines.get(paths[model], algorithm)
+            drawn[(model, algorithm)] = {
+                "outputs": {batching: _generate_all(engine, batching) for batching in BATCHINGS},
+                "repetitive": engine.generate(REPETITIVE, {"temperature": 0.0, "max_new_tokens": 96})["meta_info"]}
+        return drawn[(model, algorithm)]
+
+    return get
+
+
 # model outermost, so each engine starts once (engine starts dominate the suite's time)
 @pytest.mark.parametrize("algorithm", ["NGRAM", "consensus"])
 @pytest.mark.parametrize("model", ["llama", "qwen2"])
-def test_speculative_greedy_equals_plain(engines, reference, model, algorithm, request):
-    path = request.getfixturevalue(f"tiny_{model}")
-    engine = engines.get(path, algorithm)
+def test_speculative_greedy_equals_plain(speculative, reference, model, algorithm):
+    got_all = speculative(model, algorithm)["outputs"]
     for batching in BATCHINGS:
-        got = _generate_all(engine, batching)
         want = reference[model][batching]
-        for prompt, g, w in zip(PROMPTS, got, want):
+        for prompt, g, w in zip(PROMPTS, got_all[batching], want):
             assert g == w, f"{algorithm} on {model} ({batching}) diverged for {prompt!r}"
 
 
 @pytest.mark.parametrize("algorithm", ["consensus", "NGRAM"])
-def test_speculation_accepts_drafts_on_repetitive_text(engines, tiny_qwen2, algorithm):
-    engine = engines.get(tiny_qwen2, algorithm)
-    out = engine.generate(PROMPTS[0] + " one two three" * 4, {"temperature": 0.0, "max_new_tokens": 96})
-    meta = out["meta_info"]
+def test_speculation_accepts_drafts_on_repetitive_text(speculative, algorithm):
+    meta = speculative("qwen2", algorithm)["repetitive"]
     assert meta["spec_verify_ct"] > 0
     assert meta["spec_accept_length"] > 1.0, meta
 
