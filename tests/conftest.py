@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -39,6 +41,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=lambda item: _unit_rank(item.path))
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: the suite also runs without xdist
 def pytest_xdist_make_scheduler(config, log):
     """Whole files per worker, as ``--dist loadfile`` (module fixtures and the worker's engine pool
     stay shared), in collection order, with the server's files as one unit."""
