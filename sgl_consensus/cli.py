@@ -42,6 +42,10 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
     try:
         load_settings()  # fail before SGLang starts, with the variable and value named
+        if ns.device == "cpu":
+            from sgl_consensus.cpu import preloaded_start
+
+            preloaded_start.enabled()  # CONSENSUS_CPU_SPAWN's value
         width = _flag_value(server_args, "--speculative-num-draft-tokens")
         algorithm = _flag_value(server_args, "--speculative-algorithm")
         if width is not None and str(algorithm).upper() == "CONSENSUS":

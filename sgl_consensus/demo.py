@@ -134,7 +134,13 @@ def run_demo(ns: argparse.Namespace) -> int:
         print(f"wrote {count} held-out problems to {ns.write_dataset}")
         return 0
     from sgl_consensus import cpu
+    from sgl_consensus.cpu import preloaded_start
+    from sgl_consensus.settings import SettingsError
 
+    try:
+        preloaded_start.enabled()  # CONSENSUS_CPU_SPAWN's value, before anything starts
+    except SettingsError as exc:
+        raise SystemExit(f"sgl-consensus demo: {exc}") from None
     cpu.activate()
     from tqdm import tqdm
 

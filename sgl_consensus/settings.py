@@ -68,7 +68,7 @@ DP_DISPATCH_MODES = ("group", "sglang")
 CORE_MODES = ("auto", "native", "python")
 # Variables of this prefix that are not worker knobs.
 _OTHER_VARS = {"CONSENSUS_CPU", "CONSENSUS_CACHE", "CONSENSUS_VENV", "CONSENSUS_CONFIG", "CONSENSUS_CPU_OVERLAP",
-               "CONSENSUS_TEST_WORKERS"}
+               "CONSENSUS_CPU_SPAWN", "CONSENSUS_TEST_WORKERS"}
 
 
 class SettingsError(ValueError):

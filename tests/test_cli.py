@@ -38,6 +38,13 @@ def test_serve_rejects_bad_knobs_before_starting(env, needle):
     assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
+def test_demo_rejects_a_bad_start_method_before_starting():
+    out = _run(["demo", "--algorithms", "none"], env={"CONSENSUS_CPU_SPAWN": "true"})
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "sgl-consensus demo: CONSENSUS_CPU_SPAWN='true': expected 0 (preloaded forkserver) or 1 (SGLang's spawn)"]
+
+
 def test_demo_rejects_unknown_algorithm():
     out = _run(["demo", "--algorithms", "none,eagle"])
     assert out.returncode != 0 and "eagle" in out.stderr and "Traceback" not in out.stderr

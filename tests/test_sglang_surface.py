@@ -37,6 +37,8 @@ FUNCTIONS = [
     # engine lifecycle (adapter/engine_lifecycle.py): the shutdown's tree kill, the signal handlers
     ("sglang.srt.entrypoints.engine", "kill_process_tree", ["parent_pid", "include_parent", "skip_pid", "wait_timeout"]),
     ("sglang.srt.entrypoints.engine", "Engine.shutdown", None),
+    # CPU engines start their children from a preloaded forkserver (adapter/cpu_hooks.py)
+    ("sglang.srt.entrypoints.engine", "_set_envs_and_config", ["server_args"]),
     # the worker's report in /server_info (adapter/internal_state.py)
     ("sglang.srt.managers.scheduler_components.internal_state", "SchedulerInternalStateController._add_speculative",
      None),

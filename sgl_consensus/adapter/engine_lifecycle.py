@@ -147,6 +147,12 @@ def start_engine(**engine_kwargs: Any) -> Any:
     """``sglang.Engine(**engine_kwargs)`` with crash handling that spares the calling process."""
     import sglang as sgl
 
+    from sgl_consensus.cpu import preloaded_start
+
+    if preloaded_start.enabled():
+        # Started now, it is one of the children spared when this engine shuts down, and serves
+        # the next engine too.
+        preloaded_start.ensure_forkserver()
     _spared_pids.clear()
     _spared_pids.update(_child_pids())
     engine_kwargs.setdefault("custom_sigquit_handler", _launch_phase_sigquit)

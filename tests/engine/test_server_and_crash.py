@@ -10,6 +10,7 @@ import urllib.request
 import psutil
 import pytest
 
+from sgl_consensus.cpu import preloaded_start
 from sgl_consensus.engine import SchedulerDiedError, start_engine
 from sgl_consensus.testing.engines import engine_kwargs
 
@@ -77,6 +78,8 @@ def test_endpoint_rejects_a_bad_lead_before_connecting():
 
 def test_dead_scheduler_raises_readable_error(engines, tiny_llama):
     engines.close()
+    if preloaded_start.enabled():  # it outlives engines: not one of this engine's processes
+        preloaded_start.ensure_forkserver()
     me = psutil.Process(os.getpid())
     older = {p.pid for p in me.children(recursive=True)}  # e.g. the shared HTTP server's processes
     engine = start_engine(**engine_kwargs(tiny_llama, "consensus"))
@@ -188,6 +191,7 @@ def test_bad_draft_width_is_a_one_line_error_before_sglang_loads(tiny_llama):
 @pytest.mark.parametrize("env, needle", [
     ({"CONSENSUS_LOG_INTERVAL": "nan"}, "CONSENSUS_LOG_INTERVAL must be a finite number"),
     ({"CONSENSUS_ISOLATION": "open"}, "CONSENSUS_ISOLATION"),
+    ({"CONSENSUS_CPU_SPAWN": "yes"}, "CONSENSUS_CPU_SPAWN='yes': expected 0"),
 ])
 def test_bad_knobs_stop_the_cli_at_once(tiny_llama, env, needle):
     import subprocess
