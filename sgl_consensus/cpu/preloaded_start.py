@@ -83,8 +83,12 @@ class InLaunchersEnvironment:
         return state
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        os.environ.clear()
-        os.environ.update(self.environ)
+        _claim_process_title()
+        for key in set(os.environ) - set(self.environ):
+            del os.environ[key]
+        for key, value in self.environ.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         # Processes this child starts (a data-parallel controller's schedulers) start as SGLang
         # starts them; this forkserver is its launcher's, not the child's.
@@ -96,6 +100,17 @@ class InLaunchersEnvironment:
             os.dup2(received, fd)
             os.close(received)
         return self.target(*args, **kwargs)
+
+
+def _claim_process_title() -> None:
+    """Let setproctitle find the memory it rewrites (after argv, where the process's environment
+    started) before the environment changes: SGLang names its children (``sglang::scheduler``) with
+    it, and once the environment was rebuilt it silently kept the forkserver's command line."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.getproctitle()
 
 
 def _is_open(fd: int) -> bool:

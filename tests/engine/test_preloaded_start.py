@@ -50,7 +50,9 @@ def test_engine_children_are_forks_of_the_forkserver_and_a_failing_child_stops_t
     engine.generate(PROMPT, GREEDY)
     forkserver = preloaded_start.ensure_forkserver()
     children = _engine_children(forkserver)
-    assert len(children) >= 2, [c.cmdline() for c in children]  # scheduler and detokenizer
+    # Named as under spawn (ps, pkill and SGLang's own tools find them by these names).
+    assert sorted(c.name() for c in children) == ["sglang::detokenizer", "sglang::scheduler"], \
+        [c.cmdline() for c in children]
     # What a scheduler that hits an exception sends its parent, while a long request is in flight
     # (SGLang handles SIGQUIT on the engine's event loop, which runs while a request does).
     failure = threading.Timer(1.0, os.kill, (forkserver, signal.SIGQUIT))
