@@ -53,6 +53,7 @@ def time_engine_starts(rounds: int) -> list[dict]:
     from sgl_consensus import cpu
 
     cpu.activate()
+    from sgl_consensus.cpu import preloaded_start
     from sgl_consensus.engine import environment, start_engine
     from sgl_consensus.testing.engines import engine_kwargs
     from sgl_consensus.testing.tiny_models import build_tiny_model, device_spec
@@ -70,8 +71,6 @@ def time_engine_starts(rounds: int) -> list[dict]:
                 engine.generate("the answer is", {"temperature": 0, "max_new_tokens": 4})
                 ready_s = time.perf_counter() - began
                 # The forkserver (started by the first preloaded start) is not the engine's.
-                from sgl_consensus.cpu import preloaded_start
-
                 if method == "preloaded":
                     before.add(preloaded_start.ensure_forkserver())
                 children_cpu_s = _children_cpu_s(before)
