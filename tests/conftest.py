@@ -27,9 +27,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # test count, which sent the few, long engine files last and left one worker running alone at the
 # end): these, by their measured time in the full suite on the 2-core VM (2026-12-01), then the rest.
 _SERVER_FILES = ("test_server_and_crash.py", "test_scale_out.py", "test_early_stop_engine.py", "test_programs.py")
-_SLOWEST_FIRST = (*_SERVER_FILES, "test_greedy_equivalence.py", "test_consensus_worker.py",
-                  "test_sampling_distribution.py", "test_isolation.py", "test_lead_lag.py", "test_cli.py",
-                  "test_gpu_check.py", "test_draft_step.py")
+_SLOWEST_FIRST = (*_SERVER_FILES, "test_gpu_check.py", "test_greedy_equivalence.py", "test_consensus_worker.py",
+                  "test_sampling_distribution.py", "test_parallel_engines.py", "test_isolation.py",
+                  "test_preloaded_start.py", "test_engine_failures.py", "test_lead_lag.py", "test_cli.py",
+                  "test_draft_step.py")
 
 
 def _unit_rank(path: Path) -> int:
