@@ -12,8 +12,14 @@ import os
 import signal
 
 
+_LAUNCHER = os.getppid()  # at preload: the process that started the forkserver
+
+
 def _relay_to_launcher(signum: int, frame: object) -> None:
-    os.kill(os.getppid(), signum)
+    # Only while the launcher lives: an orphaned forkserver's parent is init (or a subreaper),
+    # which must never get a child's SIGQUIT.
+    if os.getppid() == _LAUNCHER:
+        os.kill(_LAUNCHER, signum)
 
 
 signal.signal(signal.SIGQUIT, _relay_to_launcher)
