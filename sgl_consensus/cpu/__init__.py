@@ -6,7 +6,9 @@ is used). Activation
 * sets ``SGLANG_USE_CPU_ENGINE=1`` (SGLang's own switch for its CPU code paths),
 * puts ``_boot/`` first on ``PYTHONPATH``: it holds a pure-torch stand-in for the unpublished CPU
   build of ``sgl_kernel`` and a ``sitecustomize`` that makes the CUDA build of torchvision
-  importable; SGLang *spawns* its scheduler and detokenizer, so only the environment reaches them,
+  importable; SGLang's scheduler and detokenizer start as new processes (spawned, or forked from the
+  preloaded forkserver of ``preloaded_start.py`` with the launcher's environment), so only the
+  environment reaches them,
 * sets ``CONSENSUS_CPU=1``, which the plugin reads in every SGLang process to swap the
   ``torch_native`` attention backend for one that can verify draft trees (TARGET_VERIFY) and to
   verify sampled requests losslessly.
