@@ -91,8 +91,7 @@ def activate(*, allow_cuda: bool = False) -> None:
     os.environ[ACTIVE_ENV] = "1"
     os.environ["SGLANG_USE_CPU_ENGINE"] = "1"
     # Small models do tiny per-op work: with more than one intra-op thread, synchronisation
-    # dominates, and on a busy 2-core machine one scheduler step became 6x slower (measured,
-    # 133 vs 833 output tokens/s). Set OMP_NUM_THREADS yourself for larger models.
+    # dominates (measured: docs/cpu.md). Set OMP_NUM_THREADS yourself for larger models.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _prepend_pythonpath(str(BOOT_DIR))
     from sgl_consensus.cpu import torchvision_fix

@@ -55,13 +55,14 @@ class DraftConfig:
     model_max_entries: int = 4096
     # Draft nodes whose path score (estimated acceptance probability) falls below this are not proposed.
     min_path_score: float = 0.0
-    # Memory caps, in trie nodes (~150 bytes each): per sibling group and for the global corpus.
+    # Memory caps, in trie nodes: per sibling group and for the global corpus (bytes per node:
+    # docs/drafting-step.md).
     group_max_nodes: int = 1 << 20
     global_max_nodes: int = 1 << 19
     # Finished groups are merged into the global corpus incrementally, paid by later writes: each
     # token `extend`ed buys up to this many trie-child visits of pending merges (run in batches of
-    # 256). A group needs ~3 visits per token it wrote (~5 for pairs); a fast pace makes a finished
-    # group useful to the next ones sooner at no extra total cost, and the batches bound the spikes.
+    # 256). A group needs a few visits per token it wrote; a fast pace makes a finished group
+    # useful to the next ones sooner at no extra total cost, and the batches bound the spikes.
     merge_visits_per_token: int = 64
     # From a finished group of several paths, only n-grams written at least this often reach the
     # global corpus (its consensus: a fraction of the group's trie, so cheap to merge).
@@ -69,8 +70,8 @@ class DraftConfig:
     # Shortest match used in the global corpus (short contexts there match everything, weakly).
     global_min_match_len: int = 1
     # The global corpus is consulted only when the group's match is shorter than this: a full-length
-    # sibling/own match already carries the evidence, and skipping the lookup saves ~10-30 % of the
-    # cost for ~1 % of tau. None = max_match_len; 65 = always consult it.
+    # sibling/own match already carries the evidence, and skipping the lookup saves more drafting
+    # time than it costs tau (docs/drafting-step.md). None = max_match_len; 65 = always consult it.
     global_skip_depth: int | None = None
     # Depth of the global corpus trie; None = the group tries' depth (max_match_len + draft depth).
     global_max_depth: int | None = None

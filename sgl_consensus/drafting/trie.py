@@ -13,8 +13,8 @@ Nodes are integer ids into parallel flat lists (struct-of-arrays), node 0 being 
 
 Why flat lists and not one small object per node: the dicts then map ints to ints, which CPython's
 cyclic garbage collector does not track, so millions of nodes add no GC work (with one list per
-node, full collections walking every node took ~40 % of the drafter's time inside a process that
-also holds torch and SGLang). It is also ~3x smaller.
+node, full collections walked every node inside a process that also holds torch and SGLang; measured
+in docs/drafting-step.md). It is also smaller.
 
 Every suffix of every written sequence is inserted, down to `depth` tokens, so the node of any
 n-gram of length <= depth exists iff the n-gram occurred, and its children are what followed it.
