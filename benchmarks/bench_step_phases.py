@@ -45,6 +45,7 @@ from sgl_consensus.adapter.metrics import AFTER_LAUNCH_PHASES, DRAFT_PHASES, Dra
 from sgl_consensus.adapter.request_tracker import RequestTracker  # noqa: E402
 from sgl_consensus.adaptive import TenantWidthPolicies, width_set  # noqa: E402
 from sgl_consensus.drafting import ConsensusDrafter  # noqa: E402
+from sgl_consensus.drafting.core import CORE_WORK  # noqa: E402
 from sgl_consensus.grouping import SiblingGrouper  # noqa: E402
 from sgl_consensus.settings import WorkerSettings  # noqa: E402
 
@@ -110,6 +111,7 @@ def run_core(core: str, problems: list[dict], ns: argparse.Namespace, drafter: C
     full = ns.groups * ns.paths
     per_phase = np.zeros(len(DRAFT_PHASES))
     per_after = np.zeros(len(AFTER_LAUNCH_PHASES))
+    per_work = np.zeros(len(CORE_WORK))  # seconds inside the data plane (`DraftCore.busy`)
     full_steps = full_seconds = request_steps = all_seconds = steps = tokens = 0
     for wave in range(ns.waves):
         reqs = _wave(problems, wave, ns.groups, ns.paths)
@@ -120,6 +122,7 @@ def run_core(core: str, problems: list[dict], ns: argparse.Namespace, drafter: C
         while reqs:
             before = np.array(metrics.phase_seconds)
             before_after = np.array(metrics.after_launch_seconds)
+            before_work = _busy_seconds(drafter)
             seq_lens = np.array([len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs])  # SGLang's, as the worker reads them
             plan = step.plan(reqs, seq_lens, None, verified)
             step.after_launch(reqs)  # where the worker runs it: the verify is launched
@@ -131,6 +134,7 @@ def run_core(core: str, problems: list[dict], ns: argparse.Namespace, drafter: C
                 full_seconds += plan.seconds
                 per_phase += np.array(metrics.phase_seconds) - before
                 per_after += np.array(metrics.after_launch_seconds) - before_after
+                per_work += _busy_seconds(drafter) - before_work
             verified = _commit(step, reqs, plan)
             tokens += int(verified.accept_lens.sum())
             keep = [not r.finished() for r in reqs]
@@ -142,9 +146,17 @@ def run_core(core: str, problems: list[dict], ns: argparse.Namespace, drafter: C
                                              for name, s in zip(DRAFT_PHASES, per_phase)},
             "after_launch_ms_per_step_full_batch": {name: round(1000 * s / max(full_steps, 1), 4)
                                                     for name, s in zip(AFTER_LAUNCH_PHASES, per_after)},
+            "core_ms_per_step_full_batch": {work: round(1000 * s / max(full_steps, 1), 4)
+                                            for work, s in zip(CORE_WORK, per_work)},
             "us_per_request_step": 1e6 * all_seconds / max(request_steps, 1),
             "tokens_per_step_per_request": tokens / max(request_steps, 1),
             "mean_width": metrics.snapshot()["mean_width"]}
+
+
+def _busy_seconds(drafter: ConsensusDrafter) -> np.ndarray:
+    """Seconds the drafter's data plane has spent on each kind of work so far (`CORE_WORK` order)."""
+    busy = drafter.core.busy()
+    return np.array([busy[work][0] for work in CORE_WORK])
 
 
 def _keep_rows(verified: VerifyRecord, keep: list[bool]) -> VerifyRecord:
@@ -163,13 +175,15 @@ def report(data: dict, out: Path) -> None:
              f"steps at the full batch of {data['settings']['groups'] * data['settings']['paths']}.", "",
              "The verify waits for the step (`plan`); the after-launch work runs while the device computes.", "",
              "| core | ms / step (full batch) | " + " | ".join(DRAFT_PHASES) + " | after launch: "
-             + " | ".join(AFTER_LAUNCH_PHASES) + " | us / request-step | tokens / step | mean width |",
-             "|---" * (len(DRAFT_PHASES) + len(AFTER_LAUNCH_PHASES) + 5) + "|"]
+             + " | ".join(AFTER_LAUNCH_PHASES) + " | inside the core: " + " | ".join(CORE_WORK)
+             + " | us / request-step | tokens / step | mean width |",
+             "|---" * (len(DRAFT_PHASES) + len(AFTER_LAUNCH_PHASES) + len(CORE_WORK) + 5) + "|"]
     for r in data["runs"]:
         phases = " | ".join(f"{r['phase_ms_per_step_full_batch'][p]:.3f}" for p in DRAFT_PHASES)
         after = " | ".join(f"{r.get('after_launch_ms_per_step_full_batch', {}).get(p, float('nan')):.3f}"
                            for p in AFTER_LAUNCH_PHASES)
-        lines.append(f"| {r['core']} | {r['ms_per_step_full_batch']:.3f} | {phases} | {after} | "
+        inside = " | ".join(f"{r.get('core_ms_per_step_full_batch', {}).get(w, float('nan')):.3f}" for w in CORE_WORK)
+        lines.append(f"| {r['core']} | {r['ms_per_step_full_batch']:.3f} | {phases} | {after} | {inside} | "
                      f"{r['us_per_request_step']:.1f} | {r['tokens_per_step_per_request']:.2f} | {r['mean_width']:.2f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 

@@ -117,6 +117,7 @@ def _worker_metrics(engine) -> dict:
     return {"draft_ms_per_step": consensus.get("draft_ms_per_step"), "mean_width": consensus.get("mean_width"),
             "draft_phase_ms_per_step": consensus.get("draft_phase_ms_per_step"),
             "after_launch_ms_per_step": consensus.get("after_launch_ms_per_step"),
+            "core_ms_per_step": consensus.get("core_ms_per_step"),
             "batch_per_step": consensus.get("request_steps", 0) / max(consensus.get("steps", 0), 1) or None,
             "common_sync_fraction": consensus.get("common_sync_steps", 0) / max(consensus.get("steps", 0), 1) or None,
             "draft_core": consensus.get("draft_core")}

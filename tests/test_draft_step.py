@@ -224,6 +224,10 @@ def test_step_phase_benchmark_runs_both_cores_and_reports_every_phase(tmp_path):
         assert set(r["after_launch_ms_per_step_full_batch"]) == set(AFTER_LAUNCH_PHASES)
         assert r["after_launch_ms_per_step_full_batch"]["learn"] > 0  # the outcomes are learned after launch
         assert r["tokens_per_step_per_request"] >= 1.0  # every step commits at least the bonus token
+        inside = r["core_ms_per_step_full_batch"]  # the data plane's share: within the step's own phases
+        assert inside["writes"] > 0 and inside["proposals"] > 0
+        step_and_after = r["ms_per_step_full_batch"] + sum(r["after_launch_ms_per_step_full_batch"].values())
+        assert inside["writes"] + inside["proposals"] + inside["merges"] <= step_and_after, r
     bad = subprocess.run([sys.executable, str(script), "--groups", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--groups must be >= 1, got 0" in bad.stderr
 

@@ -330,6 +330,10 @@ class ConsensusWorker(NGRAMWorker):
             core = getattr(self.tracker.drafter, "core", None)
             if core is not None:
                 state["draft_core"] = core.name
+                # the drafting step's time spent inside its data plane (the rest is the Python around it)
+                steps = max(self.metrics.steps, 1)
+                state["core_ms_per_step"] = {work: round(1000 * seconds / steps, 4)
+                                             for work, (seconds, _) in core.busy().items()}
         if self.policy is not None:
             state["adaptive"] = {"mode": self.settings.adaptive, **self.policy.report()}
         return state

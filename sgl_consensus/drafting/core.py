@@ -15,6 +15,7 @@ the policy only passes them back to the core that made them.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -167,6 +168,11 @@ class Written(NamedTuple):
     tokens: int  # tokens written in all
 
 
+# The kinds of work whose time a core keeps (`DraftCore.busy`): trie writes of committed tokens
+# (not a prompt's index), proposals, merges of finished groups into a global corpus.
+CORE_WORK = ("writes", "proposals", "merges")
+
+
 class DraftCore(Protocol):
     """The operations the drafter's policy needs from its data plane (see the module docstring)."""
 
@@ -207,6 +213,8 @@ class DraftCore(Protocol):
     def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per real draft node of each request with committed tokens: (row, score, accepted) (`outcome_rows`)."""
+    def busy(self) -> dict[str, tuple[float, int]]:
+        """Per kind of work (`CORE_WORK`): wall seconds spent inside the core on it so far, and calls."""
 
 
 class _PyRequest:
@@ -251,6 +259,15 @@ class PythonCore:
         self._min_match = config.min_match_len
         self._global_min_match = max(config.min_match_len, config.global_min_match_len)
         self._global_below = config.global_lookup_below
+        self._busy = {work: [0.0, 0] for work in CORE_WORK}
+
+    def busy(self) -> dict[str, tuple[float, int]]:
+        return {work: (seconds, calls) for work, (seconds, calls) in self._busy.items()}
+
+    def _spent(self, work: str, start: float) -> None:
+        entry = self._busy[work]
+        entry[0] += time.perf_counter() - start
+        entry[1] += 1
 
     # -- tries and corpora
     def new_trie(self) -> trie.Trie:
@@ -283,12 +300,14 @@ class PythonCore:
         return request.tail[-1]
 
     def extend(self, request: _PyRequest, tokens: list[int], probs: list[float] | None) -> None:
+        start = time.perf_counter()
         depth = self._depth
         request.active = _write_many(request.trie, request.active, tokens, probs, request.slot, depth, self._max_nodes)
         tail = request.tail
         tail.extend(tokens)
         if len(tail) > 2 * depth:
             del tail[:-depth]
+        self._spent("writes", start)
 
     def extend_many(self, requests: Sequence[_PyRequest], token_lists: Sequence[list[int]],
                     probs: list[float] | None) -> None:
@@ -346,18 +365,23 @@ class PythonCore:
         return _PyMerge(source, destination)
 
     def merge_step(self, job: _PyMerge, budget: int, min_count: int, max_depth: int) -> tuple[int, bool]:
+        start = time.perf_counter()
         visited, _ = trie.merge_step(job.source, job.destination, job.stack, budget, min_count, max_depth)
+        self._spent("merges", start)
         return visited, not job.stack
 
     # -- drafting
     def propose(self, requests: Sequence[_PyRequest], rank_weights: RankWeights | None = None) -> CandidateBatch:
+        start = time.perf_counter()
         n = self.config.num_draft_tokens
         params = self.params
+        if rank_weights is not None:
+            check_rank_weights(rank_weights)
         rows = [build_tree(request.tail[-1], self._sources(request), n, params) for request in requests]
         batch = CandidateBatch.from_rows(rows, n)
         if rank_weights is not None:
-            check_rank_weights(rank_weights)
             batch.rank_sums = rank_weight_sums(batch.scores[:, 1:], rank_weights)
+        self._spent("proposals", start)
         return batch
 
     def _sources(self, request: _PyRequest) -> list[Source]:

@@ -349,3 +349,35 @@ def test_a_bad_row_batch_is_named_and_writes_nothing(core: str) -> None:
     for field in ("lengths", "tokens", "parents", "scores"):
         np.testing.assert_array_equal(getattr(after, field), getattr(before, field))
     assert drafter.stats()["tokens_extended"] == 0 and drafter.last_token("b") == 2
+
+
+@pytest.mark.parametrize("core", ["native", "python"])
+def test_the_core_counts_its_busy_time_per_kind_of_work(core: str) -> None:
+    """`DraftCore.busy`: one call counted per write, proposal and merge step asked of the core,
+    with the time spent; a prompt's index is not a write of committed tokens, and a bad batch
+    refused before writing still counts its call."""
+    drafter = ConsensusDrafter(DraftConfig(linger_groups=0, global_min_count=1), core=core)
+    busy = drafter.core.busy
+    assert busy() == {"writes": (0.0, 0), "proposals": (0.0, 0), "merges": (0.0, 0)}
+    for rid in ("a", "b"):
+        drafter.add(rid, "g", [1, 2, 3])
+    assert busy()["writes"] == (0.0, 0)  # prompts
+    drafter.extend_rows(["a", "b"], np.array([[4, 5], [4, 6]]), np.array([2, 1]))
+    drafter.propose_candidates(["a", "b"])
+    drafter.propose_candidates(["a"])
+    after = busy()
+    assert after["writes"][1] >= 1 and after["writes"][0] > 0
+    assert after["proposals"][1] == 2 and after["proposals"][0] > 0
+    assert after["merges"] == (0.0, 0)
+    drafter.remove("a")
+    drafter.remove("b")  # the group ends: its trie is queued for the tenant's global corpus
+    drafter.add("c", "h", [7, 8])
+    for _ in range(8):
+        drafter.extend("c", [9])
+        drafter.propose_candidates(["c"])
+        drafter.maintain()  # the merge steps the writes paid for
+    final = busy()
+    assert final["merges"][1] >= 1 and final["merges"][0] > 0
+    assert final["proposals"][1] == 10
+    for work, (seconds, calls) in final.items():
+        assert seconds >= after[work][0] and calls >= after[work][1], work  # cumulative

@@ -33,6 +33,13 @@ def test_n_gt_1_greedy_equals_plain(engines, tiny_qwen2):
     steps = meta["spec_verify_ct"]
     assert len(meta["consensus_draft_ms"]) == steps and len(meta["consensus_draft_nodes"]) == steps
     assert all(len(row) == 3 and min(row) >= 0 for row in meta["consensus_draft_nodes"])
+    # the time inside the drafter's data plane: writes and proposals happen within the draft step
+    state = _internal(engine)
+    core = state["core_ms_per_step"]
+    assert set(core) == {"writes", "proposals", "merges"}
+    assert core["writes"] > 0 and core["proposals"] > 0
+    after_launch = sum(state["after_launch_ms_per_step"].values())
+    assert core["writes"] + core["proposals"] <= state["draft_ms_per_step"] + after_launch, (core, state)
 
 
 # --- siblings feed drafts; groups are isolated ----------------------------------------------

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DraftConfig
-from ..core import LABELS, BadBatch, CandidateBatch, RankWeights, Written, check_rank_weights
+from ..core import CORE_WORK, LABELS, BadBatch, CandidateBatch, RankWeights, Written, check_rank_weights
 from .build import NativeCoreUnavailable, build
 
-ABI_VERSION = 8
+ABI_VERSION = 9
 _i32, _i64, _f64, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 _NAN = math.nan
 
@@ -51,6 +51,7 @@ _SIGNATURES = {
     "sgc_abi_version": ([], _i32),
     "sgc_core_new": ([ctypes.POINTER(_Config)], _ptr),
     "sgc_core_free": ([_ptr], None),
+    "sgc_core_busy": ([_ptr, _ptr, _ptr, _i32], _i32),
     "sgc_trie_new": ([_ptr], _i32),
     "sgc_trie_free": ([_ptr, _i32], None),
     "sgc_trie_nodes": ([_ptr, _i32], _i64),
@@ -168,6 +169,15 @@ class NativeCore:
         self._extend_out = np.zeros(1, dtype=np.float64)
         self._extend_info = np.zeros(3, dtype=np.int64)
         self._extend_out_address, self._extend_info_address = _address(self._extend_out), _address(self._extend_info)
+
+    def busy(self) -> dict[str, tuple[float, int]]:
+        # Writes still queued (`extend_many`) count once flushed, by the next call that needs them.
+        seconds = np.zeros(len(CORE_WORK), dtype=np.float64)
+        calls = np.zeros(len(CORE_WORK), dtype=np.int64)
+        kinds = self.lib.sgc_core_busy(self._pointer, _address(seconds), _address(calls), len(CORE_WORK))
+        if kinds != len(CORE_WORK):
+            raise NativeCoreUnavailable(f"the core keeps {kinds} kinds of work, this binding names {len(CORE_WORK)}")
+        return {work: (float(s), int(n)) for work, s, n in zip(CORE_WORK, seconds.tolist(), calls.tolist())}
 
     # -- tries and corpora
     def new_trie(self) -> _Handle:

@@ -11,6 +11,7 @@
 // Python version. Handles are small integers into slot tables; the binding owns their lifetimes.
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -23,7 +24,7 @@
 
 namespace {
 
-constexpr int32_t kAbiVersion = 8;
+constexpr int32_t kAbiVersion = 9;
 constexpr int32_t kMixed = -1;        // owner code: two or more requests wrote the n-gram
 constexpr int32_t kPrompt = -2;       // owner code: only the group's prompt wrote it
 constexpr int32_t kRoot = 0;
@@ -513,6 +514,9 @@ template <class T> struct SlotTable {
   bool valid(int32_t id) const { return id >= 0 && size_t(id) < items.size() && items[id] != nullptr; }
 };
 
+// What the core's time is spent on, for the metrics (sgc_core_busy; binding.CORE_WORK names them).
+enum Work : int32_t { kWrites = 0, kProposals = 1, kMerges = 2, kNumWork = 3 };
+
 struct Core {
   CoreConfig cfg;
   SlotTable<Trie> tries;
@@ -520,6 +524,8 @@ struct Core {
   SlotTable<Request> requests;
   SlotTable<MergeJob> merges;
   TreeBuilder builder;
+  double busy_seconds[kNumWork] = {};  // wall time inside the calls of each kind of work
+  int64_t busy_calls[kNumWork] = {};
 
   // core.py::PythonCore._sources
   int sources(const Request& r, Source* out) {
@@ -560,6 +566,23 @@ struct Core {
     }
     return n;
   }
+};
+
+// Adds the wall time of its scope to one kind of the core's work (two clock reads per call).
+class BusyTimer {
+ public:
+  BusyTimer(Core& core, Work work) : core_(core), work_(work), start_(std::chrono::steady_clock::now()) {}
+  ~BusyTimer() {
+    core_.busy_seconds[work_] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    ++core_.busy_calls[work_];
+  }
+  BusyTimer(const BusyTimer&) = delete;
+  BusyTimer& operator=(const BusyTimer&) = delete;
+
+ private:
+  Core& core_;
+  Work work_;
+  std::chrono::steady_clock::time_point start_;
 };
 
 // trie.merge_step over a MergeJob; returns children visited.
@@ -637,6 +660,17 @@ void* sgc_core_new(const CoreConfig* cfg) {
 
 void sgc_core_free(void* core) { delete static_cast<Core*>(core); }
 
+// The core's busy time so far: seconds[k] and calls[k] for the first min(n, kNumWork) kinds of
+// work (Work: trie writes, proposals, merges); returns kNumWork.
+int32_t sgc_core_busy(void* c, double* seconds, int64_t* calls, int32_t n) {
+  const Core& core = *static_cast<Core*>(c);
+  for (int32_t k = 0; k < std::min<int32_t>(n, kNumWork); ++k) {
+    seconds[k] = core.busy_seconds[k];
+    calls[k] = core.busy_calls[k];
+  }
+  return kNumWork;
+}
+
 int32_t sgc_trie_new(void* c) {
   GUARD(-1, { return static_cast<Core*>(c)->tries.add(std::make_unique<Trie>()); })
 }
@@ -697,6 +731,7 @@ int32_t sgc_extend_batch(void* c, const int32_t* requests, int32_t num_requests,
                          const int32_t* tokens, const double* probs) {
   GUARD(-1, {
     Core& core = *static_cast<Core*>(c);
+    const BusyTimer timer(core, kWrites);
     const int depth = core.cfg.trie_depth;
     for (int32_t i = 0; i < num_requests; ++i) {
       Request& r = core.requests[requests[i]];
@@ -726,6 +761,7 @@ int64_t sgc_extend_rows(void* c, const int32_t* requests, int32_t num_requests, 
                         double* prob_sum, int64_t* info, int64_t* last) {
   GUARD(-1, {
     Core& core = *static_cast<Core*>(c);
+    const BusyTimer timer(core, kWrites);
     for (int32_t i = 0; i < num_requests; ++i) {
       if (lens[i] < 0 || lens[i] > stride) { info[0] = 2; info[1] = i; return -2; }
       if (logprobs && known[i] > lp_stride) { info[0] = 3; info[1] = i; return -2; }
@@ -793,6 +829,7 @@ void sgc_merge_free(void* c, int32_t job) { static_cast<Core*>(c)->merges.remove
 int64_t sgc_merge_step(void* c, int32_t job, int64_t budget, int64_t min_count, int32_t max_depth, int32_t* finished) {
   GUARD(-1, {
     Core& core = *static_cast<Core*>(c);
+    const BusyTimer timer(core, kMerges);
     MergeJob& merge = core.merges[job];
     const int64_t visited = merge_step(core, merge, budget, min_count, max_depth);
     *finished = merge.stack.empty() ? 1 : 0;
@@ -817,6 +854,7 @@ int32_t sgc_propose(void* c, const int32_t* requests, int32_t batch, int32_t* to
         if (!std::isfinite(intercepts[e]) || !std::isfinite(slopes[e])) return -2;
     }
     Core& core = *static_cast<Core*>(c);
+    const BusyTimer timer(core, kProposals);
     const int n = core.cfg.num_draft_tokens;
     Source sources[kMaxSources];
     for (int32_t b = 0; b < batch; ++b) {
