@@ -14,7 +14,8 @@ phase's result is added to ``OUT/gpu_check.json`` as soon as it ends, and a tabl
   samples for the distribution checks (T = 1; T = 0.7 with top-p 0.9; a logit bias on token 0 with
   short prompts, the padding case) and tokens/s on the demo workload, lock-step and staggered;
 - ``report``: greedy outputs against ``none`` (the first divergence with none's top-2 logprob
-  margin there), distribution p-values against ``none``, tau, draft ms per step, speed ratios.
+  margin there), distribution p-values against ``none``, tau, draft ms per step (and the compiled
+  core's part of it), speed ratios.
 
 Without CUDA it exits 2 with one line. ``--device cpu`` rehearses every phase on this machine's CPU
 (SGLang under ``sgl_consensus.cpu``), small, for the project's own tests. Runs from the source tree
@@ -227,11 +228,26 @@ def _throughput(engine, variant: str, size: dict) -> dict:
         after = _draft_state(engine)
         row = {"tokens_per_s": summary.tokens_per_s, "tau": summary.accept_length, "wall_s": summary.wall_s}
         if before is not None and after is not None and after["steps"] > before["steps"]:
-            seconds = (after["draft_ms_per_step"] * after["steps"] - before["draft_ms_per_step"] * before["steps"])
-            row["draft_ms_per_step"] = seconds / (after["steps"] - before["steps"])
+            row.update(_drafting_between(before, after))
         result[regime] = row
         engine.flush_cache()
     return result
+
+
+def _drafting_between(before: dict, after: dict) -> dict:
+    """Drafting per decode step between two worker states: the whole step, the part inside the
+    compiled core (writes and proposals; issue 14's split) and the mean batch."""
+    steps = after["steps"] - before["steps"]
+
+    def per_step(total) -> float:
+        return (total(after) * after["steps"] - total(before) * before["steps"]) / steps
+
+    row = {"draft_ms_per_step": per_step(lambda state: state["draft_ms_per_step"]),
+           "batch_per_step": (after["request_steps"] - before["request_steps"]) / steps}
+    if "core_ms_per_step" in after and "core_ms_per_step" in before:
+        row["core_ms_per_step"] = per_step(lambda state: state["core_ms_per_step"]["writes"]
+                                           + state["core_ms_per_step"]["proposals"])
+    return row
 
 
 def _draft_state(engine) -> dict | None:
@@ -294,7 +310,7 @@ def format_table(results: dict, rows: dict) -> str:
         lines.append(f"{name} | {rec['status']} | {rec['seconds']:.0f}")
     lines.append("")
     lines.append("variant | greedy = none | p(T1.0) | p(T0.7,top-p) | p(bias 0) | tau lock/stag | vs none lock/stag"
-                 " | draft ms/step")
+                 " | draft ms/step (in the core) | batch")
     for variant, row in rows.items():
         p = row.get("distribution_pvalues", {})
         lock, stag = row.get("lockstep", {}), row.get("staggered", {})
@@ -306,7 +322,8 @@ def format_table(results: dict, rows: dict) -> str:
             num(p.get("T1.0"), ".2g"), num(p.get("T0.7_top_p0.9"), ".2g"), num(p.get("bias0_short"), ".2g"),
             f"{num(lock.get('tau'), '.2f')}/{num(stag.get('tau'), '.2f')}",
             f"{num(lock.get('vs_none'), '.2f')}/{num(stag.get('vs_none'), '.2f')}",
-            num(lock.get("draft_ms_per_step"), ".2f")]))
+            f"{num(lock.get('draft_ms_per_step'), '.2f')} ({num(lock.get('core_ms_per_step'), '.2f')})",
+            num(lock.get("batch_per_step"), ".1f")]))
     return "\n".join(lines)
 
 

@@ -69,4 +69,6 @@ def test_cpu_rehearsal_runs_every_phase_kind(tmp_path):
     assert consensus["greedy_identical"] is True
     assert min(consensus["distribution_pvalues"].values()) > 1e-4
     assert consensus["lockstep"]["tau"] > 1.0 and consensus["lockstep"]["vs_none"] > 0
+    lock = consensus["lockstep"]  # drafting per step, and the compiled core's part of it (issue 14's split)
+    assert 0 < lock["core_ms_per_step"] <= lock["draft_ms_per_step"] and lock["batch_per_step"] >= 1
     assert "consensus | yes |" in proc.stdout
