@@ -353,9 +353,8 @@ def test_a_bad_row_batch_is_named_and_writes_nothing(core: str) -> None:
 
 @pytest.mark.parametrize("core", ["native", "python"])
 def test_the_core_counts_its_busy_time_per_kind_of_work(core: str) -> None:
-    """`DraftCore.busy`: one call counted per write, proposal and merge step asked of the core,
-    with the time spent; a prompt's index is not a write of committed tokens, and a bad batch
-    refused before writing still counts its call."""
+    """`DraftCore.busy`: calls and time per kind of work (writes of committed tokens, proposals,
+    merge steps), cumulative; a prompt's index is not a write of committed tokens."""
     drafter = ConsensusDrafter(DraftConfig(linger_groups=0, global_min_count=1), core=core)
     busy = drafter.core.busy
     assert busy() == {"writes": (0.0, 0), "proposals": (0.0, 0), "merges": (0.0, 0)}
