@@ -226,11 +226,10 @@ void follow(const Trie& t, const std::vector<int32_t>& active, int32_t tok, int 
   if (int(out.size()) > depth) out.pop_back();
 }
 
-// core.py::_write_many. probs: nullptr, or one per token with NaN for "not recorded".
+// core.py::_write_many. probs: nullptr, or one per token with NaN for "not recorded". `next`:
+// scratch for the new pointers (its buffer and the request's swap turns; no allocation per call).
 void write_many(Trie& t, std::vector<int32_t>& active, const int32_t* tokens, int64_t n, const double* probs,
-                int32_t owner, int depth, int32_t max_nodes) {
-  std::vector<int32_t> next;
-  next.reserve(depth + 1);
+                int32_t owner, int depth, int32_t max_nodes, std::vector<int32_t>& next) {
   for (int64_t i = 0; i < n; ++i) {
     if (t.size() > max_nodes) {
       for (int64_t j = i; j < n; ++j) { follow(t, active, tokens[j], depth, next); active.swap(next); }
@@ -524,6 +523,7 @@ struct Core {
   SlotTable<Request> requests;
   SlotTable<MergeJob> merges;
   TreeBuilder builder;
+  std::vector<int32_t> scratch;  // write_many's next pointers
   double busy_seconds[kNumWork] = {};  // wall time inside the calls of each kind of work
   int64_t busy_calls[kNumWork] = {};
 
@@ -689,7 +689,7 @@ int32_t sgc_trie_write(void* c, int32_t trie, const int32_t* active, int32_t num
     Core& core = *static_cast<Core*>(c);
     std::vector<int32_t> pointers(active, active + num_active);
     write_many(core.tries[trie], pointers, tokens, num_tokens, nullptr, owner, core.cfg.trie_depth,
-               core.cfg.group_max_nodes);
+               core.cfg.group_max_nodes, core.scratch);
     std::copy(pointers.begin(), pointers.end(), out);
     return int32_t(pointers.size());
   })
@@ -737,7 +737,7 @@ int32_t sgc_extend_batch(void* c, const int32_t* requests, int32_t num_requests,
       Request& r = core.requests[requests[i]];
       const int64_t start = offsets[i], n = offsets[i + 1] - offsets[i];
       write_many(core.tries[r.trie], r.active, tokens + start, n, probs ? probs + start : nullptr, r.slot, depth,
-                 core.cfg.group_max_nodes);
+                 core.cfg.group_max_nodes, core.scratch);
       r.tail.insert(r.tail.end(), tokens + start, tokens + start + n);
       if (int(r.tail.size()) > 2 * depth) r.tail.erase(r.tail.begin(), r.tail.end() - depth);
     }
@@ -800,7 +800,7 @@ int64_t sgc_extend_rows(void* c, const int32_t* requests, int32_t num_requests, 
         with_prob += k;
         row_probs = probs.data();
       }
-      write_many(core.tries[r.trie], r.active, row.data(), n, row_probs, r.slot, depth, core.cfg.group_max_nodes);
+      write_many(core.tries[r.trie], r.active, row.data(), n, row_probs, r.slot, depth, core.cfg.group_max_nodes, core.scratch);
       r.tail.insert(r.tail.end(), row.begin(), row.end());
       if (int(r.tail.size()) > 2 * depth) r.tail.erase(r.tail.begin(), r.tail.end() - depth);
       last[i] = r.tail.back();
