@@ -49,7 +49,10 @@ def test_fork_branches_are_tagged_and_greedy_equals_plain(consensus_server):
     state = forked.run(backend=ConsensusRuntimeEndpoint(consensus_server))
     assert state["outs"] == [plain] * 3
     holds_before = _server_consensus(consensus_server)["lead_lag"]["lead_holds"]
-    led = forked.run(backend=ConsensusRuntimeEndpoint(consensus_server, lead=4))  # lead-lag over HTTP
+    # Lead-lag over HTTP. The branches' requests race the leader's decoding: a follower queued
+    # after its leader already had `lead` tokens is not held. A lead of 16 of the 20 tokens leaves
+    # 16 decode steps for the followers to arrive (lead=4 once missed all of them in a loaded suite).
+    led = forked.run(backend=ConsensusRuntimeEndpoint(consensus_server, lead=16))
     assert led["outs"] == [plain] * 3
     assert _server_consensus(consensus_server)["lead_lag"]["lead_holds"] > holds_before
 
