@@ -41,10 +41,14 @@ if str(ROOT) not in sys.path:
 
 import bench_step_phases  # noqa: E402
 from sgl_consensus.drafting import ConsensusDrafter  # noqa: E402
+from sgl_consensus.drafting.core import CORE_WORK  # noqa: E402
 from sgl_consensus.drafting.native import binding, build  # noqa: E402
 from sgl_consensus.settings import WorkerSettings  # noqa: E402
 
 TIMED = ("extend_rows", "propose", "merge_step")
+# The same work timed by the core itself (`NativeCore.busy`): the C code alone, without the binding.
+INSIDE = tuple(f"core_{work}" for work in CORE_WORK)
+COLUMNS = TIMED + INSIDE
 RECORDED = ("new_trie", "set_members", "write", "new_corpus", "set_generations", "new_request", "free_request",
             "extend_many", "extend_rows", "merge_start", "merge_step", "propose", "request_batch")
 MADE = ("new_trie", "new_corpus", "merge_start")  # calls whose result is a handle later calls pass back
@@ -119,7 +123,8 @@ def replay(library, config, log: list, evict: np.ndarray) -> dict[str, float]:
                     raise DraftsDiffer(f"step {steps}: the drafts differ from the recorded ones")
     finally:
         gc.enable()
-    return {name: 1000 * s / max(steps, 1) for name, s in seconds.items()}
+    inside = {f"core_{work}": busy for work, (busy, _) in core.busy().items()}
+    return {name: 1000 * s / max(steps, 1) for name, s in {**seconds, **inside}.items()}
 
 
 class DraftsDiffer(RuntimeError):
@@ -132,12 +137,14 @@ def report(data: dict, out: Path) -> None:
              f"Old: `{data['old']}`; new: this checkout's `core.cpp`. {data['calls']} recorded calls over "
              f"{data['steps']} drafting steps ({data['settings']['groups']} groups x {data['settings']['paths']} "
              f"paths, {data['settings']['waves']} waves); {data['settings']['evict_mb']} MB touched before each "
-             "write and proposal. ms per step (mean over all steps, batch sizes as the run had them).", "",
-             "| code | round | " + " | ".join(TIMED) + " |", "|---" * (len(TIMED) + 2) + "|"]
+             "write and proposal. ms per step (mean over all steps, batch sizes as the run had them); the "
+             "`core_*` columns time the same work inside the C core (`NativeCore.busy`: without the binding's "
+             "Python).", "",
+             "| code | round | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
     for run in data["runs"]:
-        lines.append(f"| {run['code']} | {run['round']} | " + " | ".join(f"{run[t]:.4f}" for t in TIMED) + " |")
+        lines.append(f"| {run['code']} | {run['round']} | " + " | ".join(f"{run[t]:.4f}" for t in COLUMNS) + " |")
     lines += ["", "Medians: " + "; ".join(
-        f"{code}: " + ", ".join(f"{t} {data['medians'][code][t]:.4f}" for t in TIMED) for code in ("old", "new"))]
+        f"{code}: " + ", ".join(f"{t} {data['medians'][code][t]:.4f}" for t in COLUMNS) for code in ("old", "new"))]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -179,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"ab_core_replay: the {code} core: {exc}") from None
                 runs.append({"code": code, "round": turn + 1, **{t: round(v, 5) for t, v in times.items()}})
                 print(json.dumps(runs[-1]), flush=True)
-    medians = {code: {t: statistics.median(r[t] for r in runs if r["code"] == code) for t in TIMED}
+    medians = {code: {t: statistics.median(r[t] for r in runs if r["code"] == code) for t in COLUMNS}
                for code in ("old", "new")}
     data = {"command": shlex.join([".venv/bin/python", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
             "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

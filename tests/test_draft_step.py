@@ -309,6 +309,9 @@ def test_the_core_replay_alternates_builds_and_names_one_that_drafts_otherwise(t
     data = json.loads(out.read_text())
     assert [(r["code"], r["round"]) for r in data["runs"]] == [("old", 1), ("new", 1), ("new", 2), ("old", 2)]
     assert data["steps"] > 0 and all(r["extend_rows"] > 0 and r["propose"] > 0 for r in data["runs"])
+    # the core's own time for the same calls lies within what the binding's calls took
+    assert all(0 < r["core_writes"] <= r["extend_rows"] and 0 < r["core_proposals"] <= r["propose"]
+               for r in data["runs"])
     assert "Medians: old" in out.with_suffix(".md").read_text()
     text = source.read_text()
     assert "if (score > cfg.min_score) {" in text
@@ -321,6 +324,26 @@ def test_the_core_replay_alternates_builds_and_names_one_that_drafts_otherwise(t
     missing = subprocess.run([sys.executable, str(script), "--old", str(tmp_path / "none.cpp")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "--old: no such file" in missing.stderr
+
+
+def test_cold_call_costs_benchmark_times_each_operation_cold_and_warm(tmp_path):
+    """``cold_call_costs``: every building block timed with the caches flushed and without; the
+    flushed timings are the larger (a flush of a few MB makes the next call reload its code)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cold_call_costs.py"
+    out = tmp_path / "cold.json"
+    run = subprocess.run([sys.executable, str(script), "--reps", "40", "--evict-mb", "8", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) >= 6 and all(r["cold_us"] > 0 and r["warm_us"] > 0 for r in rows)
+    ctypes_call = next(r for r in rows if r["operation"].startswith("ctypes call"))
+    assert ctypes_call["cold_us"] > ctypes_call["warm_us"]
+    assert "| operation | cold (us) | warm (us) |" in out.with_suffix(".md").read_text()
 
 
 def _trained_calibration(rng: random.Random):
