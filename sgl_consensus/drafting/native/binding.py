@@ -1,6 +1,9 @@
 """ctypes bindings of core.cpp: `NativeCore`, the C++ `DraftCore` (see drafting/core.py).
 
-Bindings only: every operation is one C call. Handles are small Python objects holding the C id;
+Bindings only: every operation is one C call. The three calls of every drafting step (the writes
+of committed tokens, the proposal, the layout) go through `fastcall.c`, a CPython extension, where
+it builds (it costs a fraction of a ctypes call when the caches are cold); elsewhere through ctypes,
+with the same results. Handles are small Python objects holding the C id;
 tries, corpora and merge jobs are freed when their handle is garbage (the policy drops them by
 reference, as it drops Python tries), requests explicitly by `free_request`. `extend` calls are
 queued and written in one C call before anything else reads or writes the tries, so the order of
@@ -10,7 +13,9 @@ trie operations is exactly the policy's.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import itertools
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +24,9 @@ import numpy as np
 
 from ..config import DraftConfig
 from ..core import CORE_WORK, LABELS, BadBatch, CandidateBatch, RankWeights, Written, check_rank_weights
-from .build import NativeCoreUnavailable, build
+from .build import NativeCoreUnavailable, build, build_fastcall
+
+logger = logging.getLogger(__name__)
 
 ABI_VERSION = 9
 _i32, _i64, _f64, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
@@ -74,6 +81,9 @@ _SIGNATURES = {
     "sgc_outcomes": ([_i32, _i32, _ptr, _ptr, _ptr, _ptr, _i32, _ptr, _i64, _ptr, _ptr, _ptr, _ptr], _i64),
 }
 _library: ctypes.PyDLL | None = None
+_fastcall: object | None = None  # the extension module, once loaded
+fastcall_unavailable: str | None = None  # why it is not, once tried
+_layout_address: int | None = None  # sgc_layout's, in the default build
 
 
 def load() -> ctypes.PyDLL:
@@ -82,6 +92,27 @@ def load() -> ctypes.PyDLL:
     if _library is None:
         _library = load_library(build())
     return _library
+
+
+def load_fastcall():
+    """`fastcall.c`'s module (built on first use), or None where it cannot be built or loaded:
+    the reason is logged once and kept in `fastcall_unavailable`."""
+    global _fastcall, fastcall_unavailable
+    if _fastcall is None and fastcall_unavailable is None:
+        try:
+            path = build_fastcall()
+            spec = importlib.util.spec_from_file_location("_sgc_fastcall", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _fastcall = module
+        except (NativeCoreUnavailable, ImportError, OSError) as exc:
+            fastcall_unavailable = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            logger.info("draft core: per-step calls through ctypes (%s)", fastcall_unavailable)
+    return _fastcall
+
+
+def _function_address(function) -> int:
+    return ctypes.cast(function, ctypes.c_void_p).value
 
 
 def load_library(path: Path) -> ctypes.PyDLL:
@@ -153,10 +184,14 @@ class NativeCore:
 
     name = "native"
 
-    def __init__(self, config: DraftConfig, library: ctypes.PyDLL | None = None) -> None:
-        """``library``: a build from `load_library` (default: this source's, built on first use)."""
+    def __init__(self, config: DraftConfig, library: ctypes.PyDLL | None = None, fastcall: bool = True) -> None:
+        """``library``: a build from `load_library` (default: this source's, built on first use);
+        ``fastcall``: make the per-step calls through `fastcall.c` where it builds (False: ctypes)."""
         self.config = config
         self.lib = load() if library is None else library
+        self._fast = load_fastcall() if fastcall else None
+        self._extend_rows_function = _function_address(self.lib.sgc_extend_rows)
+        self._propose_function = _function_address(self.lib.sgc_propose)
         self._owner = _Owner(self.lib, config)
         self._pointer = self._owner.pointer
         self._n = config.num_draft_tokens
@@ -247,14 +282,22 @@ class NativeCore:
         self._flush()  # earlier writes first: the order of trie operations is the policy's
         out, info = self._extend_out, self._extend_info  # [prob sum], [bad kind, bad index, tokens written]
         last = np.empty(len(requests), dtype=np.int64)
-        result = self.lib.sgc_extend_rows(
+        if self._fast is not None:
+            result = self._fast.extend_rows(self._extend_rows_function, self._pointer, requests, tokens, lens,
+                                            logprobs, counts, out, info, last)
+        else:
+            result = self._extend_rows_ctypes(requests, tokens, lens, logprobs, counts, last)
+        if result == -2:
+            raise BadBatch(int(info[0]), int(info[1]))
+        return Written(_check(result), float(out[0]), last, int(info[2]))
+
+    def _extend_rows_ctypes(self, requests: np.ndarray, tokens: np.ndarray, lens: np.ndarray,
+                            logprobs: np.ndarray | None, counts: np.ndarray | None, last: np.ndarray) -> int:
+        return self.lib.sgc_extend_rows(
             self._pointer, _address(requests), len(requests), _address(tokens), tokens.shape[1], _address(lens),
             None if logprobs is None else _address(logprobs), 0 if logprobs is None else logprobs.shape[1],
             None if counts is None else _address(counts), self._extend_out_address, self._extend_info_address,
             _address(last))
-        if result == -2:
-            raise BadBatch(int(info[0]), int(info[1]))
-        return Written(_check(result), float(out[0]), last, int(info[2]))
 
     def _flush(self) -> None:
         if not self._queue_requests:
@@ -290,14 +333,14 @@ class NativeCore:
         batch = CandidateBatch.empty(size, self._n)
         if not size:
             return batch
-        base, step = _address(batch.block), 4 * size * self._n  # tokens, parents, depths, labels, lengths
-        weights: tuple = (None, 0, None, None, None)
         if rank_weights is not None:
-            edges, intercepts, slopes = rank_weights
             batch.rank_sums = np.empty(max(self._n - 1, 1), dtype=np.float64)
-            weights = (_address(edges), len(edges), _address(intercepts), _address(slopes), _address(batch.rank_sums))
-        result = self.lib.sgc_propose(self._pointer, _address(ids), size, base, base + step, base + 2 * step,
-                                      base + 3 * step, _address(batch.scores), base + 4 * step, *weights)
+        if self._fast is not None:
+            edges, intercepts, slopes = (None, None, None) if rank_weights is None else rank_weights
+            result = self._fast.propose(self._propose_function, self._pointer, ids, batch.block, batch.scores, self._n,
+                                        edges, intercepts, slopes, batch.rank_sums)
+        else:
+            result = self._propose_ctypes(ids, batch, rank_weights)
         if result == -2:
             check_rank_weights(rank_weights)  # names what is wrong with them
             raise ValueError("rank_weights: the native core refused them (edges must rise, weights be finite)")
@@ -306,9 +349,20 @@ class NativeCore:
             batch.rank_sums = batch.rank_sums[: self._n - 1]
         return batch
 
+    def _propose_ctypes(self, ids: np.ndarray, batch: CandidateBatch, rank_weights: RankWeights | None) -> int:
+        base, step = _address(batch.block), 4 * len(ids) * self._n  # tokens, parents, depths, labels, lengths
+        weights: tuple = (None, 0, None, None, None)
+        if rank_weights is not None:
+            edges, intercepts, slopes = rank_weights
+            # no edges (one linear piece): any valid address, never read; _address gives None for an empty array
+            edges_address = _address(edges) if len(edges) else _address(intercepts)
+            weights = (edges_address, len(edges), _address(intercepts), _address(slopes), _address(batch.rank_sums))
+        return self.lib.sgc_propose(self._pointer, _address(ids), len(ids), base, base + step, base + 2 * step,
+                                    base + 3 * step, _address(batch.scores), base + 4 * step, *weights)
+
     def layout(self, batch: CandidateBatch, width: int, budgets: Sequence[int] | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return native_layout(batch, width, budgets)
+        return native_layout(batch, width, budgets, self._fast is not None)
 
     def accepted(self, batch: CandidateBatch, width: int, committed: Sequence[Sequence[int]]) -> np.ndarray:
         return native_accepted(batch, width, committed)
@@ -363,9 +417,9 @@ def native_outcomes(batch: CandidateBatch, width: int, tokens: np.ndarray, lens:
     return rows[:count], scores[:count], accepted[:count]
 
 
-def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | None
+def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | None, fastcall: bool = True
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`core.layout_rows` in C (stateless)."""
+    """`core.layout_rows` in C (stateless); ``fastcall``: through `fastcall.c` where it builds."""
     lib = load()
     size, n = batch.shape
     out = np.empty(size * width + (size + 1) * LABELS, dtype=np.int64)  # tokens, label counts, their totals
@@ -376,9 +430,22 @@ def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | No
     if not size:
         totals[:] = 0
         return tokens, mask, labels, totals
-    inputs, _held = _candidate_arrays(batch)
     limits = None if budgets is None else np.asarray(budgets, dtype=np.int32)
+    fast = load_fastcall() if fastcall and batch.block is not None else None
+    if fast is not None:
+        _check(fast.layout(_layout_function(lib), batch.block, n, width, limits, out, mask))
+        return tokens, mask, labels, totals
+    inputs, _held = _candidate_arrays(batch)
     base = _address(out)
     _check(lib.sgc_layout(size, n, *inputs, width, None if limits is None else _address(limits), base,
                           _address(mask), base + 8 * size * width))
     return tokens, mask, labels, totals
+
+
+
+def _layout_function(lib: ctypes.PyDLL) -> int:
+    """sgc_layout's address in ``lib`` (the default build: the only one `native_layout` calls)."""
+    global _layout_address
+    if _layout_address is None:
+        _layout_address = _function_address(lib.sgc_layout)
+    return _layout_address
