@@ -41,7 +41,14 @@ def operations(core: binding.NativeCore, batch: int) -> dict[str, Callable[[], o
     arrays = [np.zeros(batch, dtype=np.int64) for _ in range(6)]
     rids = [f"req-{i}" for i in range(batch)]
     same_rids = list(rids)
-    return {
+    # sgc_extend_rows over no rows: what its arguments cost, through ctypes and through fastcall.c
+    requests, tokens, lens, last = (np.zeros(0, dtype=np.int32), np.zeros((0, 4), dtype=np.int64),
+                                    np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    out, info = np.zeros(1), np.zeros(3, dtype=np.int64)
+    ctypes_rows = (core._pointer, binding._address(arrays[0]), 0, binding._address(arrays[1]), 4,
+                   binding._address(arrays[2]), None, 0, None, binding._address(out), binding._address(info))
+    fast = binding.load_fastcall()
+    operations = {
         "nothing (the timer and a call)": lambda: None,
         "ctypes call, no arguments (sgc_abi_version)": lambda: lib.sgc_abi_version(),
         "an array's address (binding._address)": lambda: binding._address(arrays[0]),
@@ -50,7 +57,14 @@ def operations(core: binding.NativeCore, batch: int) -> dict[str, Callable[[], o
         f"list == list ({batch} request ids)": lambda: rids == same_rids,
         f"ndarray.tolist ({batch} ints)": lambda: arrays[0].tolist(),
         "NativeCore.busy (a ctypes call with 4 arguments, 2 arrays made)": core.busy,
+        "sgc_extend_rows through ctypes, no rows (12 arguments, 6 addresses)":
+            lambda: lib.sgc_extend_rows(*ctypes_rows, binding._address(arrays[3])),
     }
+    if fast is not None:
+        operations["sgc_extend_rows through fastcall.c, no rows (10 arguments, 7 arrays checked)"] = \
+            lambda: fast.extend_rows(core._extend_rows_function, core._pointer, requests, tokens, lens, None, None,
+                                     out, info, last)
+    return operations
 
 
 def time_one(operation: Callable[[], object], evict: np.ndarray | None, reps: int) -> float:
