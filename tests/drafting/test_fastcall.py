@@ -100,16 +100,19 @@ def test_the_fast_calls_refuse_wrong_arrays_by_name() -> None:
     requests = np.zeros(2, dtype=np.int32)
     tokens, lens = np.zeros((2, 3), dtype=np.int64), np.zeros(2, dtype=np.int64)
     out, info, last = np.zeros(1), np.zeros(3, dtype=np.int64), np.zeros(2, dtype=np.int64)
+    def args(**changed):
+        given = {"function": extend, "core": core._pointer, "requests": requests, "tokens": tokens, "lens": lens,
+                 "logprobs": None, "counts": None, "out": out, "info": info, "last": last} | changed
+        return tuple(given.values())
+
     cases = [
-        ((extend, core._pointer, requests.astype(np.int64), tokens, lens, None, None, out, info, last),
-         TypeError, "requests must be a C-ordered array of int32"),
-        ((extend, core._pointer, requests, tokens[:1], lens, None, None, out, info, last), ValueError, "tokens must have 2 rows"),
-        ((extend, core._pointer, requests, tokens, lens, np.zeros((2, 3)), None, out, info, last),
-         ValueError, "logprobs and counts go together"),
-        ((extend, core._pointer, requests, tokens.T, lens, None, None, out, info, last), TypeError, "tokens must be a C-ordered"),
-        ((extend, core._pointer, requests, tokens, [0, 0], None, None, out, info, last), TypeError, "lens must be a NumPy array"),
-        ((extend, core._pointer, requests, tokens, lens, None, None, out, info[:2], last), ValueError, "info has shape"),
-        ((extend, 0, requests, tokens, lens, None, None, out, info, last), ValueError, "core is a null pointer"),
+        (args(requests=requests.astype(np.int64)), TypeError, "requests must be a C-ordered array of int32"),
+        (args(tokens=tokens[:1]), ValueError, "tokens must have 2 rows"),
+        (args(logprobs=np.zeros((2, 3))), ValueError, "logprobs and counts go together"),
+        (args(tokens=tokens.T), TypeError, "tokens must be a C-ordered"),
+        (args(lens=[0, 0]), TypeError, "lens must be a NumPy array"),
+        (args(info=info[:2]), ValueError, "info has shape"),
+        (args(core=0), ValueError, "core is a null pointer"),
     ]
     for args, kind, message in cases:
         with pytest.raises(kind, match=message):

@@ -442,7 +442,6 @@ def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | No
     return tokens, mask, labels, totals
 
 
-
 def _layout_function(lib: ctypes.PyDLL) -> int:
     """sgc_layout's address in ``lib`` (the default build: the only one `native_layout` calls)."""
     global _layout_address

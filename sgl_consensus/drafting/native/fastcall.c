@@ -85,7 +85,8 @@ static PyObject* extend_rows(PyObject* self, PyObject* const* args, Py_ssize_t n
   const npy_intp rows = PyArray_SIZE(requests);
   PyArrayObject* tokens = array_arg(args[3], "tokens", NPY_INT64, -1, 2, 0);
   if (!tokens) return NULL;
-  if (PyArray_DIM(tokens, 0) != rows) return PyErr_Format(PyExc_ValueError, "tokens must have %zd rows", (Py_ssize_t)rows);
+  if (PyArray_DIM(tokens, 0) != rows)
+    return PyErr_Format(PyExc_ValueError, "tokens must have %zd rows", (Py_ssize_t)rows);
   PyArrayObject* lens = array_arg(args[4], "lens", NPY_INT64, rows, 1, 0);
   PyArrayObject* out = lens ? array_arg(args[7], "out", NPY_FLOAT64, 1, 1, 1) : NULL;
   PyArrayObject* info = out ? array_arg(args[8], "info", NPY_INT64, 3, 1, 1) : NULL;
@@ -99,7 +100,8 @@ static PyObject* extend_rows(PyObject* self, PyObject* const* args, Py_ssize_t n
   if (args[5] != Py_None) {
     PyArrayObject* lp = array_arg(args[5], "logprobs", NPY_FLOAT64, -1, 2, 0);
     if (!lp) return NULL;
-    if (PyArray_DIM(lp, 0) != rows) return PyErr_Format(PyExc_ValueError, "logprobs must have %zd rows", (Py_ssize_t)rows);
+    if (PyArray_DIM(lp, 0) != rows)
+      return PyErr_Format(PyExc_ValueError, "logprobs must have %zd rows", (Py_ssize_t)rows);
     PyArrayObject* known = array_arg(args[6], "counts", NPY_INT64, rows, 1, 0);
     if (!known) return NULL;
     logprobs = (const double*)PyArray_DATA(lp);
@@ -166,7 +168,8 @@ static PyObject* layout(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
   const long n = PyLong_AsLong(args[2]);
   const long width = n == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[3]);
   if (PyErr_Occurred()) return NULL;
-  if (n < 1 || width < 1 || width > n) return PyErr_Format(PyExc_ValueError, "need 1 <= width <= n, got %ld, %ld", width, n);
+  if (n < 1 || width < 1 || width > n)
+    return PyErr_Format(PyExc_ValueError, "need 1 <= width <= n, got %ld, %ld", width, n);
   PyArrayObject* block = array_arg(args[1], "block", NPY_INT32, -1, 1, 0);
   if (!block) return NULL;
   const npy_intp batch = PyArray_SIZE(block) / (4 * n + 1), size = batch * n;
