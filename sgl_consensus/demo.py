@@ -120,7 +120,7 @@ def _worker_metrics(engine) -> dict:
             "core_ms_per_step": consensus.get("core_ms_per_step"),
             "batch_per_step": consensus.get("request_steps", 0) / max(consensus.get("steps", 0), 1) or None,
             "common_sync_fraction": consensus.get("common_sync_steps", 0) / max(consensus.get("steps", 0), 1) or None,
-            "draft_core": consensus.get("draft_core")}
+            "draft_core": consensus.get("draft_core"), "draft_core_calls": consensus.get("draft_core_calls")}
 
 
 def run_demo(ns: argparse.Namespace) -> int:

@@ -79,18 +79,20 @@ def phase_preflight(ns: argparse.Namespace) -> dict:
             pass
     plugins = {ep.name: ep.value for ep in md.entry_points(group="sglang.srt.plugins")}
     out["plugin_entry_point"] = plugins.get("consensus")
-    out["draft_core"] = _draft_core()
+    out["draft_core"], out["draft_core_calls"] = _draft_core()
     out["kernels"] = _kernel_checks(ns.device)
     out["ok"] = out["plugin_entry_point"] is not None and all(
         check.get("mismatches", 0) == 0 for check in out["kernels"].values())
     return out
 
 
-def _draft_core() -> str:
-    """Which data plane the drafter gets on this machine (``native`` needs a C++ compiler)."""
+def _draft_core() -> tuple[str, str | None]:
+    """Which data plane the drafter gets on this machine (``native`` needs a C++ compiler), and how
+    the native one's per-step calls are made (``fastcall`` needs Python's and NumPy's headers)."""
     from sgl_consensus.drafting import ConsensusDrafter
 
-    return ConsensusDrafter().core.name
+    core = ConsensusDrafter().core
+    return core.name, getattr(core, "calls", None)
 
 
 def _drafter_trees(batch: int, width: int, seed: int = 0):

@@ -65,6 +65,8 @@ def test_cpu_rehearsal_runs_every_phase_kind(tmp_path):
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     preflight = data["phases"]["preflight"]["result"]
     assert preflight["ok"] and preflight["kernels"]["reconstruct_tree"]["mismatches"] == 0
+    if preflight["draft_core"] == "native":  # how the step's core calls are made on this machine, and why
+        assert preflight["draft_core_calls"] == "fastcall" or preflight["draft_core_calls"].startswith("ctypes")
     consensus = data["report"]["consensus"]
     assert consensus["greedy_identical"] is True
     assert min(consensus["distribution_pvalues"].values()) > 1e-4

@@ -330,6 +330,9 @@ class ConsensusWorker(NGRAMWorker):
             core = getattr(self.tracker.drafter, "core", None)
             if core is not None:
                 state["draft_core"] = core.name
+                calls = getattr(core, "calls", None)  # the native core's: fastcall or ctypes
+                if calls is not None:
+                    state["draft_core_calls"] = calls
                 # the drafting step's time spent inside its data plane (the rest is the Python around it)
                 steps = max(self.metrics.steps, 1)
                 state["core_ms_per_step"] = {work: round(1000 * seconds / steps, 4)

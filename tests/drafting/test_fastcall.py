@@ -23,6 +23,7 @@ def _fast_module():
 def _drafters(config: DraftConfig) -> tuple[ConsensusDrafter, ConsensusDrafter]:
     fast, slow = NativeCore(config), NativeCore(config, fastcall=False)
     assert fast._fast is not None and slow._fast is None
+    assert fast.calls == "fastcall" and slow.calls.startswith("ctypes")
     return ConsensusDrafter(config, core=fast), ConsensusDrafter(config, core=slow)
 
 
@@ -159,6 +160,7 @@ def test_without_headers_the_core_calls_through_ctypes(monkeypatch) -> None:
     monkeypatch.setattr(binding, "build_fastcall", no_headers)
     drafter = ConsensusDrafter(DraftConfig(), core=NativeCore(DraftConfig()))
     assert drafter.core._fast is None and "no Python.h" in binding.fastcall_unavailable
+    assert drafter.core.calls == "ctypes (no Python.h in /nowhere (install this Python's development headers))"
     drafter.add("a", "g", [1, 2, 3, 1, 2])
     drafter.extend_rows(["a"], np.array([[3, 1]], dtype=np.int64), np.array([2], dtype=np.int64))
     candidates = drafter.propose_candidates(["a"])

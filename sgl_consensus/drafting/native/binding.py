@@ -205,6 +205,14 @@ class NativeCore:
         self._extend_info = np.zeros(3, dtype=np.int64)
         self._extend_out_address, self._extend_info_address = _address(self._extend_out), _address(self._extend_info)
 
+    @property
+    def calls(self) -> str:
+        """How the step's core calls are made here: ``fastcall`` or ``ctypes`` (with the reason the
+        extension is not used, where one is known)."""
+        if self._fast is not None:
+            return "fastcall"
+        return f"ctypes ({fastcall_unavailable})" if fastcall_unavailable else "ctypes"
+
     def busy(self) -> dict[str, tuple[float, int]]:
         # Writes still queued (`extend_many`) count once flushed, by the next call that needs them.
         seconds = np.zeros(len(CORE_WORK), dtype=np.float64)
