@@ -45,8 +45,8 @@ def operations(core: binding.NativeCore, batch: int) -> dict[str, Callable[[], o
     requests, tokens, lens, last = (np.zeros(0, dtype=np.int32), np.zeros((0, 4), dtype=np.int64),
                                     np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     out, info = np.zeros(1), np.zeros(3, dtype=np.int64)
-    ctypes_rows = (core._pointer, binding._address(arrays[0]), 0, binding._address(arrays[1]), 4,
-                   binding._address(arrays[2]), None, 0, None, binding._address(out), binding._address(info))
+    out_address, info_address = binding._address(out), binding._address(info)  # the binding keeps these
+    address = binding._address
     fast = binding.load_fastcall()
     operations = {
         "nothing (the timer and a call)": lambda: None,
@@ -57,8 +57,9 @@ def operations(core: binding.NativeCore, batch: int) -> dict[str, Callable[[], o
         f"list == list ({batch} request ids)": lambda: rids == same_rids,
         f"ndarray.tolist ({batch} ints)": lambda: arrays[0].tolist(),
         "NativeCore.busy (a ctypes call with 4 arguments, 2 arrays made)": core.busy,
-        "sgc_extend_rows through ctypes, no rows (12 arguments, 6 addresses)":
-            lambda: lib.sgc_extend_rows(*ctypes_rows, binding._address(arrays[3])),
+        "sgc_extend_rows through ctypes, no rows (12 arguments, 4 addresses taken, as the binding does)":
+            lambda: lib.sgc_extend_rows(core._pointer, address(arrays[0]), 0, address(arrays[1]), 4, address(arrays[2]),
+                                        None, 0, None, out_address, info_address, address(arrays[3])),
     }
     if fast is not None:
         operations["sgc_extend_rows through fastcall.c, no rows (10 arguments, 7 arrays checked)"] = \
