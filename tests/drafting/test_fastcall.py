@@ -1,6 +1,6 @@
 """The per-step calls through `fastcall.c` (a CPython extension) against the same calls through
-ctypes: identical writes, proposals and layouts; wrong arrays refused by name; without the
-extension (no headers) the core runs through ctypes."""
+ctypes: identical writes, proposals, layouts and outcomes; wrong arrays refused by name; without
+the extension (no headers) the core runs through ctypes."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _drafters(config: DraftConfig) -> tuple[ConsensusDrafter, ConsensusDrafter]:
 @pytest.mark.parametrize("seed", range(4))
 def test_fast_calls_write_propose_and_lay_out_exactly_as_ctypes(seed: int) -> None:
     """Batches of verify rows (with and without logprobs), proposals (with and without rank
-    weights), layouts (with and without budgets): every output identical through both paths."""
+    weights), layouts (with and without budgets), outcomes: every output identical through both paths."""
     _fast_module()
     rng = random.Random(seed)
     config = DraftConfig(num_draft_tokens=rng.choice([4, 8, 12]))
@@ -72,6 +72,13 @@ def test_fast_calls_write_propose_and_lay_out_exactly_as_ctypes(seed: int) -> No
         np.testing.assert_array_equal(fast_rows, slow_rows)
         np.testing.assert_array_equal(fast_mask, slow_mask)
         np.testing.assert_array_equal(fast.last_proposal_labels(), slow.last_proposal_labels())
+        # what the width policy learns after the launch: the nodes the next committed tokens walk through
+        committed = np.array([[rng.randrange(vocab) for _ in range(stride)] for _ in batch], dtype=np.int64)
+        counts_next = np.array([rng.randint(0, stride) for _ in batch], dtype=np.int64)
+        learned = [drafter.outcomes(candidates, width, committed, counts_next)
+                   for drafter, candidates in zip((fast, slow), proposals)]
+        for got, want in zip(*learned):
+            np.testing.assert_array_equal(got, want)
     assert fast.stats() == slow.stats()
 
 
@@ -131,7 +138,7 @@ def test_the_fast_calls_refuse_wrong_arrays_by_name() -> None:
     with pytest.raises(ValueError, match="intercepts has shape"):
         module.propose(propose, core._pointer, requests, block, scores, 4, np.zeros(2), np.zeros(2), np.zeros(3),
                        np.zeros(3))
-    layout = binding._layout_function(binding.load())
+    layout = binding._function(binding.load(), "sgc_layout")
     mask, rows = np.zeros(2 * 3 * 3, dtype=np.bool_), np.zeros(2 * 3 + 3 * 4, dtype=np.int64)
     with pytest.raises(ValueError, match="need 1 <= width <= n"):
         module.layout(layout, block, 4, 5, None, rows, mask)
@@ -139,6 +146,15 @@ def test_the_fast_calls_refuse_wrong_arrays_by_name() -> None:
         module.layout(layout, block[:-1], 4, 3, None, rows, mask)
     with pytest.raises(ValueError, match="budgets has shape"):
         module.layout(layout, block, 4, 3, np.ones(3, dtype=np.int32), rows, mask)
+    outcomes = binding._function(binding.load(), "sgc_outcomes")
+    committed, picked = np.zeros((2, 3), dtype=np.int64), np.zeros(8, dtype=np.int32)
+    learned = (np.zeros(8), np.zeros(8, dtype=np.bool_))
+    with pytest.raises(ValueError, match="tokens must have 2 rows"):
+        module.outcomes(outcomes, block, scores, 4, 3, committed[:1], lens, picked, *learned)
+    with pytest.raises(TypeError, match="accepted must be a C-ordered, writable array of bool"):
+        module.outcomes(outcomes, block, scores, 4, 3, committed, lens, picked, learned[0], np.zeros(8))
+    with pytest.raises(ValueError, match="block has a size no batch has"):
+        module.outcomes(outcomes, block[:-1], scores, 4, 3, committed, lens, picked, *learned)
 
 
 def test_where_the_headers_are_found_the_fast_calls_are_used() -> None:

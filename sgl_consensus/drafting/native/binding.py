@@ -1,9 +1,9 @@
 """ctypes bindings of core.cpp: `NativeCore`, the C++ `DraftCore` (see drafting/core.py).
 
-Bindings only: every operation is one C call. The three calls of every drafting step (the writes
-of committed tokens, the proposal, the layout) go through `fastcall.c`, a CPython extension, where
-it builds (it costs a fraction of a ctypes call when the caches are cold); elsewhere through ctypes,
-with the same results. Handles are small Python objects holding the C id;
+Bindings only: every operation is one C call. The calls of every drafting step (the writes of
+committed tokens, the proposal, the layout, the outcomes learned after the launch) go through
+`fastcall.c`, a CPython extension, where it builds (it costs a fraction of a ctypes call when the
+caches are cold); elsewhere through ctypes, with the same results. Handles are small Python objects holding the C id;
 tries, corpora and merge jobs are freed when their handle is garbage (the policy drops them by
 reference, as it drops Python tries), requests explicitly by `free_request`. `extend` calls are
 queued and written in one C call before anything else reads or writes the tries, so the order of
@@ -83,7 +83,7 @@ _SIGNATURES = {
 _library: ctypes.PyDLL | None = None
 _fastcall: object | None = None  # the extension module, once loaded
 fastcall_unavailable: str | None = None  # why it is not, once tried
-_layout_address: int | None = None  # sgc_layout's, in the default build
+_stateless_addresses: dict[str, int] = {}  # the stateless calls' functions in the default build, by name
 
 
 def load() -> ctypes.PyDLL:
@@ -377,7 +377,7 @@ class NativeCore:
 
     def outcomes(self, batch: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return native_outcomes(batch, width, tokens, lens)
+        return native_outcomes(batch, width, tokens, lens, self._fast is not None)
 
 
 def _candidate_arrays(batch: CandidateBatch) -> tuple[tuple[int, ...], list[np.ndarray]]:
@@ -407,9 +407,10 @@ def native_accepted(batch: CandidateBatch, width: int, committed: Sequence[Seque
     return mask
 
 
-def native_outcomes(batch: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray
+def native_outcomes(batch: CandidateBatch, width: int, tokens: np.ndarray, lens: np.ndarray, fastcall: bool = True
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`core.outcome_rows` in C (stateless); ``tokens`` [batch, stride], ``lens``: contiguous int64."""
+    """`core.outcome_rows` in C (stateless); ``tokens`` [batch, stride], ``lens``: contiguous int64;
+    ``fastcall``: through `fastcall.c` where it builds."""
     lib = load()
     size, n = batch.shape
     rows = np.empty(size * n, dtype=np.int32)
@@ -417,6 +418,11 @@ def native_outcomes(batch: CandidateBatch, width: int, tokens: np.ndarray, lens:
     accepted = np.empty(size * n, dtype=np.bool_)
     if not size or not tokens.size:
         return rows[:0], scores[:0], accepted[:0]
+    fast = load_fastcall() if fastcall and batch.block is not None else None
+    if fast is not None:
+        count = _check(fast.outcomes(_function(lib, "sgc_outcomes"), batch.block, batch.scores, n, width, tokens, lens,
+                                     rows, scores, accepted))
+        return rows[:count], scores[:count], accepted[:count]
     inputs, _held = _candidate_arrays(batch)
     values = np.require(batch.scores, np.float64, ["C", "W"])
     count = _check(lib.sgc_outcomes(size, n, inputs[0], inputs[1], inputs[4], _address(values), width,
@@ -441,7 +447,7 @@ def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | No
     limits = None if budgets is None else np.asarray(budgets, dtype=np.int32)
     fast = load_fastcall() if fastcall and batch.block is not None else None
     if fast is not None:
-        _check(fast.layout(_layout_function(lib), batch.block, n, width, limits, out, mask))
+        _check(fast.layout(_function(lib, "sgc_layout"), batch.block, n, width, limits, out, mask))
         return tokens, mask, labels, totals
     inputs, _held = _candidate_arrays(batch)
     base = _address(out)
@@ -450,9 +456,10 @@ def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | No
     return tokens, mask, labels, totals
 
 
-def _layout_function(lib: ctypes.PyDLL) -> int:
-    """sgc_layout's address in ``lib`` (the default build: the only one `native_layout` calls)."""
-    global _layout_address
-    if _layout_address is None:
-        _layout_address = _function_address(lib.sgc_layout)
-    return _layout_address
+
+def _function(lib: ctypes.PyDLL, name: str) -> int:
+    """The address of the default build's function ``name`` (the only build the stateless calls use)."""
+    address = _stateless_addresses.get(name)
+    if address is None:
+        address = _stateless_addresses[name] = _function_address(getattr(lib, name))
+    return address

@@ -1,5 +1,6 @@
-// The three core calls of every drafting step (the trie writes of the committed tokens, the
-// proposal, the layout) as CPython extension functions.
+// The core calls of every drafting step (the trie writes of the committed tokens, the proposal,
+// the layout, and after the verify's launch the outcomes the width policy learns from) as CPython
+// extension functions.
 //
 // Why: ctypes converts every argument and finds every array's address through the buffer
 // protocol, which costs tens of microseconds per call when the caches are cold, as they are in
@@ -25,6 +26,8 @@ typedef int64_t (*ExtendRows)(void*, const int32_t*, int32_t, const int64_t*, in
                               int64_t, const int64_t*, double*, int64_t*, int64_t*);
 typedef int32_t (*Propose)(void*, const int32_t*, int32_t, int32_t*, int32_t*, int32_t*, int32_t*, double*, int32_t*,
                            const double*, int32_t, const double*, const double*, double*);
+typedef int64_t (*Outcomes)(int32_t, int32_t, const int32_t*, const int32_t*, const int32_t*, const double*, int32_t,
+                            const int64_t*, int64_t, const int64_t*, int32_t*, double*, uint8_t*);
 typedef int32_t (*Layout)(int32_t, int32_t, const int32_t*, const int32_t*, const int32_t*, const int32_t*,
                           const int32_t*, int32_t, const int32_t*, int64_t*, uint8_t*, int64_t*);
 
@@ -157,6 +160,17 @@ static PyObject* propose(PyObject* self, PyObject* const* args, Py_ssize_t nargs
   return PyLong_FromLong(result);
 }
 
+// The batch of a CandidateBatch block (int32 [4 * b * n + b]) with n nodes per row; -1 with an
+// exception when the block's size is no batch's.
+static npy_intp block_batch(PyArrayObject* block, long n) {
+  const npy_intp batch = PyArray_SIZE(block) / (4 * n + 1);
+  if (PyArray_SIZE(block) != (4 * n + 1) * batch) {
+    PyErr_Format(PyExc_ValueError, "block has a size no batch has");
+    return -1;
+  }
+  return batch;
+}
+
 // layout(function, block, n, width, budgets, out, mask) -> int: sgc_layout over a CandidateBatch's
 // block (int32 [4 * b * n + b], b = len(block) // (4 * n + 1)); budgets int32 [b] or None; out
 // int64 [b * width + (b + 1) * 4] (tokens, label counts, their totals: native_layout's layout);
@@ -172,8 +186,8 @@ static PyObject* layout(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
     return PyErr_Format(PyExc_ValueError, "need 1 <= width <= n, got %ld, %ld", width, n);
   PyArrayObject* block = array_arg(args[1], "block", NPY_INT32, -1, 1, 0);
   if (!block) return NULL;
-  const npy_intp batch = PyArray_SIZE(block) / (4 * n + 1), size = batch * n;
-  if (PyArray_SIZE(block) != 4 * size + batch) return PyErr_Format(PyExc_ValueError, "block has a size no batch has");
+  const npy_intp batch = block_batch(block, n), size = batch * n;
+  if (batch < 0) return NULL;
   const int32_t* budgets = NULL;
   if (args[4] != Py_None) {
     PyArrayObject* limits = array_arg(args[4], "budgets", NPY_INT32, batch, 1, 0);
@@ -191,10 +205,47 @@ static PyObject* layout(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
   return PyLong_FromLong(result);
 }
 
+// outcomes(function, block, scores, n, width, tokens, lens, rows, out_scores, accepted) -> int:
+// sgc_outcomes. block int32 [4 * b * n + b] and scores float64 [b * n] (a CandidateBatch's);
+// tokens int64 [b, stride] and lens int64 [b] (what each request committed); rows int32, out_scores
+// float64 and accepted bool, each [b * n] (written: the first `result` entries).
+static PyObject* outcomes(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  if (!count_args(nargs, 10, "outcomes")) return NULL;
+  Outcomes function = (Outcomes)pointer_arg(args[0], "function");
+  if (PyErr_Occurred()) return NULL;
+  const long n = PyLong_AsLong(args[3]);
+  const long width = n == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[4]);
+  if (PyErr_Occurred()) return NULL;
+  if (n < 1 || width < 1 || width > n)
+    return PyErr_Format(PyExc_ValueError, "need 1 <= width <= n, got %ld, %ld", width, n);
+  PyArrayObject* block = array_arg(args[1], "block", NPY_INT32, -1, 1, 0);
+  if (!block) return NULL;
+  const npy_intp batch = block_batch(block, n), size = batch * n;
+  if (batch < 0) return NULL;
+  PyArrayObject* scores = array_arg(args[2], "scores", NPY_FLOAT64, size, -1, 0);
+  PyArrayObject* tokens = scores ? array_arg(args[5], "tokens", NPY_INT64, -1, 2, 0) : NULL;
+  if (!tokens) return NULL;
+  if (PyArray_DIM(tokens, 0) != batch)
+    return PyErr_Format(PyExc_ValueError, "tokens must have %zd rows", (Py_ssize_t)batch);
+  PyArrayObject* lens = array_arg(args[6], "lens", NPY_INT64, batch, 1, 0);
+  PyArrayObject* rows = lens ? array_arg(args[7], "rows", NPY_INT32, size, 1, 1) : NULL;
+  PyArrayObject* out_scores = rows ? array_arg(args[8], "out_scores", NPY_FLOAT64, size, 1, 1) : NULL;
+  PyArrayObject* accepted = out_scores ? array_arg(args[9], "accepted", NPY_BOOL, size, 1, 1) : NULL;
+  if (!accepted) return NULL;
+  const int32_t* base = (const int32_t*)PyArray_DATA(block);
+  const int64_t result = function((int32_t)batch, (int32_t)n, base, base + size, base + 4 * size,
+                                  (const double*)PyArray_DATA(scores), (int32_t)width,
+                                  (const int64_t*)PyArray_DATA(tokens), PyArray_DIM(tokens, 1),
+                                  (const int64_t*)PyArray_DATA(lens), (int32_t*)PyArray_DATA(rows),
+                                  (double*)PyArray_DATA(out_scores), (uint8_t*)PyArray_DATA(accepted));
+  return PyLong_FromLongLong(result);
+}
+
 static PyMethodDef methods[] = {
     {"extend_rows", (PyCFunction)(void (*)(void))extend_rows, METH_FASTCALL, "sgc_extend_rows"},
     {"propose", (PyCFunction)(void (*)(void))propose, METH_FASTCALL, "sgc_propose"},
     {"layout", (PyCFunction)(void (*)(void))layout, METH_FASTCALL, "sgc_layout"},
+    {"outcomes", (PyCFunction)(void (*)(void))outcomes, METH_FASTCALL, "sgc_outcomes"},
     {NULL, NULL, 0, NULL},
 };
 
