@@ -456,7 +456,6 @@ def native_layout(batch: CandidateBatch, width: int, budgets: Sequence[int] | No
     return tokens, mask, labels, totals
 
 
-
 def _function(lib: ctypes.PyDLL, name: str) -> int:
     """The address of the default build's function ``name`` (the only build the stateless calls use)."""
     address = _stateless_addresses.get(name)
