@@ -160,15 +160,25 @@ static PyObject* propose(PyObject* self, PyObject* const* args, Py_ssize_t nargs
   return PyLong_FromLong(result);
 }
 
-// The batch of a CandidateBatch block (int32 [4 * b * n + b]) with n nodes per row; -1 with an
-// exception when the block's size is no batch's.
-static npy_intp block_batch(PyArrayObject* block, long n) {
-  const npy_intp batch = PyArray_SIZE(block) / (4 * n + 1);
-  if (PyArray_SIZE(block) != (4 * n + 1) * batch) {
-    PyErr_Format(PyExc_ValueError, "block has a size no batch has");
-    return -1;
+// The CandidateBatch block (int32 [4 * b * n + b]) of a stateless call and its n, width and batch b;
+// NULL with an exception naming what is wrong (1 <= width <= n, a block size no batch has).
+static PyArrayObject* candidate_block(PyObject* block_arg, PyObject* n_arg, PyObject* width_arg, long* n, long* width,
+                                      npy_intp* batch) {
+  *n = PyLong_AsLong(n_arg);
+  *width = *n == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(width_arg);
+  if (PyErr_Occurred()) return NULL;
+  if (*n < 1 || *width < 1 || *width > *n) {
+    PyErr_Format(PyExc_ValueError, "need 1 <= width <= n, got %ld, %ld", *width, *n);
+    return NULL;
   }
-  return batch;
+  PyArrayObject* block = array_arg(block_arg, "block", NPY_INT32, -1, 1, 0);
+  if (!block) return NULL;
+  *batch = PyArray_SIZE(block) / (4 * *n + 1);
+  if (PyArray_SIZE(block) != (4 * *n + 1) * *batch) {
+    PyErr_Format(PyExc_ValueError, "block has a size no batch has");
+    return NULL;
+  }
+  return block;
 }
 
 // layout(function, block, n, width, budgets, out, mask) -> int: sgc_layout over a CandidateBatch's
@@ -179,15 +189,11 @@ static PyObject* layout(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
   if (!count_args(nargs, 7, "layout")) return NULL;
   Layout function = (Layout)pointer_arg(args[0], "function");
   if (PyErr_Occurred()) return NULL;
-  const long n = PyLong_AsLong(args[2]);
-  const long width = n == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[3]);
-  if (PyErr_Occurred()) return NULL;
-  if (n < 1 || width < 1 || width > n)
-    return PyErr_Format(PyExc_ValueError, "need 1 <= width <= n, got %ld, %ld", width, n);
-  PyArrayObject* block = array_arg(args[1], "block", NPY_INT32, -1, 1, 0);
+  long n, width;
+  npy_intp batch;
+  PyArrayObject* block = candidate_block(args[1], args[2], args[3], &n, &width, &batch);
   if (!block) return NULL;
-  const npy_intp batch = block_batch(block, n), size = batch * n;
-  if (batch < 0) return NULL;
+  const npy_intp size = batch * n;
   const int32_t* budgets = NULL;
   if (args[4] != Py_None) {
     PyArrayObject* limits = array_arg(args[4], "budgets", NPY_INT32, batch, 1, 0);
@@ -213,15 +219,11 @@ static PyObject* outcomes(PyObject* self, PyObject* const* args, Py_ssize_t narg
   if (!count_args(nargs, 10, "outcomes")) return NULL;
   Outcomes function = (Outcomes)pointer_arg(args[0], "function");
   if (PyErr_Occurred()) return NULL;
-  const long n = PyLong_AsLong(args[3]);
-  const long width = n == -1 && PyErr_Occurred() ? -1 : PyLong_AsLong(args[4]);
-  if (PyErr_Occurred()) return NULL;
-  if (n < 1 || width < 1 || width > n)
-    return PyErr_Format(PyExc_ValueError, "need 1 <= width <= n, got %ld, %ld", width, n);
-  PyArrayObject* block = array_arg(args[1], "block", NPY_INT32, -1, 1, 0);
+  long n, width;
+  npy_intp batch;
+  PyArrayObject* block = candidate_block(args[1], args[3], args[4], &n, &width, &batch);
   if (!block) return NULL;
-  const npy_intp batch = block_batch(block, n), size = batch * n;
-  if (batch < 0) return NULL;
+  const npy_intp size = batch * n;
   PyArrayObject* scores = array_arg(args[2], "scores", NPY_FLOAT64, size, -1, 0);
   PyArrayObject* tokens = scores ? array_arg(args[5], "tokens", NPY_INT64, -1, 2, 0) : NULL;
   if (!tokens) return NULL;
